@@ -1,0 +1,249 @@
+//! Access tokens: HS256 JWTs with a pinned algorithm, issuer and audience.
+//!
+//! Expiry is checked against the injected clock rather than the system time so that tests (and
+//! every instance) agree on what "expired" means.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Who issues the tokens, and for whom.
+const ISSUER: &str = "koryphaios";
+const AUDIENCE: &str = "koryphaios-api";
+
+/// The HMAC key for access tokens: at least 32 bytes.
+pub struct JwtSecret(SecretBox<[u8]>);
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(<redacted>)")
+    }
+}
+
+impl JwtSecret {
+    /// The shortest accepted key.
+    pub const MIN_LEN: usize = 32;
+
+    /// Wraps key bytes; refuses keys shorter than [`Self::MIN_LEN`].
+    pub fn new(bytes: Vec<u8>) -> Result<Self, TokenError> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(TokenError::WeakSecret);
+        }
+        Ok(Self(SecretBox::new(bytes.into_boxed_slice())))
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The user id.
+    pub sub: String,
+    /// The token's unique id (revoked by logout).
+    pub jti: String,
+    /// The session (refresh-token family) id.
+    pub fam: String,
+    /// The user's session epoch when issued (bumped by logout-all and password change).
+    pub sv: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expires at, Unix seconds.
+    pub exp: i64,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+}
+
+/// Why a token was not accepted. Deliberately coarse: clients learn "invalid" or "expired".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Bad signature, algorithm, issuer, audience, shape or claims.
+    #[error("invalid token")]
+    Invalid,
+    /// Well-formed and signed, but past its expiry.
+    #[error("token expired")]
+    Expired,
+    /// The configured signing key is too short.
+    #[error("the JWT secret must be at least {} bytes", JwtSecret::MIN_LEN)]
+    WeakSecret,
+    /// Signing failed (cannot happen with HS256 and a valid key).
+    #[error("token signing failed")]
+    Signing,
+}
+
+/// Signs and checks access tokens.
+pub struct AccessTokenCodec {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for AccessTokenCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessTokenCodec { algorithm: HS256, keys: <redacted> }")
+    }
+}
+
+impl AccessTokenCodec {
+    /// A codec for HS256 with `secret`.
+    pub fn new(secret: &JwtSecret) -> Self {
+        let key = secret.0.expose_secret();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        // Expiry is judged against the injected clock in `decode`.
+        validation.validate_exp = false;
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            validation,
+        }
+    }
+
+    /// Fills in issuer and audience and signs.
+    pub fn encode(&self, mut claims: AccessClaims) -> Result<String, TokenError> {
+        claims.iss = ISSUER.to_owned();
+        claims.aud = AUDIENCE.to_owned();
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| TokenError::Signing)
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry at `now`.
+    pub fn decode(&self, token: &str, now: OffsetDateTime) -> Result<AccessClaims, TokenError> {
+        // A JWT this service issues is a few hundred bytes; refuse to parse anything huge.
+        if token.len() > 4096 {
+            return Err(TokenError::Invalid);
+        }
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        if data.claims.exp <= now.unix_timestamp() {
+            return Err(TokenError::Expired);
+        }
+        Ok(data.claims)
+    }
+
+    /// Base claims (issuer and audience are set by `encode`).
+    pub fn claims(
+        sub: String,
+        jti: String,
+        fam: String,
+        sv: i64,
+        iat: i64,
+        exp: i64,
+    ) -> AccessClaims {
+        AccessClaims {
+            sub,
+            jti,
+            fam,
+            sv,
+            iat,
+            exp,
+            iss: String::new(),
+            aud: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    fn codec() -> AccessTokenCodec {
+        AccessTokenCodec::new(&JwtSecret::new(vec![7u8; 32]).unwrap())
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn token(exp_offset: i64) -> String {
+        let iat = now().unix_timestamp();
+        codec()
+            .encode(AccessTokenCodec::claims(
+                "usr_x".into(),
+                "j".into(),
+                "fam_x".into(),
+                0,
+                iat,
+                iat + exp_offset,
+            ))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_fresh_token_decodes_with_its_claims() {
+        let claims = codec().decode(&token(900), now()).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.iss.as_str()),
+            ("usr_x", "koryphaios")
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_reported_as_expired() {
+        assert_eq!(
+            codec()
+                .decode(&token(900), now() + time::Duration::seconds(900))
+                .unwrap_err(),
+            TokenError::Expired
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_invalid() {
+        let other = AccessTokenCodec::new(&JwtSecret::new(vec![8u8; 32]).unwrap());
+        assert_eq!(
+            other.decode(&token(900), now()).unwrap_err(),
+            TokenError::Invalid
+        );
+    }
+
+    #[test]
+    fn tampered_and_alg_none_tokens_are_invalid() {
+        let good = token(900);
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let header_none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let forged_none = format!("{header_none}.{}.", parts[1]);
+        assert_eq!(
+            codec().decode(&forged_none, now()).unwrap_err(),
+            TokenError::Invalid
+        );
+        let header_hs512 = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512","typ":"JWT"}"#);
+        let forged_alg = format!("{header_hs512}.{}.{}", parts[1], parts[2]);
+        assert_eq!(
+            codec().decode(&forged_alg, now()).unwrap_err(),
+            TokenError::Invalid
+        );
+        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"usr_admin"}"#);
+        assert_eq!(
+            codec().decode(&parts.join("."), now()).unwrap_err(),
+            TokenError::Invalid
+        );
+        assert_eq!(
+            codec().decode("not-a-jwt", now()).unwrap_err(),
+            TokenError::Invalid
+        );
+        assert_eq!(
+            codec().decode(&"a".repeat(5000), now()).unwrap_err(),
+            TokenError::Invalid
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_refused_and_never_printed() {
+        assert_eq!(
+            JwtSecret::new(vec![1u8; 31]).unwrap_err(),
+            TokenError::WeakSecret
+        );
+        let shown = format!(
+            "{:?}",
+            JwtSecret::new(b"super-secret-value-that-is-long-enough".to_vec()).unwrap()
+        );
+        assert!(!shown.contains("super-secret"));
+    }
+}

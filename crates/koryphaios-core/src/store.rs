@@ -1,0 +1,170 @@
+//! Storage ports: what the domain needs from a database, whichever database it is.
+//!
+//! Each method is one transaction in the adapter. SQLite and PostgreSQL implement the same
+//! traits and are held to the same behaviour by the contract suite in `testing`.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::ids::{FamilyId, RefreshTokenId, UserId};
+use crate::migrations::{MigrationError, MigrationStatus};
+use crate::secret::TokenHash;
+use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
+
+/// A storage failure the domain cannot do anything about but report.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or timed out: the caller may retry later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, corrupted data, or a constraint the domain should have checked.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for storage results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why a registration was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterUserError {
+    /// Another user has this name (compared case-insensitively).
+    #[error("username is taken")]
+    UsernameTaken,
+    /// The install has users and registration is not open.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A refresh token to store (only its hash).
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    /// The token's id.
+    pub id: RefreshTokenId,
+    /// SHA-256 of the token.
+    pub token_hash: TokenHash,
+    /// When it was issued.
+    pub issued_at: OffsetDateTime,
+    /// When it stops working.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The result of presenting a refresh token for rotation.
+#[derive(Debug)]
+pub enum RotateOutcome {
+    /// The token was current: it is now spent, and the new token is stored in its family.
+    Rotated {
+        /// The session's owner.
+        user: User,
+        /// The session.
+        family: FamilyId,
+    },
+    /// The token was already spent: someone replayed it, so the whole family is now revoked.
+    ReuseDetected {
+        /// The session's owner.
+        user_id: UserId,
+        /// The session just revoked.
+        family: FamilyId,
+    },
+    /// Unknown, expired, or its session is revoked.
+    Invalid,
+}
+
+/// What an access token's validity depends on, read in one query.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    /// The token's user, as stored now.
+    pub user: User,
+    /// The token's session was logged out or revoked.
+    pub family_revoked: bool,
+    /// This very token was logged out.
+    pub token_revoked: bool,
+}
+
+/// Users.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Stores a new user; the first user of an empty store becomes admin, atomically.
+    async fn register_user(
+        &self,
+        user: NewUser,
+        policy: RegistrationPolicy,
+    ) -> Result<User, RegisterUserError>;
+    /// The user with this name (case-insensitive) and their password hash.
+    async fn find_credentials(&self, username: &str) -> StoreResult<Option<UserCredentials>>;
+    /// The user with this id.
+    async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;
+    /// Replaces the password, bumps the session epoch and revokes every session, atomically.
+    async fn change_password(
+        &self,
+        id: &UserId,
+        hash: &PasswordHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<User>;
+    /// How many users exist.
+    async fn count_users(&self) -> StoreResult<u64>;
+}
+
+/// Login sessions: refresh-token families and revoked access tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Starts a session with its first refresh token.
+    async fn create_session(
+        &self,
+        user: &UserId,
+        family: &FamilyId,
+        first: &NewRefreshToken,
+    ) -> StoreResult<()>;
+    /// Spends `presented` and stores `next` in its family; detects reuse (SPEC §2.1).
+    async fn rotate_refresh_token(
+        &self,
+        presented: &TokenHash,
+        next: &NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome>;
+    /// Ends one session and revokes one access token of it until that token expires.
+    async fn end_session(
+        &self,
+        user: &UserId,
+        family: &FamilyId,
+        jti: &str,
+        token_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Ends every session of a user: bumps the epoch and revokes every family.
+    async fn end_all_sessions(&self, user: &UserId, now: OffsetDateTime) -> StoreResult<User>;
+    /// What decides whether an access token is still good.
+    async fn session_state(
+        &self,
+        user: &UserId,
+        family: &FamilyId,
+        jti: &str,
+    ) -> StoreResult<Option<SessionState>>;
+    /// Deletes expired refresh tokens, dead families and revocations of expired access tokens.
+    async fn purge_expired_sessions(&self, now: OffsetDateTime) -> StoreResult<u64>;
+}
+
+/// Schema management for one backend.
+#[async_trait]
+pub trait SchemaMigrator: Send + Sync {
+    /// Every known migration with whether and when it was applied.
+    async fn migration_status(&self) -> Result<Vec<MigrationStatus>, MigrationError>;
+    /// Applies every pending migration in order, each in its own transaction; returns their versions.
+    async fn migrate_up(&self) -> Result<Vec<i64>, MigrationError>;
+    /// Reverts the newest `steps` applied migrations; returns their versions.
+    async fn migrate_down(&self, steps: usize) -> Result<Vec<i64>, MigrationError>;
+}
+
+/// Everything the service stores: the port the composition root holds as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + SchemaMigrator + Debug {
+    /// A cheap round trip for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+    /// The backend's name, for logs and health output (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+}
