@@ -89,8 +89,13 @@ impl Config {
 
     /// Reads settings through `lookup` (tests pass a map). Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let data_dir = PathBuf::from(get("KORYPHAIOS_DATA_DIR").unwrap_or_else(|| "./.koryphaios".into()));
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let data_dir =
+            PathBuf::from(get("KORYPHAIOS_DATA_DIR").unwrap_or_else(|| "./.koryphaios".into()));
         let database = match get("KORYPHAIOS_DATABASE_URL") {
             None => DatabaseConfig::Sqlite(data_dir.join("koryphaios.db")),
             Some(url) => parse_database_url(&url)?,
@@ -106,11 +111,25 @@ impl Config {
         };
         Ok(Self {
             data_dir,
-            host: parse_or("KORYPHAIOS_HOST", get("KORYPHAIOS_HOST"), IpAddr::from([127, 0, 0, 1]), "an IP address such as 127.0.0.1 or 0.0.0.0")?,
-            port: parse_or("KORYPHAIOS_PORT", get("KORYPHAIOS_PORT"), 3000, "a port number from 0 to 65535")?,
+            host: parse_or(
+                "KORYPHAIOS_HOST",
+                get("KORYPHAIOS_HOST"),
+                IpAddr::from([127, 0, 0, 1]),
+                "an IP address such as 127.0.0.1 or 0.0.0.0",
+            )?,
+            port: parse_or(
+                "KORYPHAIOS_PORT",
+                get("KORYPHAIOS_PORT"),
+                3000,
+                "a port number from 0 to 65535",
+            )?,
             database,
             jwt_secret,
-            allow_registration: parse_bool("KORYPHAIOS_ALLOW_REGISTRATION", get("KORYPHAIOS_ALLOW_REGISTRATION"), false)?,
+            allow_registration: parse_bool(
+                "KORYPHAIOS_ALLOW_REGISTRATION",
+                get("KORYPHAIOS_ALLOW_REGISTRATION"),
+                false,
+            )?,
             cors_origins: parse_origins(get("KORYPHAIOS_CORS_ORIGINS"))?,
             hsts_max_age: get("KORYPHAIOS_HSTS_MAX_AGE")
                 .map(|v| parse_in("KORYPHAIOS_HSTS_MAX_AGE", &v, 0, 63_072_000))
@@ -150,7 +169,12 @@ impl Config {
     }
 }
 
-fn parse_or<T: std::str::FromStr>(variable: &'static str, raw: Option<String>, default: T, allowed: &str) -> Result<T, ConfigError> {
+fn parse_or<T: std::str::FromStr>(
+    variable: &'static str,
+    raw: Option<String>,
+    default: T,
+    allowed: &str,
+) -> Result<T, ConfigError> {
     match raw {
         None => Ok(default),
         Some(raw) => raw.parse().map_err(|_| ConfigError {
@@ -161,13 +185,20 @@ fn parse_or<T: std::str::FromStr>(variable: &'static str, raw: Option<String>, d
 }
 
 fn parse_in(variable: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    raw.parse::<u64>().ok().filter(|v| (min..=max).contains(v)).ok_or_else(|| ConfigError {
-        variable,
-        problem: format!("expected a whole number from {min} to {max}, got {raw:?}"),
-    })
+    raw.parse::<u64>()
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| ConfigError {
+            variable,
+            problem: format!("expected a whole number from {min} to {max}, got {raw:?}"),
+        })
 }
 
-fn parse_bool(variable: &'static str, raw: Option<String>, default: bool) -> Result<bool, ConfigError> {
+fn parse_bool(
+    variable: &'static str,
+    raw: Option<String>,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => Ok(default),
         Some("true" | "1" | "yes" | "on") => Ok(true),
@@ -181,10 +212,18 @@ fn parse_bool(variable: &'static str, raw: Option<String>, default: bool) -> Res
 
 fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
     let variable = "KORYPHAIOS_DATABASE_URL";
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() {
-            return Err(ConfigError { variable, problem: "sqlite:// needs a file path, e.g. sqlite:///var/lib/koryphaios/koryphaios.db".into() });
+            return Err(ConfigError {
+                variable,
+                problem:
+                    "sqlite:// needs a file path, e.g. sqlite:///var/lib/koryphaios/koryphaios.db"
+                        .into(),
+            });
         }
         return Ok(DatabaseConfig::Sqlite(PathBuf::from(path)));
     }
@@ -197,7 +236,9 @@ fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
 }
 
 fn parse_origins(raw: Option<String>) -> Result<Vec<HeaderValue>, ConfigError> {
-    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
     raw.split(',')
         .map(str::trim)
         .filter(|origin| !origin.is_empty())
@@ -236,7 +277,10 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -246,8 +290,15 @@ mod tests {
         assert_eq!(config.port, 3000);
         assert_eq!(config.host.to_string(), "127.0.0.1");
         assert_eq!(config.data_dir, PathBuf::from("./.koryphaios"));
-        assert_eq!(config.database, DatabaseConfig::Sqlite(PathBuf::from("./.koryphaios/koryphaios.db")));
-        assert!(config.jwt_secret.is_none() && !config.allow_registration && config.cors_origins.is_empty());
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite(PathBuf::from("./.koryphaios/koryphaios.db"))
+        );
+        assert!(
+            config.jwt_secret.is_none()
+                && !config.allow_registration
+                && config.cors_origins.is_empty()
+        );
         assert_eq!(config.log_format, LogFormat::Text);
     }
 
@@ -261,14 +312,25 @@ mod tests {
             ("KORYPHAIOS_LOG_FORMAT", "xml", "text or json"),
             ("KORYPHAIOS_LOG_LEVEL", "loud=[", "level"),
             ("KORYPHAIOS_CORS_ORIGINS", "*", "origins"),
-            ("KORYPHAIOS_CORS_ORIGINS", "https://ok.example, https://bad.example/path", "no path"),
+            (
+                "KORYPHAIOS_CORS_ORIGINS",
+                "https://ok.example, https://bad.example/path",
+                "no path",
+            ),
             ("KORYPHAIOS_REQUEST_TIMEOUT_SECS", "0", "1 to 300"),
-            ("KORYPHAIOS_DATABASE_URL", "mysql://root:hunter2@db/x", "sqlite://"),
+            (
+                "KORYPHAIOS_DATABASE_URL",
+                "mysql://root:hunter2@db/x",
+                "sqlite://",
+            ),
         ];
         for (variable, value, hint) in cases {
             let error = load(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);
-            assert!(error.to_string().contains(hint), "{error} should mention {hint}");
+            assert!(
+                error.to_string().contains(hint),
+                "{error} should mention {hint}"
+            );
         }
     }
 
@@ -285,7 +347,10 @@ mod tests {
         let config = load(&[
             ("KORYPHAIOS_PORT", "0"),
             ("KORYPHAIOS_ALLOW_REGISTRATION", "TRUE"),
-            ("KORYPHAIOS_CORS_ORIGINS", "https://a.example, http://localhost:5173"),
+            (
+                "KORYPHAIOS_CORS_ORIGINS",
+                "https://a.example, http://localhost:5173",
+            ),
             ("KORYPHAIOS_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
             ("KORYPHAIOS_DATABASE_URL", "sqlite:///tmp/k.db"),
             ("KORYPHAIOS_LOG_FORMAT", "json"),
@@ -295,7 +360,10 @@ mod tests {
         assert!(config.allow_registration);
         assert_eq!(config.cors_origins.len(), 2);
         assert_eq!(config.jwt_secret.unwrap().expose_secret().len(), 32);
-        assert_eq!(config.database, DatabaseConfig::Sqlite(PathBuf::from("/tmp/k.db")));
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite(PathBuf::from("/tmp/k.db"))
+        );
         assert_eq!(config.log_format, LogFormat::Json);
     }
 

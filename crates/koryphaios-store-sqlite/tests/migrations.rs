@@ -1,4 +1,9 @@
 //! SQLite-specific migration behaviour: tamper detection, concurrent starts, pragmas.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests panic on failure"
+)]
 
 use koryphaios_core::migrations::MigrationError;
 use koryphaios_core::store::{SchemaMigrator, Store};

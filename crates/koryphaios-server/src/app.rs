@@ -1,0 +1,209 @@
+//! The composition root: `Application::build` wires configuration, store, use cases and the HTTP
+//! pipeline. `koryphaios serve`, the CLI and the test harness all go through here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use koryphaios_core::session::{AccessTokenCodec, AuthService, AuthSettings, JwtSecret};
+use koryphaios_core::store::Store;
+use koryphaios_core::users::PasswordHasher;
+use koryphaios_core::{Clock, SystemClock};
+use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
+use secrecy::ExposeSecret as _;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::{Config, DatabaseConfig};
+use crate::data_dir;
+use crate::http::routes::{self, PipelineSettings};
+use crate::state::AppState;
+
+/// How often expired sessions and token revocations are purged.
+const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The parts that tests replace: the clock and the password hashing cost.
+#[derive(Debug, Clone)]
+pub struct Components {
+    /// The source of "now".
+    pub clock: Arc<dyn Clock>,
+    /// Password hashing (tests use cheap parameters).
+    pub password_hasher: PasswordHasher,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            password_hasher: PasswordHasher::default(),
+        }
+    }
+}
+
+/// A built, bound, not yet serving instance.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown_grace: Duration,
+}
+
+/// Opens the configured store without migrating it (the `migrate` CLI decides what to apply).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    data_dir::prepare(&config.data_dir)?;
+    match &config.database {
+        DatabaseConfig::Sqlite(path) => {
+            data_dir::create_private_file(path)?;
+            let store = SqliteStore::open(path, &SqliteSettings::default())
+                .await
+                .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn jwt_secret(config: &Config) -> anyhow::Result<JwtSecret> {
+    let bytes = match &config.jwt_secret {
+        Some(configured) => configured.expose_secret().as_bytes().to_vec(),
+        None => data_dir::load_or_create_jwt_secret(&config.data_dir)?.to_vec(),
+    };
+    JwtSecret::new(bytes).context("KORYPHAIOS_JWT_SECRET")
+}
+
+impl Application {
+    /// Builds the production application.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Components::default()).await
+    }
+
+    /// Builds with replaced components (tests).
+    pub async fn build_with(config: &Config, components: Components) -> anyhow::Result<Self> {
+        let store = open_store(config).await?;
+        let applied = store
+            .migrate_up()
+            .await
+            .context("database migration failed")?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "database migrated");
+        }
+        let codec = AccessTokenCodec::new(&jwt_secret(config)?);
+        let settings = AuthSettings {
+            allow_registration: config.allow_registration,
+            ..AuthSettings::default()
+        };
+        let auth = AuthService::new(
+            Arc::clone(&store),
+            Arc::clone(&components.clock),
+            codec,
+            components.password_hasher,
+            settings,
+        );
+        let state = AppState {
+            auth: Arc::new(auth),
+            store: Arc::clone(&store),
+        };
+        let pipeline = PipelineSettings {
+            cors_origins: config.cors_origins.clone(),
+            hsts_max_age: config.hsts_max_age,
+            request_timeout: config.request_timeout,
+        };
+        let router = routes::router(state, &pipeline);
+        let address = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} (KORYPHAIOS_HOST/KORYPHAIOS_PORT)")
+        })?;
+        Ok(Self {
+            listener,
+            router,
+            store,
+            clock: components.clock,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address actually bound (port 0 resolves here).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish for the grace period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            store,
+            clock,
+            shutdown_grace,
+        } = self;
+        let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
+        let stopping = Arc::new(Notify::new());
+        let signal = Arc::clone(&stopping);
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining requests");
+            signal.notify_one();
+        });
+        let drain_deadline = async {
+            stopping.notified().await;
+            tokio::time::sleep(shutdown_grace).await;
+        };
+        let result = tokio::select! {
+            served = server => served.context("server failed"),
+            () = drain_deadline => {
+                tracing::warn!(grace_secs = shutdown_grace.as_secs(), "drain period over; closing with requests in flight");
+                Ok(())
+            }
+        };
+        purge.abort();
+        result
+    }
+}
+
+async fn purge_sessions_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    let mut interval = tokio::time::interval(SESSION_PURGE_INTERVAL);
+    loop {
+        interval.tick().await;
+        match store.purge_expired_sessions(clock.now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired session data"),
+            Err(error) => tracing::warn!(%error, "purging expired session data failed"),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

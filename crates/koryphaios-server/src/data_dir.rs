@@ -1,0 +1,151 @@
+//! The data directory: created private (0700), and the home of generated secrets (0600).
+//!
+//! The JWT secret is generated here on first start when `KORYPHAIOS_JWT_SECRET` is unset, so a
+//! restart keeps sessions valid.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use koryphaios_core::secret::random_bytes;
+use zeroize::Zeroizing;
+
+/// The file that keeps a generated JWT secret.
+pub const JWT_SECRET_FILE: &str = "jwt.secret";
+
+/// Creates `dir` (mode 0700) if missing; warns when an existing one is readable by others.
+pub fn prepare(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data directory {}", dir.display()))?;
+        tracing::info!(path = %dir.display(), "created data directory");
+    } else if !dir.is_dir() {
+        bail!(
+            "data directory {} exists and is not a directory",
+            dir.display()
+        );
+    } else if let Ok(meta) = fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "data directory is accessible to other users; 0700 is recommended"
+        );
+    }
+    Ok(())
+}
+
+/// Creates an empty file with mode 0600 unless it exists (for the SQLite database).
+pub fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// Reads the generated JWT secret from the data dir, creating it on first start.
+pub fn load_or_create_jwt_secret(dir: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let path: PathBuf = dir.join(JWT_SECRET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            let bytes = Zeroizing::new(
+                STANDARD
+                    .decode(text.trim())
+                    .with_context(|| format!("{} is not valid base64; delete it to generate a new one (this ends every session)", path.display()))?,
+            );
+            if bytes.len() < 32 {
+                bail!(
+                    "{} holds fewer than 32 bytes; delete it to generate a new one",
+                    path.display()
+                );
+            }
+            Ok(bytes)
+        }
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            let bytes = Zeroizing::new(random_bytes::<64>()?.to_vec());
+            let encoded = Zeroizing::new(STANDARD.encode(bytes.as_slice()));
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(encoded.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated a JWT signing secret");
+            Ok(bytes)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_and_secret_are_private_and_stable() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        prepare(&dir).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let first = load_or_create_jwt_secret(&dir).unwrap();
+        let second = load_or_create_jwt_secret(&dir).unwrap();
+        assert_eq!(first.as_slice(), second.as_slice());
+        assert_eq!(first.len(), 64);
+        let mode = fs::metadata(dir.join(JWT_SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_corrupt_secret_file_stops_the_start_without_being_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(JWT_SECRET_FILE), "not base64 !!!").unwrap();
+        let error = load_or_create_jwt_secret(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("not valid base64"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join(JWT_SECRET_FILE)).unwrap(),
+            "not base64 !!!"
+        );
+    }
+
+    #[test]
+    fn private_files_are_created_0600_and_left_alone_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/k.db");
+        create_private_file(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::write(&path, "x").unwrap();
+        create_private_file(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "x");
+    }
+}

@@ -1,0 +1,281 @@
+//! The one HTTP error type, and the only place that knows status codes.
+//!
+//! Handlers and extractors return [`ApiError`]. Its response carries an [`ErrorReport`] in the
+//! response extensions and no body yet: the `error_envelope` middleware renders the JSON body
+//! with the request id and logs internal detail once. Responses produced outside handlers
+//! (unknown route, 405, 413 from the body limit, timeouts) get the same body from their status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use koryphaios_core::session::AuthError;
+use koryphaios_core::store::StoreError;
+use koryphaios_core::validation::{FieldError, ValidationErrors};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The JSON body of every error response (SPEC §2.4).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// A human summary.
+    #[schema(example = "Validation failed")]
+    pub error: String,
+    /// A stable, machine-readable code.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    /// Per-field problems, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldDetail>>,
+    /// The request's id, as in the `X-Request-Id` header.
+    pub request_id: String,
+}
+
+/// One field's problem.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldDetail {
+    /// The field, as the client named it.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<FieldError> for FieldDetail {
+    fn from(error: FieldError) -> Self {
+        Self {
+            field: error.field,
+            message: error.message,
+        }
+    }
+}
+
+/// What the envelope middleware needs to render and log an error.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    /// The client-facing summary.
+    pub message: String,
+    /// The stable code.
+    pub code: &'static str,
+    /// Field problems.
+    pub details: Option<Vec<FieldDetail>>,
+    /// Detail for the operator's log only (never serialised).
+    pub internal: Option<String>,
+}
+
+/// An error on its way to becoming a response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    report: ErrorReport,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            report: ErrorReport {
+                message: message.into(),
+                code,
+                details: None,
+                internal: None,
+            },
+        }
+    }
+
+    /// 400 with per-field details.
+    pub fn validation(errors: Vec<FieldDetail>) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "Validation failed",
+        );
+        error.report.details = Some(errors);
+        error
+    }
+
+    /// 400 for a body that is not JSON.
+    pub fn malformed_json(detail: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "The request body is not valid JSON",
+        );
+        error.report.details = Some(vec![FieldDetail {
+            field: "body".into(),
+            message: detail.into(),
+        }]);
+        error
+    }
+
+    /// 400 for a query string that does not parse.
+    pub fn bad_query(detail: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "The query string is invalid",
+        );
+        error.report.details = Some(vec![FieldDetail {
+            field: "query".into(),
+            message: detail.into(),
+        }]);
+        error
+    }
+
+    /// 401 with a code saying why.
+    pub fn unauthenticated(code: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 403.
+    pub fn forbidden(code: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// 404: also what another user's resource looks like.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found")
+    }
+
+    /// 409.
+    pub fn conflict(code: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 413.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body exceeds 10 KB",
+        )
+    }
+
+    /// 415.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Expected a body with Content-Type: application/json",
+        )
+    }
+
+    /// 500: the client sees a generic text; `detail` goes to the log.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal server error",
+        );
+        error.report.internal = Some(detail.into());
+        error
+    }
+
+    /// 503: a dependency is down; `detail` goes to the log.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "Service temporarily unavailable",
+        );
+        error.report.internal = Some(detail.into());
+        error
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.report.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(self.report);
+        response
+    }
+}
+
+/// The report for a response that reached the envelope middleware without one.
+pub fn report_for_status(status: StatusCode) -> ErrorReport {
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "Method not allowed on this route")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "The request body exceeds 10 KB"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Unsupported media type"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            ("service_unavailable", "Service temporarily unavailable")
+        }
+        StatusCode::UNAUTHORIZED => ("unauthenticated", "Authentication required"),
+        StatusCode::FORBIDDEN => ("forbidden", "Forbidden"),
+        status if status.is_client_error() => ("bad_request", "Bad request"),
+        _ => ("internal_error", "Internal server error"),
+    };
+    ErrorReport {
+        message: message.into(),
+        code,
+        details: None,
+        internal: None,
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        Self::validation(errors.0.into_iter().map(FieldDetail::from).collect())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => Self::unavailable(detail),
+            StoreError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Validation(errors) => errors.into(),
+            AuthError::InvalidCredentials => {
+                Self::unauthenticated("invalid_credentials", "Invalid username or password")
+            }
+            AuthError::RegistrationClosed => {
+                Self::forbidden("registration_closed", "Registration is closed")
+            }
+            AuthError::UsernameTaken => Self::conflict("username_taken", "That username is taken"),
+            AuthError::InvalidToken => {
+                Self::unauthenticated("invalid_token", "Invalid access token")
+            }
+            AuthError::TokenExpired => {
+                Self::unauthenticated("token_expired", "Access token expired")
+            }
+            AuthError::TokenRevoked => {
+                Self::unauthenticated("token_revoked", "Access token revoked")
+            }
+            AuthError::InvalidRefreshToken => {
+                Self::unauthenticated("invalid_refresh_token", "Invalid or expired refresh token")
+            }
+            AuthError::RefreshTokenReused => Self::unauthenticated(
+                "refresh_token_reused",
+                "Refresh token already used; the session has been revoked",
+            ),
+            AuthError::Store(store) => store.into(),
+            AuthError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,146 @@
+//! `ApiJson`: the JSON body extractor and responder whose rejections use the error envelope.
+//!
+//! It reads the body (the body limit turns an oversize one into 413, chunked or not), insists on
+//! `Content-Type: application/json` (415), and deserialises with the failing field's path, so
+//! wrong types, missing and unknown fields come back as 400 with `details`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, FieldDetail};
+
+/// A JSON request or response body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+fn is_json(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&request) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large()
+                } else {
+                    ApiError::malformed_json("the body could not be read")
+                }
+            })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Deserialises `bytes`, mapping serde's errors onto the envelope.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_data() {
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::validation(vec![FieldDetail {
+                field,
+                message: clean_serde_message(&inner),
+            }])
+        } else {
+            ApiError::malformed_json(clean_serde_message(&inner))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::malformed_json(clean_serde_message(&error)))?;
+    Ok(value)
+}
+
+/// serde's message without the " at line 1 column 9" suffix, which means nothing to a client.
+fn clean_serde_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(index) => text[..index].to_owned(),
+        None => text,
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(error) => ApiError::internal(format!("response serialisation failed: {error}"))
+                .into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "fields exist to be deserialised")]
+    struct Login {
+        username: String,
+        password: String,
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let error = parse::<Login>(br#"{"username": 5, "password": "x"}"#).unwrap_err();
+        assert_eq!(error.code(), "validation_failed");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_garbage_are_malformed_json() {
+        assert_eq!(
+            parse::<Login>(b"{\"username\": ").unwrap_err().code(),
+            "malformed_json"
+        );
+        assert_eq!(
+            parse::<Login>(br#"{"username":"a","password":"b"} x"#)
+                .unwrap_err()
+                .code(),
+            "malformed_json"
+        );
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_validation_errors() {
+        assert_eq!(
+            parse::<Login>(br#"{"username":"a","password":"b","admin":true}"#)
+                .unwrap_err()
+                .code(),
+            "validation_failed"
+        );
+        assert_eq!(
+            parse::<Login>(br#"{"username":"a"}"#).unwrap_err().code(),
+            "validation_failed"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! `/api/auth/*`: register, login, refresh, logout, logout-all, me, change password.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use koryphaios_core::session::SessionTokens;
+use koryphaios_core::users::User;
+use koryphaios_core::{AuthMethod, Principal};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::CurrentUser;
+use crate::http::json::ApiJson;
+use crate::state::AppState;
+
+/// `POST /api/auth/register` and `POST /api/auth/login` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    /// 3–64 characters: letters, digits, `_`, `-`, `.`.
+    #[schema(
+        min_length = 3,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.-]+$",
+        example = "ada"
+    )]
+    pub username: String,
+    /// 12–128 characters, at least 5 different ones, not containing the username.
+    #[schema(value_type = String, min_length = 12, max_length = 128, format = Password)]
+    pub password: SecretString,
+}
+
+/// `POST /api/auth/refresh` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// The refresh token from login or the previous refresh.
+    #[schema(value_type = String, max_length = 128)]
+    pub refresh_token: SecretString,
+}
+
+/// `POST /api/auth/password` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChangePasswordRequest {
+    /// The password in use now.
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    /// The new password (same rules as at registration).
+    #[schema(value_type = String, min_length = 12, max_length = 128, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// A user as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    /// The user's id.
+    #[schema(example = "usr_0192f0c1d2e37a4b8c9d0e1f2a3b4c5d")]
+    pub id: String,
+    /// The login name.
+    pub username: String,
+    /// `admin` or `user`.
+    #[schema(example = "user")]
+    pub role: String,
+    /// When the user registered.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        Self {
+            id: user.id.to_string(),
+            username: user.username.clone(),
+            role: user.role.as_str().to_owned(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// `POST /api/auth/register` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisterResponse {
+    /// The new user.
+    pub user: UserView,
+}
+
+/// Login, refresh and password-change response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionResponse {
+    /// The JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// The single-use token for `/api/auth/refresh`.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
+    pub expires_in: i64,
+    /// Who logged in.
+    pub user: UserView,
+}
+
+impl From<SessionTokens> for SessionResponse {
+    fn from(tokens: SessionTokens) -> Self {
+        Self {
+            access_token: tokens.access_token.expose_secret().to_owned(),
+            refresh_token: tokens.refresh_token.expose_secret().to_owned(),
+            token_type: "Bearer",
+            expires_in: tokens.expires_in,
+            user: UserView::from(&tokens.user),
+        }
+    }
+}
+
+/// `GET /api/auth/me` response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeResponse {
+    /// The caller's user.
+    pub user_id: String,
+    /// The caller's user name.
+    pub username: String,
+    /// The caller's role.
+    pub role: String,
+    /// How the caller authenticated: `session`.
+    pub auth_method: &'static str,
+    /// What the caller may do.
+    pub scopes: Vec<String>,
+    /// When the caller's credential expires.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+}
+
+impl From<&Principal> for MeResponse {
+    fn from(principal: &Principal) -> Self {
+        let AuthMethod::Session { expires_at, .. } = &principal.method;
+        Self {
+            user_id: principal.user_id.to_string(),
+            username: principal.username.clone(),
+            role: principal.role.as_str().to_owned(),
+            auth_method: "session",
+            scopes: principal.scopes.iter().map(ToString::to_string).collect(),
+            expires_at: *expires_at,
+        }
+    }
+}
+
+/// Registers a user. The first user of an empty install becomes admin; afterwards registration
+/// needs `KORYPHAIOS_ALLOW_REGISTRATION=true`.
+#[utoipa::path(post, path = "/register", tag = "auth", request_body = CredentialsRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 403, description = "Registration is closed", body = ErrorBody),
+        (status = 409, description = "Username taken", body = ErrorBody),
+        (status = 413, description = "Body over 10 KB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CredentialsRequest>,
+) -> ApiResult<(StatusCode, ApiJson<RegisterResponse>)> {
+    let user = state.auth.register(&body.username, &body.password).await?;
+    tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(RegisterResponse {
+            user: UserView::from(&user),
+        }),
+    ))
+}
+
+/// Logs in with username and password.
+#[utoipa::path(post, path = "/login", tag = "auth", request_body = CredentialsRequest,
+    responses(
+        (status = 200, description = "Logged in", body = SessionResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Wrong username or password", body = ErrorBody),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CredentialsRequest>,
+) -> ApiResult<ApiJson<SessionResponse>> {
+    let tokens = state.auth.login(&body.username, &body.password).await?;
+    tracing::info!(user_id = %tokens.user.id, "login succeeded");
+    Ok(ApiJson(tokens.into()))
+}
+
+/// Exchanges a refresh token for a new access and refresh token. Presenting a spent refresh
+/// token revokes the whole session.
+#[utoipa::path(post, path = "/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = SessionResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = ErrorBody),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<ApiJson<SessionResponse>> {
+    let tokens = state.auth.refresh(&body.refresh_token).await?;
+    Ok(ApiJson(tokens.into()))
+}
+
+/// Ends the current session: this access token and its refresh token stop working.
+#[utoipa::path(post, path = "/logout", tag = "auth", security(("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+) -> ApiResult<StatusCode> {
+    state.auth.logout(&principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of the current user.
+#[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Every session ended"),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ))]
+pub async fn logout_all(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+) -> ApiResult<StatusCode> {
+    state.auth.logout_all(&principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The current principal.
+#[utoipa::path(get, path = "/me", tag = "auth", security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The caller", body = MeResponse),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ))]
+pub async fn me(CurrentUser(principal): CurrentUser) -> ApiJson<MeResponse> {
+    ApiJson(MeResponse::from(&principal))
+}
+
+/// Changes the password. Every session ends; the response starts a new one for the caller.
+#[utoipa::path(post, path = "/password", tag = "auth", security(("bearerAuth" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, description = "Password changed; new tokens", body = SessionResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Not authenticated or wrong current password", body = ErrorBody),
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> ApiResult<ApiJson<SessionResponse>> {
+    let tokens = state
+        .auth
+        .change_password(&principal, &body.current_password, &body.new_password)
+        .await?;
+    tracing::info!(user_id = %principal.user_id, "password changed");
+    Ok(ApiJson(tokens.into()))
+}

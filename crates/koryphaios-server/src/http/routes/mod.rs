@@ -1,0 +1,90 @@
+//! Every route, in one router function, with the pipeline around it.
+//!
+//! Order of the layers, outermost first: security headers → request id and access log →
+//! error envelope → CORS (preflight guard, then tower-http) → timeout → body limit → routes.
+
+pub mod auth;
+pub mod health;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::MAX_BODY_BYTES;
+use super::error::ApiError;
+use super::middleware::cors::{self, AllowedOrigins};
+use super::middleware::{body_limit, envelope, request_context, security_headers};
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+/// Settings of the pipeline that come from configuration.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// `Strict-Transport-Security` max-age, when set.
+    pub hsts_max_age: Option<u64>,
+    /// Requests running longer are answered 503.
+    pub request_timeout: std::time::Duration,
+}
+
+/// The routes with their OpenAPI description (no state, no pipeline).
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    let auth = OpenApiRouter::new()
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_all))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::change_password));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .nest("/api/auth", auth)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    StatusCode::METHOD_NOT_ALLOWED
+}
+
+/// The complete application router.
+pub fn router(state: AppState, settings: &PipelineSettings) -> Router {
+    let (routes, openapi) = api_routes().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let origins = AllowedOrigins(Arc::new(settings.cors_origins.clone()));
+    let app = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = Arc::clone(&openapi);
+                async move { axum::Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(body_limit::limit_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(cors::layer(&origins))
+        .layer(from_fn_with_state(origins, cors::refuse_foreign_preflight))
+        .layer(from_fn(envelope::error_envelope))
+        .layer(from_fn(request_context::request_context))
+        .with_state(state);
+    security_headers::apply(app, settings.hsts_max_age)
+}

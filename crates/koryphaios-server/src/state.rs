@@ -1,0 +1,15 @@
+//! What every handler can reach: the use cases and the ports, behind `Arc`s.
+
+use std::sync::Arc;
+
+use koryphaios_core::session::AuthService;
+use koryphaios_core::store::Store;
+
+/// Shared application state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Authentication use cases.
+    pub auth: Arc<AuthService>,
+    /// The store, for readiness checks.
+    pub store: Arc<dyn Store>,
+}

@@ -1,0 +1,212 @@
+//! `TestApp`: a real instance on port 0 with its own data directory, a manual clock and cheap
+//! password hashing, driven over real HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use koryphaios_core::clock::ManualClock;
+use koryphaios_core::users::PasswordHasher;
+use koryphaios_server::{Application, Components, Config};
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A password that satisfies the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: Arc<TempDir>,
+    pub clock: Arc<ManualClock>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The tokens of a logged-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+}
+
+impl TestApp {
+    /// A fresh instance with registration open.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[("KORYPHAIOS_ALLOW_REGISTRATION", "true")]).await
+    }
+
+    /// A fresh instance with extra settings.
+    pub async fn spawn_with(vars: &[(&str, &str)]) -> Self {
+        Self::spawn_in(Arc::new(tempfile::tempdir().expect("temp dir")), vars).await
+    }
+
+    /// An instance on an existing data directory (a restart).
+    pub async fn spawn_in(data_dir: Arc<TempDir>, vars: &[(&str, &str)]) -> Self {
+        let mut map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        map.insert(
+            "KORYPHAIOS_DATA_DIR".into(),
+            data_dir.path().join("data").display().to_string(),
+        );
+        map.insert("KORYPHAIOS_PORT".into(), "0".into());
+        let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test config");
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let components = Components {
+            clock: clock.clone(),
+            password_hasher: PasswordHasher::insecure_fast_for_tests(),
+        };
+        let app = Application::build_with(&config, components)
+            .await
+            .expect("build app");
+        let base = format!("http://{}", app.local_addr().expect("address"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            data_dir,
+            clock,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+        Arc::clone(&self.data_dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, None, Some(body)).await
+    }
+
+    pub async fn get_authed(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn register(&self, username: &str) -> Value {
+        let response = self
+            .post(
+                "/api/auth/register",
+                json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "register {username}");
+        response.json().await.expect("register body")
+    }
+
+    pub async fn login(&self, username: &str) -> Session {
+        let response = self
+            .post(
+                "/api/auth/login",
+                json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "login {username}");
+        session_from(response.json().await.expect("login body"))
+    }
+
+    /// Registers and logs in.
+    pub async fn user(&self, username: &str) -> Session {
+        self.register(username).await;
+        self.login(username).await
+    }
+}
+
+pub fn session_from(body: Value) -> Session {
+    Session {
+        access: body["accessToken"]
+            .as_str()
+            .expect("accessToken")
+            .to_owned(),
+        refresh: body["refreshToken"]
+            .as_str()
+            .expect("refreshToken")
+            .to_owned(),
+        user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+    }
+}
+
+/// Asserts the error envelope: status, code, and a `requestId` equal to the header.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status for expected {code}"
+    );
+    assert_security_headers(response.headers());
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id header")
+        .to_str()
+        .expect("ascii id")
+        .to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let body: Value = response.json().await.expect("json error body");
+    assert_eq!(body["code"], code, "body: {body}");
+    assert_eq!(body["requestId"], header_id.as_str());
+    assert!(body["error"].as_str().is_some_and(|s| !s.is_empty()));
+    body
+}
+
+pub fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
+    let expected = [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("x-xss-protection", "1; mode=block"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+        (
+            "permissions-policy",
+            "geolocation=(), microphone=(), camera=()",
+        ),
+        ("cache-control", "no-store"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(
+            headers.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "header {name}"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests of the koryphaios server: one binary, one module per concern.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests panic on failure"
+)]
+
+mod auth_bad_input;
+mod auth_sessions;
+mod harness;
+mod openapi_drift;
+mod pipeline;
+mod process;
