@@ -368,6 +368,16 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_of_the_config_hides_the_jwt_secret() {
+        let config = load(&[(
+            "KORYPHAIOS_JWT_SECRET",
+            "0123456789abcdef0123456789abcdef-hidden",
+        )])
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hidden"));
+    }
+
+    #[test]
     fn unknown_koryphaios_variables_are_reported() {
         let unknown = Config::unknown_variables(["KORYPHAIOS_PROT", "KORYPHAIOS_PORT", "PATH"]);
         assert_eq!(unknown, vec!["KORYPHAIOS_PROT"]);

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Load test: builds the release binary, starts it on a temporary data dir on 127.0.0.1, runs wrk
+# against named scenarios for a bounded time, and prints requests/s, p50/p99 latency and the
+# server's peak RSS per scenario. The `startup` scenario measures process start → /health 200.
+#
+#   scripts/loadtest.sh                          # every scenario, 10 s each, 64 connections
+#   scripts/loadtest.sh -d 5 -c 32 health me     # chosen scenarios and settings
+#
+# Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10 connections=64 threads=2
+while getopts "d:c:t:" opt; do
+  case "$opt" in
+    d) duration="$OPTARG" ;; c) connections="$OPTARG" ;; t) threads="$OPTARG" ;;
+    *) sed -n '2,10p' "$0"; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(startup health me)
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --release --locked -p koryphaios-server >&2
+binary="$PWD/target/release/koryphaios"
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+export KORYPHAIOS_DATA_DIR="$work/data" KORYPHAIOS_PORT="$port" KORYPHAIOS_LOG_LEVEL=warn
+
+start_server() {
+  "$binary" serve 2>>"$work/server.log" &
+  server_pid=$!
+  for _ in $(seq 1 200); do curl -fsS "$base/health" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "server did not start; log:" >&2; cat "$work/server.log" >&2; exit 1
+}
+
+stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+
+# Samples the server's resident set every 100 ms into a file until told to stop.
+sample_rss() {
+  local pid=$1 out=$2
+  while kill -0 "$pid" 2>/dev/null && [ ! -f "$out.stop" ]; do
+    awk '/^VmRSS/ {print $2}' "/proc/$pid/status" >>"$out" 2>/dev/null || true
+    sleep 0.1
+  done
+}
+
+mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
+
+printf '%-10s %12s %10s %10s %14s\n' scenario "requests/s" "p50" "p99" "peak RSS (MB)"
+
+run_wrk() {
+  local name=$1 path=$2; shift 2
+  local rss="$work/rss.$name"
+  sample_rss "$server_pid" "$rss" &
+  local sampler=$!
+  local report
+  report=$(wrk --latency -t "$threads" -c "$connections" -d "${duration}s" "$@" "$base$path")
+  touch "$rss.stop"; wait "$sampler" 2>/dev/null || true
+  local rps p50 p99 peak non2xx
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$report")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$report")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$report")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$report")
+  peak=$(sort -n "$rss" | tail -n 1)
+  printf '%-10s %12s %10s %10s %14s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")"
+  if [ -n "$non2xx" ]; then echo "  warning: $non2xx non-2xx responses in $name" >&2; fi
+}
+
+start_server
+# Idle: a started server that has served nothing yet.
+idle_rss=$(awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status")
+printf '%-10s %12s %10s %10s %14s\n' idle - - - "$(mb "$idle_rss")"
+curl -fsS -X POST "$base/api/auth/register" -H 'content-type: application/json' \
+  -d '{"username":"loadtest","password":"load test passphrase 1"}' >/dev/null
+token=$(curl -fsS -X POST "$base/api/auth/login" -H 'content-type: application/json' \
+  -d '{"username":"loadtest","password":"load test passphrase 1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+
+for scenario in "${scenarios[@]}"; do
+  case "$scenario" in
+    health) run_wrk health /health ;;
+    me) run_wrk me /api/auth/me -H "Authorization: Bearer $token" ;;
+    startup)
+      stop_server
+      # Process start until /health answers 200, on the existing data dir; 10 runs.
+      python3 - "$binary" "$port" <<'PY'
+import subprocess, sys, time, socket, statistics
+binary, port = sys.argv[1], int(sys.argv[2])
+def healthy():
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.05) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(16).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+times = []
+for _ in range(10):
+    started = time.perf_counter()
+    proc = subprocess.Popen([binary, "serve"], stderr=subprocess.DEVNULL)
+    while not healthy():
+        if proc.poll() is not None: sys.exit("server exited during startup")
+        time.sleep(0.001)
+    times.append((time.perf_counter() - started) * 1000)
+    proc.terminate(); proc.wait()
+times.sort()
+print(f"{'startup':<10} {'-':>12} {statistics.median(times):>8.1f}ms {times[-1]:>8.1f}ms {'(median/max of 10)':>14}")
+PY
+      start_server ;;
+    *) echo "unknown scenario $scenario (startup, health, me)" >&2; exit 2 ;;
+  esac
+done
