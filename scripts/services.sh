@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the services the tests talk to are running on this machine: Redis on 127.0.0.1:6379
-# and PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres). Installs them from Debian's
+# Makes sure what the tests talk to is here: Redis on 127.0.0.1:6379, PostgreSQL on
+# 127.0.0.1:5432 (trust auth, user postgres), and the `age` command-line tool. Installs them from Debian's
 # packages when absent, starts them when stopped. Idempotent; prints what it did.
 set -euo pipefail
 
@@ -47,6 +47,12 @@ ensure_postgres() {
   log "PostgreSQL did not come up"; return 1
 }
 
+# The age tool, for the age key provider's interoperability tests.
+ensure_age() {
+  command -v age >/dev/null 2>&1 || apt_install age
+}
+
 ensure_redis
 ensure_postgres
-log "redis and postgres are up"
+ensure_age
+log "redis, postgres and age are ready"

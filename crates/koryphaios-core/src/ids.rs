@@ -96,6 +96,16 @@ prefixed_id!(
     "fam_"
 );
 prefixed_id!(
+    /// Identifies a stored provider credential.
+    CredentialId,
+    "cred_"
+);
+prefixed_id!(
+    /// Identifies an audit record.
+    AuditEventId,
+    "aud_"
+);
+prefixed_id!(
     /// Identifies one refresh token of a session.
     RefreshTokenId,
     "rtk_"

@@ -6,6 +6,7 @@
 //! cloud SDK; the server crate wires adapters to these ports.
 
 pub mod clock;
+pub mod envelope;
 pub mod ids;
 pub mod migrations;
 pub mod principal;
@@ -20,6 +21,6 @@ pub mod validation;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock};
-pub use ids::{FamilyId, RefreshTokenId, UserId};
+pub use ids::{AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
 pub use principal::{AuthMethod, Principal};
 pub use scope::{Scope, ScopeSet};

@@ -1,0 +1,324 @@
+//! The `age` key provider: DEKs wrapped to X25519 recipients in the real age format.
+//!
+//! The identities live in one age identity file (default `DATA_DIR/kms/age.identities`, mode 0600,
+//! or `KORYPHAIOS_AGE_IDENTITY_FILE`), which the `age` tool reads as it is: `age -d -i FILE`
+//! unwraps any DEK the service wrapped. Version N is the N-th key in the file; comments record
+//! versions and retirements. The wrapped payload is the bare 32-byte DEK, so DEKs wrapped by the
+//! `age` tool unwrap here too; the per-user binding comes from the sealed secret's associated
+//! data (user, credential, version, provider), which a DEK moved between rows cannot satisfy.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::sync::RwLock;
+
+use ::age::secrecy::ExposeSecret as _;
+use ::age::x25519::{Identity, Recipient};
+use async_trait::async_trait;
+use koryphaios_core::envelope::{Dek, KeyProvider, KeyVersionInfo, KmsError, WrappedDek};
+use koryphaios_core::ids::UserId;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const PROVIDER: &str = "age";
+
+struct AgeKey {
+    version: i64,
+    created_at: OffsetDateTime,
+    identity: Option<Identity>,
+    recipient: String,
+}
+
+/// The age key provider.
+pub struct AgeKeyProvider {
+    path: PathBuf,
+    keys: RwLock<Vec<AgeKey>>,
+}
+
+impl std::fmt::Debug for AgeKeyProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgeKeyProvider")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn poisoned() -> KmsError {
+    KmsError::Internal("age key lock poisoned".into())
+}
+
+/// Parses an identity file: `# version N created T` / `# version N retired T` comments, key lines.
+fn parse(text: &str) -> Result<Vec<AgeKey>, KmsError> {
+    let mut keys: Vec<AgeKey> = Vec::new();
+    let mut pending: Option<(i64, OffsetDateTime)> = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            if let ["version", number, state, at, rest @ ..] = words.as_slice() {
+                let version: i64 = number
+                    .parse()
+                    .map_err(|_| KmsError::Internal(format!("bad version comment {line:?}")))?;
+                let at = OffsetDateTime::parse(at, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                match *state {
+                    "created" => pending = Some((version, at)),
+                    "retired" => {
+                        let recipient = rest.first().map(|s| (*s).to_owned()).unwrap_or_default();
+                        keys.push(AgeKey {
+                            version,
+                            created_at: at,
+                            identity: None,
+                            recipient,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        let identity = Identity::from_str(line)
+            .map_err(|e| KmsError::Internal(format!("age identity file: {e}")))?;
+        let (version, created_at) = pending
+            .take()
+            .unwrap_or((keys.len() as i64 + 1, OffsetDateTime::UNIX_EPOCH));
+        let recipient = identity.to_public().to_string();
+        keys.push(AgeKey {
+            version,
+            created_at,
+            identity: Some(identity),
+            recipient,
+        });
+    }
+    keys.sort_by_key(|k| k.version);
+    if keys.iter().all(|k| k.identity.is_none()) {
+        return Err(KmsError::Internal(
+            "the age identity file holds no usable identity".into(),
+        ));
+    }
+    Ok(keys)
+}
+
+fn render(keys: &[AgeKey]) -> String {
+    let mut out = String::from(
+        "# Koryphaios age identities. Version N is recorded in the comment above its key.\n# This file works with `age -d -i <this file>`.\n",
+    );
+    for key in keys {
+        let at = key.created_at.format(&Rfc3339).unwrap_or_default();
+        match &key.identity {
+            Some(identity) => {
+                out.push_str(&format!(
+                    "# version {} created {at}\n# public key: {}\n",
+                    key.version, key.recipient
+                ));
+                out.push_str(identity.to_string().expose_secret());
+                out.push('\n');
+            }
+            None => out.push_str(&format!(
+                "# version {} retired {at} {}\n",
+                key.version, key.recipient
+            )),
+        }
+    }
+    out
+}
+
+impl AgeKeyProvider {
+    /// The default identity file inside a data directory.
+    pub fn default_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("kms").join("age.identities")
+    }
+
+    /// Opens the identity file, creating one identity on first start.
+    pub fn open(path: &Path) -> Result<Self, KmsError> {
+        let keys = match fs::read_to_string(path) {
+            Ok(text) => parse(&text)?,
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                let identity = Identity::generate();
+                let recipient = identity.to_public().to_string();
+                let keys = vec![AgeKey {
+                    version: 1,
+                    created_at: OffsetDateTime::now_utc(),
+                    identity: Some(identity),
+                    recipient,
+                }];
+                crate::files::write_private(path, render(&keys).as_bytes())?;
+                tracing::info!(path = %path.display(), "created age identity file");
+                keys
+            }
+            Err(error) => {
+                return Err(KmsError::Internal(format!(
+                    "cannot read {}: {error}",
+                    path.display()
+                )));
+            }
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            keys: RwLock::new(keys),
+        })
+    }
+
+    /// The recipient (`age1…`) new DEKs are wrapped to.
+    pub fn current_recipient(&self) -> String {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|keys| {
+                keys.iter()
+                    .rev()
+                    .find(|k| k.identity.is_some())
+                    .map(|k| k.recipient.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    fn try_unwrap(&self, wrapped: &WrappedDek) -> Result<Option<Dek>, KmsError> {
+        if wrapped.provider != PROVIDER {
+            return Err(KmsError::WrongKey {
+                provider: wrapped.provider.clone(),
+                kek_id: wrapped.kek_id.clone(),
+            });
+        }
+        let keys = self.keys.read().map_err(|_| poisoned())?;
+        let Some(identity) = keys
+            .iter()
+            .find(|k| k.version == wrapped.kek_version)
+            .and_then(|k| k.identity.as_ref())
+        else {
+            return Ok(None);
+        };
+        let raw =
+            ::age::decrypt(identity, &wrapped.ciphertext).map_err(|_| KmsError::Unauthentic)?;
+        let raw = zeroize::Zeroizing::new(raw);
+        Dek::from_slice(&raw)
+            .map(Some)
+            .map_err(|_| KmsError::Unauthentic)
+    }
+
+    fn modify(
+        &self,
+        change: impl FnOnce(&mut Vec<AgeKey>) -> Result<i64, KmsError>,
+    ) -> Result<i64, KmsError> {
+        let text = fs::read_to_string(&self.path)
+            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
+        let mut keys = parse(&text)?;
+        let result = change(&mut keys)?;
+        crate::files::write_private(&self.path, render(&keys).as_bytes())?;
+        *self.keys.write().map_err(|_| poisoned())? = keys;
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl KeyProvider for AgeKeyProvider {
+    fn provider_name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn kek_id(&self) -> String {
+        self.current_recipient()
+    }
+
+    fn current_version(&self) -> i64 {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|keys| {
+                keys.iter()
+                    .rev()
+                    .find(|k| k.identity.is_some())
+                    .map(|k| k.version)
+            })
+            .unwrap_or(0)
+    }
+
+    async fn wrap(&self, dek: &Dek, _owner: &UserId) -> Result<WrappedDek, KmsError> {
+        let keys = self.keys.read().map_err(|_| poisoned())?;
+        let current = keys
+            .iter()
+            .rev()
+            .find(|k| k.identity.is_some())
+            .ok_or_else(|| KmsError::Internal("no usable age identity".into()))?;
+        let recipient = Recipient::from_str(&current.recipient)
+            .map_err(|e| KmsError::Internal(e.to_string()))?;
+        let ciphertext = ::age::encrypt(&recipient, dek.expose_bytes())
+            .map_err(|e| KmsError::Internal(e.to_string()))?;
+        Ok(WrappedDek {
+            provider: PROVIDER.into(),
+            kek_id: current.recipient.clone(),
+            kek_version: current.version,
+            ciphertext,
+        })
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDek, _owner: &UserId) -> Result<Dek, KmsError> {
+        if let Some(dek) = self.try_unwrap(wrapped)? {
+            return Ok(dek);
+        }
+        self.reload().await?;
+        self.try_unwrap(wrapped)?
+            .ok_or(KmsError::UnknownVersion(wrapped.kek_version))
+    }
+
+    async fn versions(&self) -> Result<Vec<KeyVersionInfo>, KmsError> {
+        let current = self.current_version();
+        let keys = self.keys.read().map_err(|_| poisoned())?;
+        Ok(keys
+            .iter()
+            .map(|k| KeyVersionInfo {
+                version: k.version,
+                created_at: k.created_at,
+                retired: k.identity.is_none(),
+                current: k.version == current,
+            })
+            .collect())
+    }
+
+    async fn rotate(&self) -> Result<i64, KmsError> {
+        self.modify(|keys| {
+            let next = keys.iter().map(|k| k.version).max().unwrap_or(0) + 1;
+            let identity = Identity::generate();
+            let recipient = identity.to_public().to_string();
+            keys.push(AgeKey {
+                version: next,
+                created_at: OffsetDateTime::now_utc(),
+                identity: Some(identity),
+                recipient,
+            });
+            Ok(next)
+        })
+    }
+
+    async fn retire(&self, version: i64) -> Result<(), KmsError> {
+        let current = self.current_version();
+        self.modify(|keys| {
+            if version == current {
+                return Err(KmsError::Refused(format!(
+                    "version {version} is current; rotate first"
+                )));
+            }
+            let key = keys
+                .iter_mut()
+                .find(|k| k.version == version)
+                .ok_or(KmsError::UnknownVersion(version))?;
+            key.identity = None;
+            Ok(version)
+        })
+        .map(|_| ())
+    }
+
+    async fn reload(&self) -> Result<(), KmsError> {
+        let text = fs::read_to_string(&self.path)
+            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
+        *self.keys.write().map_err(|_| poisoned())? = parse(&text)?;
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), KmsError> {
+        if self.current_version() > 0 {
+            Ok(())
+        } else {
+            Err(KmsError::Internal("no usable age identity".into()))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Writing key files safely: mode 0600, written to a temporary file, synced, then renamed, so a
+//! crash never leaves a half-written key file and a failed write never destroys the old one.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use koryphaios_core::envelope::KmsError;
+
+/// Replaces `path` with `contents` atomically.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), KmsError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)
+        .map_err(|e| KmsError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        if let Ok(dir_handle) = fs::File::open(dir) {
+            let _ = dir_handle.sync_all();
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result.map_err(|e| KmsError::Internal(format!("cannot write {}: {e}", path.display())))
+}
