@@ -5,7 +5,9 @@
 //! storage and migration contracts. It depends on no web framework, SQL driver, Redis client or
 //! cloud SDK; the server crate wires adapters to these ports.
 
+pub mod audit;
 pub mod clock;
+pub mod credentials;
 pub mod envelope;
 pub mod ids;
 pub mod migrations;

@@ -8,7 +8,12 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::ids::{FamilyId, RefreshTokenId, UserId};
+use serde_json::{Map, Value};
+
+use crate::audit::AuditEntry;
+use crate::credentials::{Credential, CredentialFilter, SealedVersion};
+use crate::envelope::WrappedDek;
+use crate::ids::{CredentialId, FamilyId, RefreshTokenId, UserId};
 use crate::migrations::{MigrationError, MigrationStatus};
 use crate::secret::TokenHash;
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
@@ -160,9 +165,147 @@ pub trait SchemaMigrator: Send + Sync {
     async fn migrate_down(&self, steps: usize) -> Result<Vec<i64>, MigrationError>;
 }
 
+/// The outcome of adding a credential version.
+#[derive(Debug)]
+pub enum VersionAdded {
+    /// Stored; the credential as it is now.
+    Added(Credential),
+    /// No such live credential for this owner.
+    NotFound,
+    /// Another rotation got there first (the current version moved).
+    Conflict,
+}
+
+/// Stored provider credentials. Every change writes its audit record in the same transaction.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Stores a new credential with its first version.
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        first: &SealedVersion,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+    /// The owner's live credentials, newest first.
+    async fn list_credentials(
+        &self,
+        owner: &UserId,
+        filter: &CredentialFilter,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Credential>>;
+    /// One live credential of the owner.
+    async fn find_credential(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+    ) -> StoreResult<Option<Credential>>;
+    /// One live credential of the owner with its current sealed version.
+    async fn find_current_version(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+    ) -> StoreResult<Option<(Credential, SealedVersion)>>;
+    /// Replaces the metadata.
+    async fn update_credential_metadata(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        metadata: &Map<String, Value>,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<Credential>>;
+    /// Soft-deletes; `false` when there was no such live credential.
+    async fn delete_credential(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+    /// Adds `version` if the current version is still `expected_current`, and makes it current.
+    async fn add_credential_version(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        expected_current: i64,
+        version: &SealedVersion,
+        audit: &AuditEntry,
+    ) -> StoreResult<VersionAdded>;
+    /// Records a reveal: last-used time and the audit record.
+    async fn record_credential_access(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+}
+
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends a record on its own (denials and failures, which change nothing else).
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The owner's records about one resource, newest first.
+    async fn audit_for_resource(
+        &self,
+        owner: &UserId,
+        resource_type: &str,
+        resource_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// How many DEKs are wrapped under one key version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DekCount {
+    /// The key provider.
+    pub provider: String,
+    /// The key id.
+    pub kek_id: String,
+    /// The key version.
+    pub kek_version: i64,
+    /// How many credential versions use it.
+    pub count: u64,
+}
+
+/// One wrapped DEK to re-wrap.
+#[derive(Debug, Clone)]
+pub struct WrapRecord {
+    /// The credential.
+    pub credential_id: CredentialId,
+    /// The credential version.
+    pub version: i64,
+    /// The owner (the per-user KEK's context).
+    pub owner: UserId,
+    /// The DEK as wrapped now.
+    pub wrapped: WrappedDek,
+}
+
+/// Bookkeeping for key rotation: which DEKs are wrapped under what, and re-wrapping them.
+#[async_trait]
+pub trait KeyWrapStore: Send + Sync {
+    /// DEK counts per provider, key and version (deleted credentials included: their data is still sealed).
+    async fn dek_inventory(&self) -> StoreResult<Vec<DekCount>>;
+    /// Up to `limit` wraps of `provider` not under `current` (kek id or version differs), in a stable order after `after`.
+    async fn wraps_to_rewrap(
+        &self,
+        provider: &str,
+        kek_id: &str,
+        current: i64,
+        after: Option<&(CredentialId, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<WrapRecord>>;
+    /// Replaces one wrap if it is still the one read (compare-and-swap); `false` if it changed meanwhile.
+    async fn replace_wrap(&self, old: &WrapRecord, new: &WrappedDek) -> StoreResult<bool>;
+}
+
 /// Everything the service stores: the port the composition root holds as `Arc<dyn Store>`.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + SchemaMigrator + Debug {
+pub trait Store:
+    UserStore + SessionStore + CredentialStore + AuditStore + KeyWrapStore + SchemaMigrator + Debug
+{
     /// A cheap round trip for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
     /// The backend's name, for logs and health output (`sqlite`, `postgres`).

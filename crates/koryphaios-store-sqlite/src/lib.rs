@@ -4,7 +4,10 @@
 //! with `BEGIN IMMEDIATE`, so writers queue in process instead of failing with `SQLITE_BUSY`;
 //! reads use a pool of read-only connections, which WAL lets run beside the writer.
 
+mod audit;
+mod credentials;
 mod error;
+mod keywrap;
 mod migrate;
 mod sessions;
 mod users;

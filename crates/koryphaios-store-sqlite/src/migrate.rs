@@ -15,12 +15,20 @@ use crate::SqliteStore;
 use crate::error::map_err;
 
 /// Every SQLite migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users_and_sessions",
-    up: include_str!("../migrations/0001_users_and_sessions.up.sql"),
-    down: include_str!("../migrations/0001_users_and_sessions.down.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users_and_sessions",
+        up: include_str!("../migrations/0001_users_and_sessions.up.sql"),
+        down: include_str!("../migrations/0001_users_and_sessions.down.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "credentials_and_audit",
+        up: include_str!("../migrations/0002_credentials_and_audit.up.sql"),
+        down: include_str!("../migrations/0002_credentials_and_audit.down.sql"),
+    },
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,

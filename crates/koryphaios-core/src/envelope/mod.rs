@@ -7,6 +7,7 @@
 //! wrapped DEK travels with its provider, KEK id and KEK version.
 
 mod provider;
+pub mod rotation;
 
 pub use provider::{KeyProvider, KeyVersionInfo, KmsError, WrappedDek};
 

@@ -12,8 +12,15 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::ids::{FamilyId, RefreshTokenId, UserId};
+use serde_json::{Map, json};
+
+use crate::audit::{AuditEntry, RequestContext};
+use crate::credentials::{Credential, CredentialFilter, SealedVersion};
+use crate::envelope::WrappedDek;
+use crate::ids::{AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
+use crate::principal::{AuthMethod, Principal};
 use crate::secret::TokenHash;
+use crate::store::VersionAdded;
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Username};
 
@@ -34,6 +41,11 @@ macro_rules! store_contract_tests {
             changing_the_password_ends_every_session,
             purge_removes_only_expired_session_data,
             migrations_go_down_and_up_again,
+            credentials_belong_to_their_owner_and_list_with_filters,
+            credential_changes_write_their_audit_records,
+            deleted_credentials_disappear_but_keep_their_trail,
+            adding_a_version_detects_concurrent_rotation,
+            rewrap_bookkeeping_counts_and_swaps_wraps,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -365,4 +377,441 @@ pub async fn migrations_go_down_and_up_again(store: Arc<dyn Store>) {
     assert!(store.migrate_up().await.expect("up again").is_empty());
     // The schema works again after the round trip.
     user(&store, "ada").await;
+}
+
+fn principal(user: &User) -> Principal {
+    Principal {
+        user_id: user.id.clone(),
+        username: user.username.clone(),
+        role: user.role,
+        scopes: user.role.scopes(),
+        method: AuthMethod::Session {
+            jti: "j".into(),
+            family: FamilyId::generate(),
+            expires_at: t0(),
+        },
+    }
+}
+
+fn audit(user: &User, action: &str, id: &CredentialId) -> AuditEntry {
+    let context = RequestContext {
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("contract".into()),
+        request_id: Some("req-1".into()),
+    };
+    AuditEntry::new(
+        &principal(user),
+        &context,
+        action,
+        Some(("credential", id.as_str())),
+        t0(),
+    )
+}
+
+fn sealed(version: i64, kek_version: i64) -> SealedVersion {
+    SealedVersion {
+        version,
+        sealed: vec![version as u8; 40],
+        wrapped_dek: WrappedDek {
+            provider: "local".into(),
+            kek_id: "ring-1".into(),
+            kek_version,
+            ciphertext: vec![kek_version as u8; 60],
+        },
+        created_at: t0(),
+    }
+}
+
+async fn credential(
+    store: &Arc<dyn Store>,
+    owner: &User,
+    provider: &str,
+    expires_at: Option<OffsetDateTime>,
+) -> Credential {
+    let mut metadata = Map::new();
+    metadata.insert("team".into(), json!("ml"));
+    let credential = Credential {
+        id: CredentialId::generate(),
+        user_id: owner.id.clone(),
+        provider: provider.into(),
+        kind: "api_key".into(),
+        metadata,
+        current_version: 1,
+        created_at: t0(),
+        updated_at: t0(),
+        expires_at,
+        last_used_at: None,
+    };
+    store
+        .insert_credential(
+            &credential,
+            &sealed(1, 1),
+            &audit(owner, "credential_create", &credential.id),
+        )
+        .await
+        .expect("insert credential");
+    credential
+}
+
+/// Contract check.
+pub async fn credentials_belong_to_their_owner_and_list_with_filters(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let openai = credential(&store, &ada, "openai", None).await;
+    let expired = credential(&store, &ada, "anthropic", Some(t0() - Duration::days(1))).await;
+    let bobs = credential(&store, &bob, "openai", None).await;
+    assert_eq!(
+        store
+            .find_credential(&ada.id, &openai.id)
+            .await
+            .expect("find"),
+        Some(openai.clone())
+    );
+    assert_eq!(
+        store
+            .find_credential(&ada.id, &bobs.id)
+            .await
+            .expect("find"),
+        None,
+        "another owner's credential is invisible"
+    );
+    let (found, version) = store
+        .find_current_version(&ada.id, &openai.id)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.id, openai.id);
+    assert_eq!(
+        (
+            version.version,
+            version.wrapped_dek.kek_version,
+            version.sealed.len()
+        ),
+        (1, 1, 40)
+    );
+    assert!(
+        store
+            .find_current_version(&bob.id, &openai.id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    let all = store
+        .list_credentials(&ada.id, &CredentialFilter::default(), t0())
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 2);
+    let only_openai = CredentialFilter {
+        provider: Some("openai".into()),
+        active: None,
+    };
+    assert_eq!(
+        store
+            .list_credentials(&ada.id, &only_openai, t0())
+            .await
+            .expect("list"),
+        vec![openai.clone()]
+    );
+    let active = CredentialFilter {
+        provider: None,
+        active: Some(true),
+    };
+    assert_eq!(
+        store
+            .list_credentials(&ada.id, &active, t0())
+            .await
+            .expect("list"),
+        vec![openai]
+    );
+    let inactive = CredentialFilter {
+        provider: None,
+        active: Some(false),
+    };
+    assert_eq!(
+        store
+            .list_credentials(&ada.id, &inactive, t0())
+            .await
+            .expect("list"),
+        vec![expired]
+    );
+}
+
+/// Contract check.
+pub async fn credential_changes_write_their_audit_records(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let cred = credential(&store, &ada, "openai", None).await;
+    let mut metadata = Map::new();
+    metadata.insert("team".into(), json!("infra"));
+    let later = t0() + Duration::minutes(5);
+    let updated = store
+        .update_credential_metadata(
+            &ada.id,
+            &cred.id,
+            &metadata,
+            later,
+            &audit(&ada, "credential_update", &cred.id),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (updated.metadata["team"].as_str(), updated.updated_at),
+        (Some("infra"), later)
+    );
+    let foreign = store
+        .update_credential_metadata(
+            &bob.id,
+            &cred.id,
+            &metadata,
+            later,
+            &audit(&bob, "credential_update", &cred.id),
+        )
+        .await;
+    assert!(foreign.expect("update").is_none());
+    store
+        .record_credential_access(
+            &ada.id,
+            &cred.id,
+            later,
+            &audit(&ada, "credential_access", &cred.id),
+        )
+        .await
+        .expect("access");
+    let trail = store
+        .audit_for_resource(&ada.id, "credential", cred.id.as_str(), 100)
+        .await
+        .expect("trail");
+    let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert!(
+        actions.contains(&"credential_create")
+            && actions.contains(&"credential_update")
+            && actions.contains(&"credential_access")
+    );
+    let first = &trail[0];
+    assert_eq!(
+        (
+            first.client_ip.as_deref(),
+            first.user_agent.as_deref(),
+            first.request_id.as_deref()
+        ),
+        (Some("127.0.0.1"), Some("contract"), Some("req-1"))
+    );
+    assert!(
+        store
+            .audit_for_resource(&bob.id, "credential", cred.id.as_str(), 100)
+            .await
+            .expect("trail")
+            .is_empty()
+    );
+    let accessed = store
+        .find_credential(&ada.id, &cred.id)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(accessed.last_used_at, Some(later));
+    // A standalone record (a denial) is stored as given.
+    let mut denial = audit(&bob, "access_denied", &cred.id).failed("missing scope");
+    denial.id = AuditEventId::generate();
+    store.append_audit(&denial).await.expect("append");
+    let bobs = store
+        .audit_for_resource(&bob.id, "credential", cred.id.as_str(), 100)
+        .await
+        .expect("trail");
+    assert_eq!(bobs, vec![denial]);
+}
+
+/// Contract check.
+pub async fn deleted_credentials_disappear_but_keep_their_trail(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let cred = credential(&store, &ada, "openai", None).await;
+    assert!(
+        !store
+            .delete_credential(
+                &bob.id,
+                &cred.id,
+                None,
+                t0(),
+                &audit(&bob, "credential_delete", &cred.id)
+            )
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .delete_credential(
+                &ada.id,
+                &cred.id,
+                Some("leaked"),
+                t0(),
+                &audit(&ada, "credential_delete", &cred.id)
+            )
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_credential(
+                &ada.id,
+                &cred.id,
+                None,
+                t0(),
+                &audit(&ada, "credential_delete", &cred.id)
+            )
+            .await
+            .expect("delete again")
+    );
+    assert!(
+        store
+            .find_credential(&ada.id, &cred.id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(
+        store
+            .find_current_version(&ada.id, &cred.id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(
+        store
+            .list_credentials(&ada.id, &CredentialFilter::default(), t0())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .audit_for_resource(&ada.id, "credential", cred.id.as_str(), 100)
+            .await
+            .expect("trail")
+            .len(),
+        2
+    );
+}
+
+/// Contract check.
+pub async fn adding_a_version_detects_concurrent_rotation(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let cred = credential(&store, &ada, "openai", None).await;
+    let added = store
+        .add_credential_version(
+            &ada.id,
+            &cred.id,
+            1,
+            &sealed(2, 1),
+            &audit(&ada, "credential_rotate", &cred.id),
+        )
+        .await;
+    assert!(matches!(added, Ok(VersionAdded::Added(ref c)) if c.current_version == 2));
+    let stale = store
+        .add_credential_version(
+            &ada.id,
+            &cred.id,
+            1,
+            &sealed(2, 1),
+            &audit(&ada, "credential_rotate", &cred.id),
+        )
+        .await;
+    assert!(matches!(stale, Ok(VersionAdded::Conflict)));
+    let foreign = store
+        .add_credential_version(
+            &bob.id,
+            &cred.id,
+            2,
+            &sealed(3, 1),
+            &audit(&bob, "credential_rotate", &cred.id),
+        )
+        .await;
+    assert!(matches!(foreign, Ok(VersionAdded::NotFound)));
+    let (_, current) = store
+        .find_current_version(&ada.id, &cred.id)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(current.version, 2);
+}
+
+/// Contract check.
+pub async fn rewrap_bookkeeping_counts_and_swaps_wraps(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let first = credential(&store, &ada, "openai", None).await;
+    let second = credential(&store, &ada, "anthropic", None).await;
+    store
+        .add_credential_version(
+            &ada.id,
+            &second.id,
+            1,
+            &sealed(2, 2),
+            &audit(&ada, "credential_rotate", &second.id),
+        )
+        .await
+        .expect("rotate");
+    let counts: Vec<(i64, u64)> = store
+        .dek_inventory()
+        .await
+        .expect("inventory")
+        .iter()
+        .map(|c| (c.kek_version, c.count))
+        .collect();
+    assert_eq!(counts, vec![(1, 2), (2, 1)]);
+    let pending = store
+        .wraps_to_rewrap("local", "ring-1", 2, None, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 2);
+    assert!(
+        pending
+            .iter()
+            .all(|r| r.wrapped.kek_version == 1 && r.owner == ada.id)
+    );
+    let page = store
+        .wraps_to_rewrap("local", "ring-1", 2, None, 1)
+        .await
+        .expect("page");
+    let next = store
+        .wraps_to_rewrap(
+            "local",
+            "ring-1",
+            2,
+            Some(&(page[0].credential_id.clone(), page[0].version)),
+            10,
+        )
+        .await
+        .expect("next page");
+    assert_eq!(next.len(), 1);
+    assert_ne!(
+        (next[0].credential_id.clone(), next[0].version),
+        (page[0].credential_id.clone(), page[0].version)
+    );
+    let target = &pending[0];
+    let new = WrappedDek {
+        provider: "local".into(),
+        kek_id: "ring-1".into(),
+        kek_version: 2,
+        ciphertext: vec![9; 60],
+    };
+    assert!(store.replace_wrap(target, &new).await.expect("swap"));
+    assert!(
+        !store
+            .replace_wrap(target, &new)
+            .await
+            .expect("second swap sees the change"),
+        "compare-and-swap"
+    );
+    assert_eq!(
+        store
+            .wraps_to_rewrap("local", "ring-1", 2, None, 10)
+            .await
+            .expect("pending")
+            .len(),
+        1
+    );
+    assert!(first.id != second.id);
 }

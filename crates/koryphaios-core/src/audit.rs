@@ -1,0 +1,204 @@
+//! Audit records: what the use cases write, in the same transaction as the change they describe.
+//!
+//! This module owns the record's shape, the stable action names, and the metadata sanitiser that
+//! keeps secrets out of every record.
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::ids::{AuditEventId, UserId};
+use crate::principal::Principal;
+
+/// Stable action names (SPEC §5), used in queries.
+pub mod actions {
+    /// A stored credential was created.
+    pub const CREDENTIAL_CREATE: &str = "credential_create";
+    /// A credential's metadata changed.
+    pub const CREDENTIAL_UPDATE: &str = "credential_update";
+    /// A credential was soft-deleted.
+    pub const CREDENTIAL_DELETE: &str = "credential_delete";
+    /// A credential got a new version.
+    pub const CREDENTIAL_ROTATE: &str = "credential_rotate";
+    /// A credential's plaintext was revealed.
+    pub const CREDENTIAL_ACCESS: &str = "credential_access";
+    /// An authenticated caller was refused.
+    pub const ACCESS_DENIED: &str = "access_denied";
+}
+
+/// Where a request came from, for the record.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The client's IP address.
+    pub client_ip: Option<String>,
+    /// The client's `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// The record's id.
+    pub id: AuditEventId,
+    /// When it happened.
+    pub occurred_at: OffsetDateTime,
+    /// The user the actor acts for.
+    pub user_id: Option<UserId>,
+    /// Who acted: `user:usr_…` (or `key:key_…` for API keys).
+    pub actor: String,
+    /// What happened (see [`actions`]).
+    pub action: String,
+    /// The kind of resource (`credential`, …).
+    pub resource_type: Option<String>,
+    /// The resource's id.
+    pub resource_id: Option<String>,
+    /// The client's IP.
+    pub client_ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// Whether the operation succeeded.
+    pub success: bool,
+    /// Why it failed, or the caller's stated reason.
+    pub reason: Option<String>,
+    /// Sanitised details.
+    pub metadata: Map<String, Value>,
+}
+
+impl AuditEntry {
+    /// A record of `action` by `principal` on a resource.
+    pub fn new(
+        principal: &Principal,
+        context: &RequestContext,
+        action: &str,
+        resource: Option<(&str, &str)>,
+        at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: AuditEventId::generate(),
+            occurred_at: at,
+            user_id: Some(principal.user_id.clone()),
+            actor: format!("user:{}", principal.user_id),
+            action: action.to_owned(),
+            resource_type: resource.map(|(kind, _)| kind.to_owned()),
+            resource_id: resource.map(|(_, id)| id.to_owned()),
+            client_ip: context.client_ip.clone(),
+            user_agent: context.user_agent.clone(),
+            request_id: context.request_id.clone(),
+            success: true,
+            reason: None,
+            metadata: Map::new(),
+        }
+    }
+
+    /// Marks the record as a failure with a reason.
+    pub fn failed(mut self, reason: impl Into<String>) -> Self {
+        self.success = false;
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Sets the caller's reason (e.g. for a deletion).
+    pub fn with_reason(mut self, reason: Option<&str>) -> Self {
+        self.reason = reason.map(str::to_owned);
+        self
+    }
+
+    /// Adds sanitised metadata.
+    pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.metadata = sanitize(metadata);
+        self
+    }
+}
+
+/// Words that mark a key as holding a secret, after folding case and removing `_`/`-`.
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "credential",
+    "authorization",
+    "privatekey",
+    "accesskey",
+    "passphrase",
+    "cookie",
+    "session",
+    "dek",
+    "kek",
+];
+
+fn is_secret_key(key: &str) -> bool {
+    let folded: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_WORDS.iter().any(|word| folded.contains(word))
+}
+
+/// Replaces the values of secret-looking keys (camelCase or snake_case, at any depth) with
+/// `"[REDACTED]"`.
+pub fn sanitize(metadata: Map<String, Value>) -> Map<String, Value> {
+    metadata
+        .into_iter()
+        .map(|(key, value)| {
+            let value = if is_secret_key(&key) {
+                Value::String("[REDACTED]".into())
+            } else {
+                sanitize_value(value)
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+fn sanitize_value(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(sanitize(map)),
+        Value::Array(items) => Value::Array(items.into_iter().map(sanitize_value).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secret_keys_are_redacted_in_camel_and_snake_case_at_any_depth() {
+        let input = json!({
+            "apiKey": "sk-1", "api_key": "sk-2", "API-KEY": "sk-3", "clientSecret": "s", "refresh_token": "t",
+            "Password": "p", "nested": {"accessToken": "a", "note": "kept"}, "list": [{"private_key": "k"}],
+            "provider": "openai", "version": 2
+        });
+        let Value::Object(map) = input else {
+            unreachable!()
+        };
+        let out = Value::Object(sanitize(map));
+        for pointer in [
+            "/apiKey",
+            "/api_key",
+            "/API-KEY",
+            "/clientSecret",
+            "/refresh_token",
+            "/Password",
+            "/nested/accessToken",
+            "/list/0/private_key",
+        ] {
+            assert_eq!(
+                out.pointer(pointer),
+                Some(&json!("[REDACTED]")),
+                "{pointer}"
+            );
+        }
+        assert_eq!(out["nested"]["note"], "kept");
+        assert_eq!(out["provider"], "openai");
+        assert_eq!(out["version"], 2);
+    }
+}

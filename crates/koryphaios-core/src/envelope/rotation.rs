@@ -1,0 +1,108 @@
+//! Key rotation maintenance: re-wrapping DEKs under the newest key version (without touching the
+//! sealed data), reporting what uses which version, and retiring versions nothing uses.
+
+use std::sync::Arc;
+
+use super::{KeyProvider, KmsError};
+use crate::ids::CredentialId;
+use crate::store::{DekCount, Store, StoreError};
+
+/// Why a maintenance run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The key provider failed.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A version still protects data.
+    #[error(
+        "key version {version} still wraps {count} data key(s); run `koryphaios kms rewrap` first"
+    )]
+    InUse {
+        /// The version.
+        version: i64,
+        /// How many DEKs it wraps.
+        count: u64,
+    },
+}
+
+/// What a rewrap run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// DEKs now wrapped under the current version.
+    pub rewrapped: u64,
+    /// DEKs that changed concurrently (someone else re-wrapped them).
+    pub skipped: u64,
+    /// DEKs that could not be unwrapped (retired version, tampered row); left as they were.
+    pub failed: u64,
+}
+
+/// Re-wraps every DEK of this provider that is not under its current key version, in batches of
+/// `batch`. Each DEK is replaced on its own (compare-and-swap), so a run can stop anywhere and the
+/// next one resumes with what is left. `progress` is called after every batch.
+pub async fn rewrap_all(
+    store: &Arc<dyn Store>,
+    kms: &Arc<dyn KeyProvider>,
+    batch: u32,
+    mut progress: impl FnMut(&RewrapReport),
+) -> Result<RewrapReport, RotationError> {
+    let provider = kms.provider_name();
+    let kek_id = kms.kek_id();
+    let current = kms.current_version();
+    let mut report = RewrapReport::default();
+    let mut after: Option<(CredentialId, i64)> = None;
+    loop {
+        let records = store
+            .wraps_to_rewrap(provider, &kek_id, current, after.as_ref(), batch.max(1))
+            .await?;
+        let Some(last) = records.last() else { break };
+        after = Some((last.credential_id.clone(), last.version));
+        for record in &records {
+            match kms.rewrap(&record.wrapped, &record.owner).await {
+                Ok(new) => {
+                    if store.replace_wrap(record, &new).await? {
+                        report.rewrapped += 1;
+                    } else {
+                        report.skipped += 1;
+                    }
+                }
+                Err(KmsError::Unavailable(detail)) => {
+                    return Err(KmsError::Unavailable(detail).into());
+                }
+                Err(error) => {
+                    tracing::warn!(credential_id = %record.credential_id, version = record.version, %error, "cannot re-wrap data key");
+                    report.failed += 1;
+                }
+            }
+        }
+        progress(&report);
+    }
+    Ok(report)
+}
+
+/// DEK counts of this provider's key versions (versions with no DEKs are listed with 0).
+pub async fn inventory(store: &Arc<dyn Store>) -> Result<Vec<DekCount>, RotationError> {
+    Ok(store.dek_inventory().await?)
+}
+
+/// Retires `version` once no DEK is wrapped under it.
+pub async fn retire(
+    store: &Arc<dyn Store>,
+    kms: &Arc<dyn KeyProvider>,
+    version: i64,
+) -> Result<(), RotationError> {
+    let count: u64 = store
+        .dek_inventory()
+        .await?
+        .iter()
+        .filter(|row| row.provider == kms.provider_name() && row.kek_version == version)
+        .map(|row| row.count)
+        .sum();
+    if count > 0 {
+        return Err(RotationError::InUse { version, count });
+    }
+    kms.retire(version).await?;
+    Ok(())
+}
