@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use koryphaios_core::credentials::CredentialService;
+use koryphaios_core::envelope::KeyProvider;
+use koryphaios_core::envelope::rotation;
 use koryphaios_core::session::{AccessTokenCodec, AuthService, AuthSettings, JwtSecret};
+use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
 use koryphaios_core::store::Store;
 use koryphaios_core::users::PasswordHasher;
 use koryphaios_core::{Clock, SystemClock};
@@ -17,13 +21,18 @@ use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseConfig, KmsConfig};
 use crate::data_dir;
 use crate::http::routes::{self, PipelineSettings};
 use crate::state::AppState;
 
 /// How often expired sessions and token revocations are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the key material is re-read (to pick up `koryphaios kms rotate`) and data keys
+/// under older versions are re-wrapped.
+const KEY_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// DEKs re-wrapped per batch by the background job.
+const REWRAP_BATCH: u32 = 200;
 
 /// The parts that tests replace: the clock and the password hashing cost.
 #[derive(Debug, Clone)]
@@ -49,6 +58,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn Store>,
+    kms: Arc<dyn KeyProvider>,
     clock: Arc<dyn Clock>,
     shutdown_grace: Duration,
 }
@@ -65,6 +75,27 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
     }
+}
+
+/// Opens the configured key provider (creating its key file on first start).
+pub async fn open_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
+    data_dir::prepare(&config.data_dir)?;
+    let kms = config.kms.clone();
+    let data_dir = config.data_dir.clone();
+    // Key files are read (and a passphrase stretched) off the async runtime.
+    let provider: Arc<dyn KeyProvider> = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn KeyProvider>> {
+        Ok(match kms {
+            KmsConfig::Local { passphrase } => {
+                Arc::new(LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase).context("local key ring")?)
+            }
+            KmsConfig::Age { identity_file } => {
+                let path = identity_file.unwrap_or_else(|| AgeKeyProvider::default_path(&data_dir));
+                Arc::new(AgeKeyProvider::open(&path).context("age key provider")?)
+            }
+        })
+    })
+    .await??;
+    Ok(provider)
 }
 
 fn jwt_secret(config: &Config) -> anyhow::Result<JwtSecret> {
@@ -91,6 +122,7 @@ impl Application {
         if !applied.is_empty() {
             tracing::info!(?applied, "database migrated");
         }
+        let kms = open_kms(config).await?;
         let codec = AccessTokenCodec::new(&jwt_secret(config)?);
         let settings = AuthSettings {
             allow_registration: config.allow_registration,
@@ -103,9 +135,16 @@ impl Application {
             components.password_hasher,
             settings,
         );
+        let credentials = CredentialService::new(
+            Arc::clone(&store),
+            Arc::clone(&kms),
+            Arc::clone(&components.clock),
+        );
         let state = AppState {
             auth: Arc::new(auth),
+            credentials: Arc::new(credentials),
             store: Arc::clone(&store),
+            kms: Arc::clone(&kms),
         };
         let pipeline = PipelineSettings {
             cors_origins: config.cors_origins.clone(),
@@ -121,6 +160,7 @@ impl Application {
             listener,
             router,
             store,
+            kms,
             clock: components.clock,
             shutdown_grace: config.shutdown_grace,
         })
@@ -140,10 +180,12 @@ impl Application {
             listener,
             router,
             store,
+            kms,
             clock,
             shutdown_grace,
         } = self;
         let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
+        let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
         let stopping = Arc::new(Notify::new());
         let signal = Arc::clone(&stopping);
         let server = axum::serve(
@@ -167,6 +209,7 @@ impl Application {
             }
         };
         purge.abort();
+        maintenance.abort();
         result
     }
 }
@@ -179,6 +222,24 @@ async fn purge_sessions_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired session data"),
             Err(error) => tracing::warn!(%error, "purging expired session data failed"),
+        }
+    }
+}
+
+async fn maintain_keys_periodically(store: Arc<dyn Store>, kms: Arc<dyn KeyProvider>) {
+    let mut interval = tokio::time::interval(KEY_MAINTENANCE_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(error) = kms.reload().await {
+            tracing::warn!(%error, "re-reading key material failed");
+            continue;
+        }
+        match rotation::rewrap_all(&store, &kms, REWRAP_BATCH, |_| {}).await {
+            Ok(report) if report.rewrapped + report.failed > 0 => {
+                tracing::info!(rewrapped = report.rewrapped, failed = report.failed, version = kms.current_version(), "re-wrapped data keys");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "re-wrapping data keys failed"),
         }
     }
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use koryphaios_core::envelope::rotation;
+
 use crate::app::{self, Application};
 use crate::config::Config;
 
@@ -33,6 +35,12 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Manage the key provider's master-key versions.
+    Kms {
+        /// status, rotate, rewrap or retire.
+        #[command(subcommand)]
+        action: KmsAction,
+    },
     /// Print the OpenAPI document as YAML.
     Openapi {
         /// Write to this file instead of standard output.
@@ -56,6 +64,27 @@ pub enum MigrateAction {
     },
 }
 
+/// `koryphaios kms …`
+#[derive(Debug, Subcommand)]
+pub enum KmsAction {
+    /// List key versions and how many data keys each wraps.
+    Status,
+    /// Add a new master-key version; new data keys are wrapped under it.
+    Rotate,
+    /// Re-wrap data keys under the newest version (resumable; the data stays sealed as it is).
+    Rewrap {
+        /// Data keys per batch.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
+    },
+    /// Destroy an old version's key material once no data key uses it.
+    Retire {
+        /// The version to retire.
+        #[arg(long)]
+        version: i64,
+    },
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
@@ -65,6 +94,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             application.run_until_stopped(app::shutdown_signal()).await
         }
         Command::Migrate { action } => migrate(action, &config).await,
+        Command::Kms { action } => kms(action, &config).await,
         Command::Openapi { output } => {
             let yaml = crate::openapi::yaml()?;
             match output {
@@ -104,6 +134,59 @@ async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<()> {
                 "reverted {} migration(s): {reverted:?}",
                 reverted.len()
             )?;
+        }
+    }
+    Ok(())
+}
+
+async fn kms(action: KmsAction, config: &Config) -> anyhow::Result<()> {
+    let store = app::open_store(config).await?;
+    store.migrate_up().await.context("database migration failed")?;
+    let provider = app::open_kms(config).await?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        KmsAction::Status => {
+            let counts = rotation::inventory(&store).await?;
+            writeln!(out, "provider {} key {}", provider.provider_name(), provider.kek_id())?;
+            writeln!(out, "{:<8} {:<8} {:<26} data_keys", "version", "state", "created_at")?;
+            for version in provider.versions().await? {
+                let state = if version.current { "current" } else if version.retired { "retired" } else { "active" };
+                let used: u64 = counts
+                    .iter()
+                    .filter(|c| c.provider == provider.provider_name() && c.kek_version == version.version)
+                    .map(|c| c.count)
+                    .sum();
+                let created = version.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                writeln!(out, "{:<8} {:<8} {:<26} {used}", version.version, state, created)?;
+            }
+            for other in counts.iter().filter(|c| c.provider != provider.provider_name()) {
+                writeln!(out, "note: {} data key(s) are wrapped by provider {} (key {}, version {})", other.count, other.provider, other.kek_id, other.kek_version)?;
+            }
+        }
+        KmsAction::Rotate => {
+            let version = provider.rotate().await?;
+            writeln!(out, "rotated: new data keys are wrapped under version {version}; run `koryphaios kms rewrap` to move existing ones")?;
+        }
+        KmsAction::Rewrap { batch } => {
+            let report = rotation::rewrap_all(&store, &provider, batch, |progress| {
+                eprintln!("rewrap: {} re-wrapped, {} failed so far", progress.rewrapped, progress.failed);
+            })
+            .await?;
+            writeln!(
+                out,
+                "rewrap done: {} re-wrapped under version {}, {} changed concurrently, {} failed",
+                report.rewrapped,
+                provider.current_version(),
+                report.skipped,
+                report.failed
+            )?;
+            if report.failed > 0 {
+                anyhow::bail!("{} data key(s) could not be re-wrapped; see the log", report.failed);
+            }
+        }
+        KmsAction::Retire { version } => {
+            rotation::retire(&store, &provider, version).await?;
+            writeln!(out, "retired version {version}: its key material is destroyed")?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// A setting that could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,26 @@ pub enum DatabaseConfig {
     Sqlite(PathBuf),
 }
 
+/// Which key provider wraps data keys.
+#[derive(Debug, Clone)]
+pub enum KmsConfig {
+    /// The local key ring in the data directory, optionally passphrase-protected.
+    Local {
+        /// `KORYPHAIOS_KMS_PASSPHRASE`.
+        passphrase: Option<SecretString>,
+    },
+    /// age X25519 identities.
+    Age {
+        /// `KORYPHAIOS_AGE_IDENTITY_FILE`; unset means `DATA_DIR/kms/age.identities`.
+        identity_file: Option<PathBuf>,
+    },
+}
+
+/// Key providers this build can use.
+pub const KMS_PROVIDERS: &[&str] = &["local", "age"];
+/// Key providers the product names that this build does not include yet.
+const KMS_PROVIDERS_NOT_BUILT: &[&str] = &["aws", "gcp", "azure", "vault"];
+
 /// The whole configuration of one instance.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,6 +69,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// `KORYPHAIOS_JWT_SECRET`: at least 32 bytes; unset means generated and kept in the data dir.
     pub jwt_secret: Option<SecretString>,
+    /// `KORYPHAIOS_KMS_PROVIDER` and its settings.
+    pub kms: KmsConfig,
     /// `KORYPHAIOS_ALLOW_REGISTRATION`: whether anyone may register after the first user.
     pub allow_registration: bool,
     /// `KORYPHAIOS_CORS_ORIGINS`: comma-separated origins allowed to call from a browser.
@@ -73,6 +95,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_DATABASE_URL",
     "KORYPHAIOS_JWT_SECRET",
     "KORYPHAIOS_ALLOW_REGISTRATION",
+    "KORYPHAIOS_KMS_PROVIDER",
+    "KORYPHAIOS_KMS_PASSPHRASE",
+    "KORYPHAIOS_AGE_IDENTITY_FILE",
     "KORYPHAIOS_CORS_ORIGINS",
     "KORYPHAIOS_HSTS_MAX_AGE",
     "KORYPHAIOS_REQUEST_TIMEOUT_SECS",
@@ -125,6 +150,7 @@ impl Config {
             )?,
             database,
             jwt_secret,
+            kms: parse_kms(&get)?,
             allow_registration: parse_bool(
                 "KORYPHAIOS_ALLOW_REGISTRATION",
                 get("KORYPHAIOS_ALLOW_REGISTRATION"),
@@ -235,6 +261,43 @@ fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
     })
 }
 
+fn parse_kms(get: &dyn Fn(&str) -> Option<String>) -> Result<KmsConfig, ConfigError> {
+    let provider = get("KORYPHAIOS_KMS_PROVIDER").unwrap_or_else(|| "local".into());
+    let passphrase = lookup_secret(get, "KORYPHAIOS_KMS_PASSPHRASE");
+    match provider.as_str() {
+        "local" => {
+            if passphrase.as_ref().is_some_and(|p| p.expose_secret().chars().count() < 12) {
+                return Err(ConfigError {
+                    variable: "KORYPHAIOS_KMS_PASSPHRASE",
+                    problem: "must be at least 12 characters (its value is not shown)".into(),
+                });
+            }
+            Ok(KmsConfig::Local { passphrase })
+        }
+        "age" => {
+            if passphrase.is_some() {
+                return Err(ConfigError {
+                    variable: "KORYPHAIOS_KMS_PASSPHRASE",
+                    problem: "applies to the local provider only; protect age identities with file permissions".into(),
+                });
+            }
+            Ok(KmsConfig::Age { identity_file: get("KORYPHAIOS_AGE_IDENTITY_FILE").map(PathBuf::from) })
+        }
+        other if KMS_PROVIDERS_NOT_BUILT.contains(&other) => Err(ConfigError {
+            variable: "KORYPHAIOS_KMS_PROVIDER",
+            problem: format!("{other:?} is not available in this build yet; expected one of {}", KMS_PROVIDERS.join(", ")),
+        }),
+        other => Err(ConfigError {
+            variable: "KORYPHAIOS_KMS_PROVIDER",
+            problem: format!("expected one of {}, got {other:?}", KMS_PROVIDERS.join(", ")),
+        }),
+    }
+}
+
+fn lookup_secret(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<SecretString> {
+    get(name).map(SecretString::from)
+}
+
 fn parse_origins(raw: Option<String>) -> Result<Vec<HeaderValue>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(Vec::new());
@@ -340,6 +403,17 @@ mod tests {
         assert!(!error.to_string().contains("too-short-secret"));
         let error = load(&[("KORYPHAIOS_DATABASE_URL", "mysql://root:hunter2@db/x")]).unwrap_err();
         assert!(!error.to_string().contains("hunter2"));
+        let error = load(&[("KORYPHAIOS_KMS_PASSPHRASE", "tiny-secret")]).unwrap_err();
+        assert!(!error.to_string().contains("tiny-secret"));
+    }
+
+    #[test]
+    fn the_kms_defaults_to_local_and_age_takes_an_identity_file() {
+        assert!(matches!(load(&[]).unwrap().kms, KmsConfig::Local { passphrase: None }));
+        let age = load(&[("KORYPHAIOS_KMS_PROVIDER", "age"), ("KORYPHAIOS_AGE_IDENTITY_FILE", "/keys/id.txt")]).unwrap();
+        assert!(matches!(age.kms, KmsConfig::Age { identity_file: Some(ref p) } if p == &PathBuf::from("/keys/id.txt")));
+        let error = load(&[("KORYPHAIOS_KMS_PROVIDER", "age"), ("KORYPHAIOS_KMS_PASSPHRASE", "long enough passphrase")]).unwrap_err();
+        assert_eq!(error.variable, "KORYPHAIOS_KMS_PASSPHRASE");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::http::error::{ErrorBody, FieldDetail};
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "auth", description = "Users and sessions"),
+        (name = "credentials", description = "Provider credentials under envelope encryption"),
     )
 )]
 pub struct ApiDoc;

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use koryphaios_core::credentials::CredentialService;
+use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::session::AuthService;
 use koryphaios_core::store::Store;
 
@@ -10,6 +12,10 @@ use koryphaios_core::store::Store;
 pub struct AppState {
     /// Authentication use cases.
     pub auth: Arc<AuthService>,
+    /// Credential use cases.
+    pub credentials: Arc<CredentialService>,
     /// The store, for readiness checks.
     pub store: Arc<dyn Store>,
+    /// The key provider, for readiness checks.
+    pub kms: Arc<dyn KeyProvider>,
 }

@@ -7,6 +7,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use koryphaios_core::credentials::CredentialError;
 use koryphaios_core::session::AuthError;
 use koryphaios_core::store::StoreError;
 use koryphaios_core::validation::{FieldError, ValidationErrors};
@@ -275,6 +276,45 @@ impl From<AuthError> for ApiError {
             AuthError::Internal(detail) => Self::internal(detail),
         }
     }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(error: CredentialError) -> Self {
+        match error {
+            CredentialError::Validation(errors) => errors.into(),
+            CredentialError::NotFound => Self::not_found(),
+            CredentialError::Forbidden(scope) => {
+                let mut denied = Self::forbidden("insufficient_scope", "This caller may not do that");
+                denied.report.message = format!("Missing scope {scope}");
+                denied
+            }
+            CredentialError::Conflict => {
+                Self::conflict("conflict", "The credential changed concurrently; retry")
+            }
+            CredentialError::Unreadable => {
+                let mut error = Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "credential_unreadable",
+                    "The stored credential failed its integrity check",
+                );
+                error.report.internal = Some("sealed credential or wrapped key did not authenticate for its row".into());
+                error
+            }
+            CredentialError::KmsUnavailable(detail) => Self::unavailable(detail),
+            CredentialError::Store(store) => store.into(),
+            CredentialError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+/// 400 for a path id that is not an id of the expected type.
+pub fn invalid_id(field: &str, expected_prefix: &str) -> ApiError {
+    let mut error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", "Malformed id");
+    error.report.details = Some(vec![FieldDetail {
+        field: field.to_owned(),
+        message: format!("expected an id starting with {expected_prefix}"),
+    }]);
+    error
 }
 
 /// Shorthand for handler results.

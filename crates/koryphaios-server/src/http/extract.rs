@@ -1,12 +1,16 @@
 //! Authentication as an extractor: a handler that takes [`CurrentUser`] can only run for an
 //! authenticated caller, so the policy is visible in its signature.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use koryphaios_core::Principal;
+use koryphaios_core::audit::RequestContext;
 
 use super::error::ApiError;
+use super::middleware::request_context::RequestId;
 use crate::state::AppState;
 
 /// The authenticated caller.
@@ -48,5 +52,30 @@ impl FromRequestParts<AppState> for CurrentUser {
         let principal = state.auth.authenticate(token).await?;
         parts.extensions.insert(principal.clone());
         Ok(Self(principal))
+    }
+}
+
+/// The longest user agent kept in audit records.
+const MAX_USER_AGENT: usize = 256;
+
+/// Where the request came from, for audit records.
+#[derive(Debug, Clone)]
+pub struct RequestMeta(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
+        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
+        Ok(Self(RequestContext { client_ip, user_agent, request_id }))
     }
 }

@@ -179,7 +179,7 @@ async fn migrate_status_down_and_up_restore_the_schema() {
         "{pending}"
     );
     let up = run(&["migrate", "up"]).await;
-    assert!(up.contains("applied 1"), "{up}");
+    assert!(up.contains("applied 2"), "{up}");
     let applied = run(&["migrate", "status"]).await;
     assert!(!applied.contains("pending"), "{applied}");
     let down = run(&["migrate", "down"]).await;

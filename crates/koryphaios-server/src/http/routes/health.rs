@@ -96,8 +96,23 @@ pub async fn ready(
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         error,
     };
-    let ok = database.error.is_none();
-    let components = BTreeMap::from([("database", database)]);
+    let kms_started = Instant::now();
+    let kms_error = match tokio::time::timeout(PROBE_TIMEOUT, state.kms.check()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: key provider check failed");
+            Some("key provider check failed".to_owned())
+        }
+        Err(_) => Some("key provider check timed out".to_owned()),
+    };
+    let kms = ComponentState {
+        status: if kms_error.is_none() { "up" } else { "down" },
+        backend: state.kms.provider_name(),
+        latency_ms: kms_started.elapsed().as_secs_f64() * 1000.0,
+        error: kms_error,
+    };
+    let ok = database.error.is_none() && kms.error.is_none();
+    let components = BTreeMap::from([("database", database), ("kms", kms)]);
     let status = if ok {
         StatusCode::OK
     } else {

@@ -4,6 +4,7 @@
 //! error envelope → CORS (preflight guard, then tower-http) → timeout → body limit → routes.
 
 pub mod auth;
+pub mod credentials;
 pub mod health;
 
 use std::sync::Arc;
@@ -46,10 +47,17 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::logout_all))
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password));
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(credentials::create, credentials::list))
+        .routes(routes!(credentials::get, credentials::update, credentials::delete))
+        .routes(routes!(credentials::rotate))
+        .routes(routes!(credentials::reveal))
+        .routes(routes!(credentials::audit));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .nest("/api/auth", auth)
+        .nest("/api/v1", v1)
 }
 
 async fn unknown_route() -> ApiError {
