@@ -12,10 +12,10 @@ use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::envelope::rotation;
 use koryphaios_core::session::{AccessTokenCodec, AuthService, AuthSettings, JwtSecret};
-use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
 use koryphaios_core::store::Store;
 use koryphaios_core::users::PasswordHasher;
 use koryphaios_core::{Clock, SystemClock};
+use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
 use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
@@ -83,18 +83,21 @@ pub async fn open_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
     let kms = config.kms.clone();
     let data_dir = config.data_dir.clone();
     // Key files are read (and a passphrase stretched) off the async runtime.
-    let provider: Arc<dyn KeyProvider> = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn KeyProvider>> {
-        Ok(match kms {
-            KmsConfig::Local { passphrase } => {
-                Arc::new(LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase).context("local key ring")?)
-            }
-            KmsConfig::Age { identity_file } => {
-                let path = identity_file.unwrap_or_else(|| AgeKeyProvider::default_path(&data_dir));
-                Arc::new(AgeKeyProvider::open(&path).context("age key provider")?)
-            }
+    let provider: Arc<dyn KeyProvider> =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn KeyProvider>> {
+            Ok(match kms {
+                KmsConfig::Local { passphrase } => Arc::new(
+                    LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase)
+                        .context("local key ring")?,
+                ),
+                KmsConfig::Age { identity_file } => {
+                    let path =
+                        identity_file.unwrap_or_else(|| AgeKeyProvider::default_path(&data_dir));
+                    Arc::new(AgeKeyProvider::open(&path).context("age key provider")?)
+                }
+            })
         })
-    })
-    .await??;
+        .await??;
     Ok(provider)
 }
 
@@ -145,6 +148,7 @@ impl Application {
             credentials: Arc::new(credentials),
             store: Arc::clone(&store),
             kms: Arc::clone(&kms),
+            clock: Arc::clone(&components.clock),
         };
         let pipeline = PipelineSettings {
             cors_origins: config.cors_origins.clone(),
@@ -236,7 +240,12 @@ async fn maintain_keys_periodically(store: Arc<dyn Store>, kms: Arc<dyn KeyProvi
         }
         match rotation::rewrap_all(&store, &kms, REWRAP_BATCH, |_| {}).await {
             Ok(report) if report.rewrapped + report.failed > 0 => {
-                tracing::info!(rewrapped = report.rewrapped, failed = report.failed, version = kms.current_version(), "re-wrapped data keys");
+                tracing::info!(
+                    rewrapped = report.rewrapped,
+                    failed = report.failed,
+                    version = kms.current_version(),
+                    "re-wrapped data keys"
+                );
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "re-wrapping data keys failed"),

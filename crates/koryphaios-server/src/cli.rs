@@ -141,35 +141,75 @@ async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<()> {
 
 async fn kms(action: KmsAction, config: &Config) -> anyhow::Result<()> {
     let store = app::open_store(config).await?;
-    store.migrate_up().await.context("database migration failed")?;
+    store
+        .migrate_up()
+        .await
+        .context("database migration failed")?;
     let provider = app::open_kms(config).await?;
     let mut out = std::io::stdout().lock();
     match action {
         KmsAction::Status => {
             let counts = rotation::inventory(&store).await?;
-            writeln!(out, "provider {} key {}", provider.provider_name(), provider.kek_id())?;
-            writeln!(out, "{:<8} {:<8} {:<26} data_keys", "version", "state", "created_at")?;
+            writeln!(
+                out,
+                "provider {} key {}",
+                provider.provider_name(),
+                provider.kek_id()
+            )?;
+            writeln!(
+                out,
+                "{:<8} {:<8} {:<26} data_keys",
+                "version", "state", "created_at"
+            )?;
             for version in provider.versions().await? {
-                let state = if version.current { "current" } else if version.retired { "retired" } else { "active" };
+                let state = if version.current {
+                    "current"
+                } else if version.retired {
+                    "retired"
+                } else {
+                    "active"
+                };
                 let used: u64 = counts
                     .iter()
-                    .filter(|c| c.provider == provider.provider_name() && c.kek_version == version.version)
+                    .filter(|c| {
+                        c.provider == provider.provider_name() && c.kek_version == version.version
+                    })
                     .map(|c| c.count)
                     .sum();
-                let created = version.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-                writeln!(out, "{:<8} {:<8} {:<26} {used}", version.version, state, created)?;
+                let created = version
+                    .created_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<8} {:<8} {:<26} {used}",
+                    version.version, state, created
+                )?;
             }
-            for other in counts.iter().filter(|c| c.provider != provider.provider_name()) {
-                writeln!(out, "note: {} data key(s) are wrapped by provider {} (key {}, version {})", other.count, other.provider, other.kek_id, other.kek_version)?;
+            for other in counts
+                .iter()
+                .filter(|c| c.provider != provider.provider_name())
+            {
+                writeln!(
+                    out,
+                    "note: {} data key(s) are wrapped by provider {} (key {}, version {})",
+                    other.count, other.provider, other.kek_id, other.kek_version
+                )?;
             }
         }
         KmsAction::Rotate => {
             let version = provider.rotate().await?;
-            writeln!(out, "rotated: new data keys are wrapped under version {version}; run `koryphaios kms rewrap` to move existing ones")?;
+            writeln!(
+                out,
+                "rotated: new data keys are wrapped under version {version}; run `koryphaios kms rewrap` to move existing ones"
+            )?;
         }
         KmsAction::Rewrap { batch } => {
             let report = rotation::rewrap_all(&store, &provider, batch, |progress| {
-                eprintln!("rewrap: {} re-wrapped, {} failed so far", progress.rewrapped, progress.failed);
+                eprintln!(
+                    "rewrap: {} re-wrapped, {} failed so far",
+                    progress.rewrapped, progress.failed
+                );
             })
             .await?;
             writeln!(
@@ -181,12 +221,18 @@ async fn kms(action: KmsAction, config: &Config) -> anyhow::Result<()> {
                 report.failed
             )?;
             if report.failed > 0 {
-                anyhow::bail!("{} data key(s) could not be re-wrapped; see the log", report.failed);
+                anyhow::bail!(
+                    "{} data key(s) could not be re-wrapped; see the log",
+                    report.failed
+                );
             }
         }
         KmsAction::Retire { version } => {
             rotation::retire(&store, &provider, version).await?;
-            writeln!(out, "retired version {version}: its key material is destroyed")?;
+            writeln!(
+                out,
+                "retired version {version}: its key material is destroyed"
+            )?;
         }
     }
     Ok(())

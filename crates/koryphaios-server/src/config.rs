@@ -266,7 +266,10 @@ fn parse_kms(get: &dyn Fn(&str) -> Option<String>) -> Result<KmsConfig, ConfigEr
     let passphrase = lookup_secret(get, "KORYPHAIOS_KMS_PASSPHRASE");
     match provider.as_str() {
         "local" => {
-            if passphrase.as_ref().is_some_and(|p| p.expose_secret().chars().count() < 12) {
+            if passphrase
+                .as_ref()
+                .is_some_and(|p| p.expose_secret().chars().count() < 12)
+            {
                 return Err(ConfigError {
                     variable: "KORYPHAIOS_KMS_PASSPHRASE",
                     problem: "must be at least 12 characters (its value is not shown)".into(),
@@ -281,15 +284,23 @@ fn parse_kms(get: &dyn Fn(&str) -> Option<String>) -> Result<KmsConfig, ConfigEr
                     problem: "applies to the local provider only; protect age identities with file permissions".into(),
                 });
             }
-            Ok(KmsConfig::Age { identity_file: get("KORYPHAIOS_AGE_IDENTITY_FILE").map(PathBuf::from) })
+            Ok(KmsConfig::Age {
+                identity_file: get("KORYPHAIOS_AGE_IDENTITY_FILE").map(PathBuf::from),
+            })
         }
         other if KMS_PROVIDERS_NOT_BUILT.contains(&other) => Err(ConfigError {
             variable: "KORYPHAIOS_KMS_PROVIDER",
-            problem: format!("{other:?} is not available in this build yet; expected one of {}", KMS_PROVIDERS.join(", ")),
+            problem: format!(
+                "{other:?} is not available in this build yet; expected one of {}",
+                KMS_PROVIDERS.join(", ")
+            ),
         }),
         other => Err(ConfigError {
             variable: "KORYPHAIOS_KMS_PROVIDER",
-            problem: format!("expected one of {}, got {other:?}", KMS_PROVIDERS.join(", ")),
+            problem: format!(
+                "expected one of {}, got {other:?}",
+                KMS_PROVIDERS.join(", ")
+            ),
         }),
     }
 }
@@ -409,10 +420,23 @@ mod tests {
 
     #[test]
     fn the_kms_defaults_to_local_and_age_takes_an_identity_file() {
-        assert!(matches!(load(&[]).unwrap().kms, KmsConfig::Local { passphrase: None }));
-        let age = load(&[("KORYPHAIOS_KMS_PROVIDER", "age"), ("KORYPHAIOS_AGE_IDENTITY_FILE", "/keys/id.txt")]).unwrap();
-        assert!(matches!(age.kms, KmsConfig::Age { identity_file: Some(ref p) } if p == &PathBuf::from("/keys/id.txt")));
-        let error = load(&[("KORYPHAIOS_KMS_PROVIDER", "age"), ("KORYPHAIOS_KMS_PASSPHRASE", "long enough passphrase")]).unwrap_err();
+        assert!(matches!(
+            load(&[]).unwrap().kms,
+            KmsConfig::Local { passphrase: None }
+        ));
+        let age = load(&[
+            ("KORYPHAIOS_KMS_PROVIDER", "age"),
+            ("KORYPHAIOS_AGE_IDENTITY_FILE", "/keys/id.txt"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(age.kms, KmsConfig::Age { identity_file: Some(ref p) } if p == &PathBuf::from("/keys/id.txt"))
+        );
+        let error = load(&[
+            ("KORYPHAIOS_KMS_PROVIDER", "age"),
+            ("KORYPHAIOS_KMS_PASSPHRASE", "long enough passphrase"),
+        ])
+        .unwrap_err();
         assert_eq!(error.variable, "KORYPHAIOS_KMS_PASSPHRASE");
     }
 

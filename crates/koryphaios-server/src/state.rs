@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use koryphaios_core::Clock;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::session::AuthService;
@@ -18,4 +19,6 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The key provider, for readiness checks.
     pub kms: Arc<dyn KeyProvider>,
+    /// The source of "now" (views that depend on time use it, like the use cases).
+    pub clock: Arc<dyn Clock>,
 }

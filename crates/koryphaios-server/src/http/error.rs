@@ -284,7 +284,8 @@ impl From<CredentialError> for ApiError {
             CredentialError::Validation(errors) => errors.into(),
             CredentialError::NotFound => Self::not_found(),
             CredentialError::Forbidden(scope) => {
-                let mut denied = Self::forbidden("insufficient_scope", "This caller may not do that");
+                let mut denied =
+                    Self::forbidden("insufficient_scope", "This caller may not do that");
                 denied.report.message = format!("Missing scope {scope}");
                 denied
             }
@@ -297,7 +298,9 @@ impl From<CredentialError> for ApiError {
                     "credential_unreadable",
                     "The stored credential failed its integrity check",
                 );
-                error.report.internal = Some("sealed credential or wrapped key did not authenticate for its row".into());
+                error.report.internal = Some(
+                    "sealed credential or wrapped key did not authenticate for its row".into(),
+                );
                 error
             }
             CredentialError::KmsUnavailable(detail) => Self::unavailable(detail),

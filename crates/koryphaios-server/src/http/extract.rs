@@ -76,6 +76,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             .and_then(|value| value.to_str().ok())
             .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
         let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
-        Ok(Self(RequestContext { client_ip, user_agent, request_id }))
+        Ok(Self(RequestContext {
+            client_ip,
+            user_agent,
+            request_id,
+        }))
     }
 }

@@ -120,6 +120,51 @@ impl TestApp {
         self.request(Method::GET, path, Some(token), None).await
     }
 
+    pub async fn post_authed(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    /// Stores a credential and returns its id.
+    pub async fn create_credential(&self, token: &str, provider: &str, secret: &str) -> String {
+        let response = self
+            .post_authed(
+                "/api/v1/credentials",
+                token,
+                json!({"provider": provider, "credential": secret}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "create credential");
+        let body: Value = response.json().await.expect("create body");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Reveals a credential's secret.
+    pub async fn reveal(&self, token: &str, id: &str) -> String {
+        let response = self
+            .request(
+                Method::POST,
+                &format!("/api/v1/credentials/{id}/reveal"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 200, "reveal {id}");
+        let body: Value = response.json().await.expect("reveal body");
+        body["credential"].as_str().expect("credential").to_owned()
+    }
+
+    /// The instance's (manual) clock reading.
+    pub fn clock_now(&self) -> time::OffsetDateTime {
+        use koryphaios_core::Clock as _;
+        self.clock.now()
+    }
+
+    /// The data directory of this instance.
+    pub fn data_path(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("data")
+    }
+
     pub async fn register(&self, username: &str) -> Value {
         let response = self
             .post(

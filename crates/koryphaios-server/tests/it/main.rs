@@ -7,6 +7,9 @@
 
 mod auth_bad_input;
 mod auth_sessions;
+mod credentials;
+mod credentials_bad_input;
+mod credentials_crypto;
 mod harness;
 mod openapi_drift;
 mod pipeline;

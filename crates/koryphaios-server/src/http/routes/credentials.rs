@@ -212,10 +212,6 @@ pub struct AuditTrail {
     pub records: Vec<AuditRecordView>,
 }
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
 /// Stores a credential under envelope encryption (scope `write`).
 #[utoipa::path(post, path = "/credentials", tag = "credentials", security(("bearerAuth" = [])),
     request_body = CreateCredentialRequest,
@@ -240,8 +236,14 @@ pub async fn create(
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
-    let credential = state.credentials.create(&principal, &context, input).await?;
-    Ok((StatusCode::CREATED, ApiJson(CredentialView::new(credential, now()))))
+    let credential = state
+        .credentials
+        .create(&principal, &context, input)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CredentialView::new(credential, state.clock.now())),
+    ))
 }
 
 /// The caller's credentials (scope `read`).
@@ -258,10 +260,21 @@ pub async fn list(
     RequestMeta(context): RequestMeta,
     ApiQuery(query): ApiQuery<ListCredentialsQuery>,
 ) -> ApiResult<ApiJson<CredentialList>> {
-    let filter = CredentialFilter { provider: query.provider, active: query.active };
-    let credentials = state.credentials.list(&principal, &context, &filter).await?;
-    let now = now();
-    Ok(ApiJson(CredentialList { credentials: credentials.into_iter().map(|c| CredentialView::new(c, now)).collect() }))
+    let filter = CredentialFilter {
+        provider: query.provider,
+        active: query.active,
+    };
+    let credentials = state
+        .credentials
+        .list(&principal, &context, &filter)
+        .await?;
+    let now = state.clock.now();
+    Ok(ApiJson(CredentialList {
+        credentials: credentials
+            .into_iter()
+            .map(|c| CredentialView::new(c, now))
+            .collect(),
+    }))
 }
 
 /// One credential's metadata (scope `read`).
@@ -278,8 +291,11 @@ pub async fn get(
     RequestMeta(context): RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<CredentialView>> {
-    let credential = state.credentials.get(&principal, &context, &parse_id(&id)?).await?;
-    Ok(ApiJson(CredentialView::new(credential, now())))
+    let credential = state
+        .credentials
+        .get(&principal, &context, &parse_id(&id)?)
+        .await?;
+    Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
 /// Replaces a credential's metadata (scope `write`).
@@ -299,8 +315,11 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateCredentialRequest>,
 ) -> ApiResult<ApiJson<CredentialView>> {
     let id = parse_id(&id)?;
-    let credential = state.credentials.update_metadata(&principal, &context, &id, &body.metadata).await?;
-    Ok(ApiJson(CredentialView::new(credential, now())))
+    let credential = state
+        .credentials
+        .update_metadata(&principal, &context, &id, &body.metadata)
+        .await?;
+    Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
 /// Soft-deletes a credential (scope `write`); its audit trail stays.
@@ -321,7 +340,10 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     let reason = body.and_then(|b| b.reason);
-    state.credentials.delete(&principal, &context, &id, reason.as_deref()).await?;
+    state
+        .credentials
+        .delete(&principal, &context, &id, reason.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -344,9 +366,15 @@ pub async fn rotate(
     MaybeJson(body): MaybeJson<RotateCredentialRequest>,
 ) -> ApiResult<ApiJson<CredentialView>> {
     let id = parse_id(&id)?;
-    let input = body.map_or_else(RotateInput::default, |b| RotateInput { secret: b.credential, reason: b.reason });
-    let credential = state.credentials.rotate(&principal, &context, &id, input).await?;
-    Ok(ApiJson(CredentialView::new(credential, now())))
+    let input = body.map_or_else(RotateInput::default, |b| RotateInput {
+        secret: b.credential,
+        reason: b.reason,
+    });
+    let credential = state
+        .credentials
+        .rotate(&principal, &context, &id, input)
+        .await?;
+    Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
 /// The plaintext secret (scope `provider:<its provider>`, or `admin`); audited as
@@ -389,6 +417,11 @@ pub async fn audit(
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<AuditTrail>> {
     let id = parse_id(&id)?;
-    let records = state.credentials.audit_trail(&principal, &context, &id, TRAIL_LIMIT).await?;
-    Ok(ApiJson(AuditTrail { records: records.into_iter().map(AuditRecordView::from).collect() }))
+    let records = state
+        .credentials
+        .audit_trail(&principal, &context, &id, TRAIL_LIMIT)
+        .await?;
+    Ok(ApiJson(AuditTrail {
+        records: records.into_iter().map(AuditRecordView::from).collect(),
+    }))
 }

@@ -49,7 +49,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::change_password));
     let v1 = OpenApiRouter::new()
         .routes(routes!(credentials::create, credentials::list))
-        .routes(routes!(credentials::get, credentials::update, credentials::delete))
+        .routes(routes!(
+            credentials::get,
+            credentials::update,
+            credentials::delete
+        ))
         .routes(routes!(credentials::rotate))
         .routes(routes!(credentials::reveal))
         .routes(routes!(credentials::audit));
