@@ -6,7 +6,9 @@
 #   scripts/loadtest.sh                          # every scenario, 10 s each, 64 connections
 #   scripts/loadtest.sh -d 5 -c 32 health me     # chosen scenarios and settings
 #
-# Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token).
+# Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
+# reveal (POST /api/v1/credentials/{id}/reveal: unwrap + open + audit record), create (POST
+# /api/v1/credentials: seal + wrap + insert + audit record, SQLite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ while getopts "d:c:t:" opt; do
 done
 shift $((OPTIND - 1))
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(startup health me)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(startup health me reveal create)
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
@@ -85,11 +87,23 @@ curl -fsS -X POST "$base/api/auth/register" -H 'content-type: application/json' 
   -d '{"username":"loadtest","password":"load test passphrase 1"}' >/dev/null
 token=$(curl -fsS -X POST "$base/api/auth/login" -H 'content-type: application/json' \
   -d '{"username":"loadtest","password":"load test passphrase 1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+credential_id=$(curl -fsS -X POST "$base/api/v1/credentials" -H 'content-type: application/json' -H "Authorization: Bearer $token" \
+  -d '{"provider":"openai","credential":"sk-loadtest-0123456789abcdefghijklmnopqrstuvwxyz"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+LUA
+cat >"$work/create.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"provider":"anthropic","credential":"sk-ant-loadtest-0123456789abcdefghijklmnopqrstuvwxyz","metadata":{"team":"load"}}'
+LUA
 
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
     health) run_wrk health /health ;;
     me) run_wrk me /api/auth/me -H "Authorization: Bearer $token" ;;
+    reveal) run_wrk reveal "/api/v1/credentials/$credential_id/reveal" -s "$work/post.lua" -H "Authorization: Bearer $token" ;;
+    create) run_wrk create /api/v1/credentials -s "$work/create.lua" -H "Authorization: Bearer $token" ;;
     startup)
       stop_server
       # Process start until /health answers 200, on the existing data dir; 10 runs.
@@ -116,6 +130,6 @@ times.sort()
 print(f"{'startup':<10} {'-':>12} {statistics.median(times):>8.1f}ms {times[-1]:>8.1f}ms {'(median/max of 10)':>14}")
 PY
       start_server ;;
-    *) echo "unknown scenario $scenario (startup, health, me)" >&2; exit 2 ;;
+    *) echo "unknown scenario $scenario (startup, health, me, reveal, create)" >&2; exit 2 ;;
   esac
 done

@@ -19,7 +19,7 @@ use crate::secret::TokenHash;
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 
 /// A storage failure the domain cannot do anything about but report.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or timed out: the caller may retry later (503).
     #[error("database unavailable: {0}")]
@@ -310,4 +310,6 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// The backend's name, for logs and health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+    /// Waits for in-flight writes and closes every connection (at shutdown).
+    async fn close(&self);
 }

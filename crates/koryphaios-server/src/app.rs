@@ -214,6 +214,7 @@ impl Application {
         };
         purge.abort();
         maintenance.abort();
+        store.close().await;
         result
     }
 }

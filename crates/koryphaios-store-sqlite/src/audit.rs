@@ -70,13 +70,9 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+        self.group_commit
+            .submit(crate::group_commit::WriteJob::Audit(entry.clone()))
             .await
-            .map_err(map_err)?;
-        insert_audit(&mut tx, entry).await?;
-        tx.commit().await.map_err(map_err)
     }
 
     async fn audit_for_resource(

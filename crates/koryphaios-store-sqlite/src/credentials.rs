@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::SqliteStore;
 use crate::audit::insert_audit;
 use crate::error::map_err;
+use crate::group_commit::WriteJob;
 
 fn decode_err(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(error))
@@ -80,6 +81,31 @@ async fn insert_version(
     Ok(())
 }
 
+/// Inserts a credential and its first version on `conn` (the caller's transaction).
+pub(crate) async fn insert_credential_rows(
+    conn: &mut SqliteConnection,
+    credential: &Credential,
+    first: &SealedVersion,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO credentials (id, user_id, provider, kind, metadata, current_version, created_at, updated_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(credential.id.as_str())
+    .bind(credential.user_id.as_str())
+    .bind(&credential.provider)
+    .bind(&credential.kind)
+    .bind(metadata_json(&credential.metadata)?)
+    .bind(credential.current_version)
+    .bind(to_unix_ms(credential.created_at))
+    .bind(to_unix_ms(credential.updated_at))
+    .bind(credential.expires_at.map(to_unix_ms))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    insert_version(conn, &credential.id, first).await
+}
+
 fn metadata_json(metadata: &Map<String, Value>) -> StoreResult<String> {
     serde_json::to_string(metadata).map_err(|e| StoreError::Internal(e.to_string()))
 }
@@ -92,30 +118,13 @@ impl CredentialStore for SqliteStore {
         first: &SealedVersion,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+        self.group_commit
+            .submit(WriteJob::InsertCredential {
+                credential: credential.clone(),
+                first: first.clone(),
+                audit: audit.clone(),
+            })
             .await
-            .map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO credentials (id, user_id, provider, kind, metadata, current_version, created_at, updated_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(credential.id.as_str())
-        .bind(credential.user_id.as_str())
-        .bind(&credential.provider)
-        .bind(&credential.kind)
-        .bind(metadata_json(&credential.metadata)?)
-        .bind(credential.current_version)
-        .bind(to_unix_ms(credential.created_at))
-        .bind(to_unix_ms(credential.updated_at))
-        .bind(credential.expires_at.map(to_unix_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_version(&mut tx, &credential.id, first).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
     }
 
     async fn list_credentials(
@@ -300,19 +309,13 @@ impl CredentialStore for SqliteStore {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+        self.group_commit
+            .submit(WriteJob::Access {
+                owner: owner.clone(),
+                id: id.clone(),
+                now,
+                audit: audit.clone(),
+            })
             .await
-            .map_err(map_err)?;
-        sqlx::query("UPDATE credentials SET last_used_at = ? WHERE id = ? AND user_id = ?")
-            .bind(to_unix_ms(now))
-            .bind(id.as_str())
-            .bind(owner.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
     }
 }

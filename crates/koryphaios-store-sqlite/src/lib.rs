@@ -7,6 +7,7 @@
 mod audit;
 mod credentials;
 mod error;
+mod group_commit;
 mod keywrap;
 mod migrate;
 mod sessions;
@@ -52,6 +53,7 @@ impl Default for SqliteSettings {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    group_commit: group_commit::GroupCommit,
 }
 
 impl SqliteStore {
@@ -76,13 +78,12 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self { writer, reader })
-    }
-
-    /// Closes both pools, waiting for connections in use.
-    pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        let group_commit = group_commit::GroupCommit::start(writer.clone());
+        Ok(Self {
+            writer,
+            reader,
+            group_commit,
+        })
     }
 }
 
@@ -98,5 +99,10 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
     }
 }

@@ -1,0 +1,133 @@
+//! Group commit for the hot write paths (reveal's audit record, credential creation, standalone
+//! audit records).
+//!
+//! Callers hand their write to one writer task and wait for its commit, so each still returns
+//! only once its record is durable (fail closed), but concurrent writes share one transaction
+//! instead of queueing for the single SQLite writer one `BEGIN … COMMIT` at a time. If any write
+//! of a batch fails, the batch rolls back and every caller in it gets the error.
+
+use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::clock::to_unix_ms;
+use koryphaios_core::credentials::{Credential, SealedVersion};
+use koryphaios_core::ids::{CredentialId, UserId};
+use koryphaios_core::store::{StoreError, StoreResult};
+use sqlx::{SqliteConnection, SqlitePool};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::insert_audit;
+use crate::credentials::insert_credential_rows;
+use crate::error::map_err;
+
+/// The most writes one transaction takes.
+const MAX_BATCH: usize = 256;
+/// Writes waiting for the writer task before callers are slowed down.
+const QUEUE: usize = 4096;
+
+/// One write to apply inside a shared transaction.
+#[derive(Debug)]
+pub(crate) enum WriteJob {
+    /// A standalone audit record.
+    Audit(AuditEntry),
+    /// A reveal: last-used time and its audit record.
+    Access {
+        owner: UserId,
+        id: CredentialId,
+        now: OffsetDateTime,
+        audit: AuditEntry,
+    },
+    /// A new credential with its first version and audit record.
+    InsertCredential {
+        credential: Credential,
+        first: SealedVersion,
+        audit: AuditEntry,
+    },
+}
+
+type Job = (WriteJob, oneshot::Sender<StoreResult<()>>);
+
+/// The handle callers submit writes through.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupCommit {
+    sender: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the writer task on `writer` (the single-connection write pool).
+    pub(crate) fn start(writer: SqlitePool) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(writer, receiver));
+        Self { sender }
+    }
+
+    /// Applies `job` and returns once it is committed (or failed).
+    pub(crate) async fn submit(&self, job: WriteJob) -> StoreResult<()> {
+        let (ack, done) = oneshot::channel();
+        self.sender
+            .send((job, ack))
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Internal("the database writer dropped a write".into()))?
+    }
+}
+
+async fn run(writer: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = apply(&writer, &batch).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, writes = batch.len(), "group commit failed; every write of the batch is refused");
+        }
+        for (_, ack) in batch.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+async fn apply(writer: &SqlitePool, batch: &[Job]) -> StoreResult<()> {
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(map_err)?;
+    for (job, _) in batch {
+        apply_one(&mut tx, job).await?;
+    }
+    tx.commit().await.map_err(map_err)
+}
+
+async fn apply_one(conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<()> {
+    match job {
+        WriteJob::Audit(entry) => insert_audit(conn, entry).await,
+        WriteJob::Access {
+            owner,
+            id,
+            now,
+            audit,
+        } => {
+            sqlx::query("UPDATE credentials SET last_used_at = ? WHERE id = ? AND user_id = ?")
+                .bind(to_unix_ms(*now))
+                .bind(id.as_str())
+                .bind(owner.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            insert_audit(conn, audit).await
+        }
+        WriteJob::InsertCredential {
+            credential,
+            first,
+            audit,
+        } => {
+            insert_credential_rows(conn, credential, first).await?;
+            insert_audit(conn, audit).await
+        }
+    }
+}
