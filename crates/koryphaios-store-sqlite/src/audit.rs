@@ -71,7 +71,9 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.group_commit
-            .submit(crate::group_commit::WriteJob::Audit(entry.clone()))
+            .submit(crate::group_commit::WriteJob::Audit(Box::new(
+                entry.clone(),
+            )))
             .await
     }
 

@@ -119,11 +119,11 @@ impl CredentialStore for SqliteStore {
         audit: &AuditEntry,
     ) -> StoreResult<()> {
         self.group_commit
-            .submit(WriteJob::InsertCredential {
-                credential: credential.clone(),
-                first: first.clone(),
-                audit: audit.clone(),
-            })
+            .submit(WriteJob::InsertCredential(Box::new((
+                credential.clone(),
+                first.clone(),
+                audit.clone(),
+            ))))
             .await
     }
 
@@ -310,12 +310,12 @@ impl CredentialStore for SqliteStore {
         audit: &AuditEntry,
     ) -> StoreResult<()> {
         self.group_commit
-            .submit(WriteJob::Access {
-                owner: owner.clone(),
-                id: id.clone(),
+            .submit(WriteJob::Access(Box::new((
+                owner.clone(),
+                id.clone(),
                 now,
-                audit: audit.clone(),
-            })
+                audit.clone(),
+            ))))
             .await
     }
 }

@@ -28,20 +28,11 @@ const QUEUE: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum WriteJob {
     /// A standalone audit record.
-    Audit(AuditEntry),
+    Audit(Box<AuditEntry>),
     /// A reveal: last-used time and its audit record.
-    Access {
-        owner: UserId,
-        id: CredentialId,
-        now: OffsetDateTime,
-        audit: AuditEntry,
-    },
+    Access(Box<(UserId, CredentialId, OffsetDateTime, AuditEntry)>),
     /// A new credential with its first version and audit record.
-    InsertCredential {
-        credential: Credential,
-        first: SealedVersion,
-        audit: AuditEntry,
-    },
+    InsertCredential(Box<(Credential, SealedVersion, AuditEntry)>),
 }
 
 type Job = (WriteJob, oneshot::Sender<StoreResult<()>>);
@@ -106,12 +97,8 @@ async fn apply(writer: &SqlitePool, batch: &[Job]) -> StoreResult<()> {
 async fn apply_one(conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<()> {
     match job {
         WriteJob::Audit(entry) => insert_audit(conn, entry).await,
-        WriteJob::Access {
-            owner,
-            id,
-            now,
-            audit,
-        } => {
+        WriteJob::Access(job) => {
+            let (owner, id, now, audit) = job.as_ref();
             sqlx::query("UPDATE credentials SET last_used_at = ? WHERE id = ? AND user_id = ?")
                 .bind(to_unix_ms(*now))
                 .bind(id.as_str())
@@ -121,11 +108,8 @@ async fn apply_one(conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<(
                 .map_err(map_err)?;
             insert_audit(conn, audit).await
         }
-        WriteJob::InsertCredential {
-            credential,
-            first,
-            audit,
-        } => {
+        WriteJob::InsertCredential(job) => {
+            let (credential, first, audit) = job.as_ref();
             insert_credential_rows(conn, credential, first).await?;
             insert_audit(conn, audit).await
         }
