@@ -160,16 +160,14 @@ impl AgeKeyProvider {
 
     /// The recipient (`age1…`) new DEKs are wrapped to.
     pub fn current_recipient(&self) -> String {
-        self.keys
-            .read()
-            .ok()
-            .and_then(|keys| {
-                keys.iter()
-                    .rev()
-                    .find(|k| k.identity.is_some())
-                    .map(|k| k.recipient.clone())
-            })
+        self.with_current(|key| key.recipient.clone())
             .unwrap_or_default()
+    }
+
+    /// Reads from the newest usable key.
+    fn with_current<T>(&self, read: impl FnOnce(&AgeKey) -> T) -> Option<T> {
+        let keys = self.keys.read().ok()?;
+        keys.iter().rev().find(|k| k.identity.is_some()).map(read)
     }
 
     fn try_unwrap(&self, wrapped: &WrappedDek) -> Result<Option<Dek>, KmsError> {
@@ -220,16 +218,7 @@ impl KeyProvider for AgeKeyProvider {
     }
 
     fn current_version(&self) -> i64 {
-        self.keys
-            .read()
-            .ok()
-            .and_then(|keys| {
-                keys.iter()
-                    .rev()
-                    .find(|k| k.identity.is_some())
-                    .map(|k| k.version)
-            })
-            .unwrap_or(0)
+        self.with_current(|key| key.version).unwrap_or(0)
     }
 
     async fn wrap(&self, dek: &Dek, _owner: &UserId) -> Result<WrappedDek, KmsError> {

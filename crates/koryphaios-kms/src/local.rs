@@ -131,6 +131,28 @@ fn passphrase_key(
     Ok(out)
 }
 
+impl Protection {
+    /// The key that seals the ring's keys, stretched from the passphrase with Argon2id.
+    fn derive_key(&self, passphrase: &SecretString) -> Result<Zeroizing<[u8; 32]>, KmsError> {
+        match self {
+            Protection::None => Err(KmsError::Internal(
+                "the key ring is not passphrase-protected".into(),
+            )),
+            Protection::Argon2id {
+                salt,
+                m_cost,
+                t_cost,
+                p_cost,
+            } => {
+                let salt = STANDARD
+                    .decode(salt)
+                    .map_err(|e| internal("key ring salt")(e.to_string()))?;
+                passphrase_key(passphrase, &salt, *m_cost, *t_cost, *p_cost)
+            }
+        }
+    }
+}
+
 fn ring_aad(id: &str) -> Vec<u8> {
     format!("{FORMAT}|{id}").into_bytes()
 }
@@ -219,19 +241,8 @@ impl LocalKeyRing {
                     path.display()
                 )));
             }
-            (
-                Protection::Argon2id {
-                    salt,
-                    m_cost,
-                    t_cost,
-                    p_cost,
-                },
-                Some(passphrase),
-            ) => {
-                let salt = STANDARD
-                    .decode(salt)
-                    .map_err(|e| internal("key ring salt")(e.to_string()))?;
-                let key = passphrase_key(passphrase, &salt, *m_cost, *t_cost, *p_cost)?;
+            (protection @ Protection::Argon2id { .. }, Some(passphrase)) => {
+                let key = protection.derive_key(passphrase)?;
                 let sealed = STANDARD
                     .decode(file.sealed_keys.as_deref().unwrap_or_default())
                     .map_err(|e| internal("key ring")(e.to_string()))?;
@@ -308,19 +319,8 @@ impl LocalKeyRing {
         };
         match (&ring.protection, passphrase) {
             (Protection::None, _) => file.keys = Some(stored),
-            (
-                Protection::Argon2id {
-                    salt,
-                    m_cost,
-                    t_cost,
-                    p_cost,
-                },
-                Some(passphrase),
-            ) => {
-                let salt = STANDARD
-                    .decode(salt)
-                    .map_err(|e| internal("key ring salt")(e.to_string()))?;
-                let key = passphrase_key(passphrase, &salt, *m_cost, *t_cost, *p_cost)?;
+            (protection @ Protection::Argon2id { .. }, Some(passphrase)) => {
+                let key = protection.derive_key(passphrase)?;
                 let plain = Zeroizing::new(
                     serde_json::to_vec(&stored).map_err(|e| internal("key ring")(e.to_string()))?,
                 );
