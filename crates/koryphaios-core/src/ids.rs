@@ -101,6 +101,11 @@ prefixed_id!(
     "cred_"
 );
 prefixed_id!(
+    /// Identifies an API key (not the secret: its public handle).
+    ApiKeyId,
+    "key_"
+);
+prefixed_id!(
     /// Identifies an audit record.
     AuditEventId,
     "aud_"

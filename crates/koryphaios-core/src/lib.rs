@@ -5,6 +5,7 @@
 //! storage and migration contracts. It depends on no web framework, SQL driver, Redis client or
 //! cloud SDK; the server crate wires adapters to these ports.
 
+pub mod api_keys;
 pub mod audit;
 pub mod clock;
 pub mod credentials;
@@ -23,6 +24,6 @@ pub mod validation;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock};
-pub use ids::{AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
+pub use ids::{ApiKeyId, AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
 pub use principal::{AuthMethod, Principal};
 pub use scope::{Scope, ScopeSet};

@@ -1,6 +1,7 @@
 //! The authenticated caller of a request.
 
-use crate::ids::{FamilyId, UserId};
+use crate::api_keys::Tier;
+use crate::ids::{ApiKeyId, FamilyId, UserId};
 use crate::scope::{Scope, ScopeSet};
 use crate::users::Role;
 
@@ -15,6 +16,13 @@ pub enum AuthMethod {
         family: FamilyId,
         /// When the access token stops being valid.
         expires_at: time::OffsetDateTime,
+    },
+    /// An API key.
+    ApiKey {
+        /// The key's id.
+        key_id: ApiKeyId,
+        /// The key's rate-limit tier.
+        tier: Tier,
     },
 }
 

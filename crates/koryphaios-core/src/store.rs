@@ -10,11 +10,13 @@ use time::OffsetDateTime;
 
 use serde_json::{Map, Value};
 
+use crate::api_keys::{ApiKey, KeyLookup, Tier};
 use crate::audit::AuditEntry;
 use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
-use crate::ids::{CredentialId, FamilyId, RefreshTokenId, UserId};
+use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, UserId};
 use crate::migrations::{MigrationError, MigrationStatus};
+use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 
@@ -242,6 +244,67 @@ pub trait CredentialStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// API keys and their secrets (hashes only).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key with its secret's hash.
+    async fn insert_api_key(
+        &self,
+        key: &ApiKey,
+        secret_hash: &TokenHash,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+    /// The owner's keys, newest first (revoked ones included, marked).
+    async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>>;
+    /// One key of the owner.
+    async fn find_api_key(&self, owner: &UserId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>>;
+    /// Changes a live key's name, scopes or tier.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one optional field per column keeps the port flat"
+    )]
+    async fn update_api_key(
+        &self,
+        owner: &UserId,
+        id: &ApiKeyId,
+        name: Option<&str>,
+        scopes: Option<&ScopeSet>,
+        tier: Option<Tier>,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<ApiKey>>;
+    /// Revokes a live key; `false` when there was none.
+    async fn revoke_api_key(
+        &self,
+        owner: &UserId,
+        id: &ApiKeyId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+    /// Adds a new secret to a live key; its current secrets stop working at `old_expires_at`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the roll is one transaction with these inputs"
+    )]
+    async fn roll_api_key(
+        &self,
+        owner: &UserId,
+        id: &ApiKeyId,
+        new_hash: &TokenHash,
+        new_prefix: &str,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<ApiKey>>;
+    /// The key a secret hash belongs to, with its owner's role (one read, for verification).
+    async fn lookup_api_key(&self, hash: &TokenHash) -> StoreResult<Option<KeyLookup>>;
+    /// Adds batched usage counts and last-used times.
+    async fn record_api_key_usage(
+        &self,
+        usage: &[(ApiKeyId, u64, OffsetDateTime)],
+    ) -> StoreResult<()>;
+}
+
 /// The audit log.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
@@ -304,7 +367,14 @@ pub trait KeyWrapStore: Send + Sync {
 /// Everything the service stores: the port the composition root holds as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + CredentialStore + AuditStore + KeyWrapStore + SchemaMigrator + Debug
+    UserStore
+    + SessionStore
+    + CredentialStore
+    + ApiKeyStore
+    + AuditStore
+    + KeyWrapStore
+    + SchemaMigrator
+    + Debug
 {
     /// A cheap round trip for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -4,6 +4,7 @@
 //! with `BEGIN IMMEDIATE`, so writers queue in process instead of failing with `SQLITE_BUSY`;
 //! reads use a pool of read-only connections, which WAL lets run beside the writer.
 
+mod api_keys;
 mod audit;
 mod credentials;
 mod error;

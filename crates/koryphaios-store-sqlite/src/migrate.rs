@@ -28,6 +28,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0002_credentials_and_audit.up.sql"),
         down: include_str!("../migrations/0002_credentials_and_audit.down.sql"),
     },
+    Migration {
+        version: 3,
+        name: "api_keys",
+        up: include_str!("../migrations/0003_api_keys.up.sql"),
+        down: include_str!("../migrations/0003_api_keys.down.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

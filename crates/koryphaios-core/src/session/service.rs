@@ -83,6 +83,9 @@ pub enum AuthError {
     /// A spent refresh token was presented again; its session is now revoked.
     #[error("refresh token reused; the session has been revoked")]
     RefreshTokenReused,
+    /// The operation needs a user session, and the caller used an API key.
+    #[error("this needs a user session, not an API key")]
+    NotASession,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -268,7 +271,10 @@ impl AuthService {
             jti,
             family,
             expires_at,
-        } = &principal.method;
+        } = &principal.method
+        else {
+            return Err(AuthError::NotASession);
+        };
         self.store
             .end_session(
                 &principal.user_id,
@@ -297,6 +303,9 @@ impl AuthService {
         current: &SecretString,
         new: &SecretString,
     ) -> Result<SessionTokens, AuthError> {
+        if !matches!(principal.method, AuthMethod::Session { .. }) {
+            return Err(AuthError::NotASession);
+        }
         let mut checks = Validator::default();
         checks.check(PasswordPolicy::check(
             "newPassword",

@@ -14,11 +14,14 @@ use time::{Duration, OffsetDateTime};
 
 use serde_json::{Map, json};
 
+use crate::api_keys::{ApiKey, Tier};
 use crate::audit::{AuditEntry, RequestContext};
 use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
+use crate::ids::ApiKeyId;
 use crate::ids::{AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
 use crate::principal::{AuthMethod, Principal};
+use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
 use crate::store::VersionAdded;
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
@@ -46,6 +49,9 @@ macro_rules! store_contract_tests {
             deleted_credentials_disappear_but_keep_their_trail,
             adding_a_version_detects_concurrent_rotation,
             rewrap_bookkeeping_counts_and_swaps_wraps,
+            api_keys_are_found_by_secret_hash_with_their_owner,
+            api_key_updates_revocation_and_usage_are_stored,
+            rolling_an_api_key_keeps_the_old_secret_for_the_grace_period,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -814,4 +820,294 @@ pub async fn rewrap_bookkeeping_counts_and_swaps_wraps(store: Arc<dyn Store>) {
         1
     );
     assert!(first.id != second.id);
+}
+
+fn api_key(owner: &User) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::generate(),
+        user_id: owner.id.clone(),
+        name: "ci deploy".into(),
+        prefix: "kor_abcdefgh".into(),
+        scopes: ScopeSet::new([Scope::Read, Scope::Provider("openai".into())]),
+        tier: Tier::Pro,
+        metadata: Map::new(),
+        created_at: t0(),
+        updated_at: t0(),
+        expires_at: Some(t0() + Duration::days(30)),
+        revoked_at: None,
+        last_used_at: None,
+        usage_count: 0,
+    }
+}
+
+fn key_audit(user: &User, action: &str, id: &ApiKeyId) -> AuditEntry {
+    AuditEntry::new(
+        &principal(user),
+        &RequestContext::default(),
+        action,
+        Some(("api_key", id.as_str())),
+        t0(),
+    )
+}
+
+/// Contract check.
+pub async fn api_keys_are_found_by_secret_hash_with_their_owner(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let key = api_key(&bob);
+    store
+        .insert_api_key(
+            &key,
+            &TokenHash::of("secret-1"),
+            &key_audit(&bob, "api_key_create", &key.id),
+        )
+        .await
+        .expect("insert");
+    let found = store
+        .lookup_api_key(&TokenHash::of("secret-1"))
+        .await
+        .expect("lookup")
+        .expect("exists");
+    assert_eq!(found.key, key);
+    assert_eq!(
+        (found.owner_role, found.owner_username.as_str()),
+        (Role::User, "bob")
+    );
+    assert!(found.secret_expires_at.is_none());
+    assert!(found.stored_hash.matches(&TokenHash::of("secret-1")));
+    assert!(
+        store
+            .lookup_api_key(&TokenHash::of("secret-2"))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(
+        store.list_api_keys(&bob.id).await.expect("list"),
+        vec![key.clone()]
+    );
+    assert!(store.list_api_keys(&ada.id).await.expect("list").is_empty());
+    assert!(
+        store
+            .find_api_key(&ada.id, &key.id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert_eq!(
+        store.find_api_key(&bob.id, &key.id).await.expect("find"),
+        Some(key)
+    );
+}
+
+/// Contract check.
+pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let key = api_key(&ada);
+    store
+        .insert_api_key(
+            &key,
+            &TokenHash::of("s"),
+            &key_audit(&ada, "api_key_create", &key.id),
+        )
+        .await
+        .expect("insert");
+    let later = t0() + Duration::minutes(1);
+    let updated = store
+        .update_api_key(
+            &ada.id,
+            &key.id,
+            Some("renamed"),
+            Some(&ScopeSet::new([Scope::Write])),
+            Some(Tier::Free),
+            later,
+            &key_audit(&ada, "api_key_update", &key.id),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (updated.name.as_str(), updated.tier, updated.updated_at),
+        ("renamed", Tier::Free, later)
+    );
+    assert!(updated.scopes.allows(&Scope::Read) && !updated.scopes.allows(&Scope::Admin));
+    let partial = store
+        .update_api_key(
+            &ada.id,
+            &key.id,
+            None,
+            None,
+            Some(Tier::Enterprise),
+            later,
+            &key_audit(&ada, "api_key_update", &key.id),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (partial.name.as_str(), partial.tier),
+        ("renamed", Tier::Enterprise)
+    );
+    assert!(
+        store
+            .update_api_key(
+                &bob.id,
+                &key.id,
+                Some("x"),
+                None,
+                None,
+                later,
+                &key_audit(&bob, "api_key_update", &key.id)
+            )
+            .await
+            .expect("update")
+            .is_none()
+    );
+
+    store
+        .record_api_key_usage(&[(key.id.clone(), 5, later), (key.id.clone(), 2, t0())])
+        .await
+        .expect("usage");
+    let used = store
+        .find_api_key(&ada.id, &key.id)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!((used.usage_count, used.last_used_at), (7, Some(later)));
+
+    assert!(
+        !store
+            .revoke_api_key(
+                &bob.id,
+                &key.id,
+                later,
+                &key_audit(&bob, "api_key_revoke", &key.id)
+            )
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        store
+            .revoke_api_key(
+                &ada.id,
+                &key.id,
+                later,
+                &key_audit(&ada, "api_key_revoke", &key.id)
+            )
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_api_key(
+                &ada.id,
+                &key.id,
+                later,
+                &key_audit(&ada, "api_key_revoke", &key.id)
+            )
+            .await
+            .expect("revoke twice")
+    );
+    let found = store
+        .lookup_api_key(&TokenHash::of("s"))
+        .await
+        .expect("lookup")
+        .expect("still found");
+    assert_eq!(found.key.revoked_at, Some(later));
+    assert!(
+        store
+            .update_api_key(
+                &ada.id,
+                &key.id,
+                Some("x"),
+                None,
+                None,
+                later,
+                &key_audit(&ada, "api_key_update", &key.id)
+            )
+            .await
+            .expect("update")
+            .is_none(),
+        "a revoked key cannot be changed"
+    );
+    let trail = store
+        .audit_for_resource(&ada.id, "api_key", key.id.as_str(), 10)
+        .await
+        .expect("trail");
+    assert_eq!(trail.len(), 4);
+}
+
+/// Contract check.
+pub async fn rolling_an_api_key_keeps_the_old_secret_for_the_grace_period(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let key = api_key(&ada);
+    store
+        .insert_api_key(
+            &key,
+            &TokenHash::of("old"),
+            &key_audit(&ada, "api_key_create", &key.id),
+        )
+        .await
+        .expect("insert");
+    let grace_end = t0() + Duration::minutes(5);
+    let rolled = store
+        .roll_api_key(
+            &ada.id,
+            &key.id,
+            &TokenHash::of("new"),
+            "kor_newprefx",
+            grace_end,
+            t0(),
+            &key_audit(&ada, "api_key_roll", &key.id),
+        )
+        .await
+        .expect("roll")
+        .expect("exists");
+    assert_eq!(rolled.prefix, "kor_newprefx");
+    let old = store
+        .lookup_api_key(&TokenHash::of("old"))
+        .await
+        .expect("lookup")
+        .expect("old still known");
+    assert_eq!(old.secret_expires_at, Some(grace_end));
+    let new = store
+        .lookup_api_key(&TokenHash::of("new"))
+        .await
+        .expect("lookup")
+        .expect("new known");
+    assert!(new.secret_expires_at.is_none());
+    // Rolling again with no grace ends the previous secret at once.
+    store
+        .roll_api_key(
+            &ada.id,
+            &key.id,
+            &TokenHash::of("newer"),
+            "kor_newerprf",
+            t0(),
+            t0(),
+            &key_audit(&ada, "api_key_roll", &key.id),
+        )
+        .await
+        .expect("roll")
+        .expect("exists");
+    let gone = store
+        .lookup_api_key(&TokenHash::of("new"))
+        .await
+        .expect("lookup");
+    assert!(gone.is_none_or(|found| found.secret_expires_at.is_some_and(|at| at <= t0())));
+    let other = user(&store, "bob").await;
+    let foreign = store
+        .roll_api_key(
+            &other.id,
+            &key.id,
+            &TokenHash::of("x"),
+            "kor_xxxxxxxx",
+            t0(),
+            t0(),
+            &key_audit(&other, "api_key_roll", &key.id),
+        )
+        .await
+        .expect("roll");
+    assert!(foreign.is_none());
 }

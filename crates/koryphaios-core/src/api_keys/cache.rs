@@ -1,0 +1,113 @@
+//! The in-process parts of the verification hot path: a short-lived lookup cache and batched
+//! usage counters, so verifying a key usually touches no database at all.
+//!
+//! Revocation semantics: a change made through this instance invalidates its cache entries at
+//! once (next request); other instances see it when their entry expires, after at most
+//! [`KeyCache::TTL`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::KeyLookup;
+use crate::ids::ApiKeyId;
+
+/// Cached lookups by key hash.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (Instant, KeyLookup)>>,
+}
+
+impl KeyCache {
+    /// How long a lookup is trusted: the bound on cross-instance revocation delay.
+    pub const TTL: Duration = Duration::from_millis(900);
+    /// Beyond this many entries the cache is cleared (a flood of distinct keys cannot grow it).
+    const MAX_ENTRIES: usize = 100_000;
+
+    /// A fresh cached lookup for `hash`, if any.
+    pub fn get(&self, hash: &str) -> Option<KeyLookup> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(hash)
+            .filter(|(fetched, _)| fetched.elapsed() < Self::TTL)
+            .map(|(_, lookup)| lookup.clone())
+    }
+
+    /// Remembers a lookup.
+    pub fn put(&self, hash: String, lookup: KeyLookup) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.retain(|_, (fetched, _)| fetched.elapsed() < Self::TTL);
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (Instant::now(), lookup));
+    }
+
+    /// Forgets every entry of one key (after revoke, roll or update on this instance).
+    pub fn invalidate(&self, key: &ApiKeyId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, lookup)| &lookup.key.id != key);
+    }
+}
+
+/// Usage counts gathered in memory and flushed in batches.
+#[derive(Debug, Default)]
+pub struct UsageRecorder {
+    pending: Mutex<HashMap<ApiKeyId, (u64, OffsetDateTime)>>,
+}
+
+impl UsageRecorder {
+    /// Counts one use of `key` at `at`.
+    pub fn record(&self, key: &ApiKeyId, at: OffsetDateTime) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending.entry(key.clone()).or_insert((0, at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+    }
+
+    /// Takes everything counted so far.
+    pub fn drain(&self) -> Vec<(ApiKeyId, u64, OffsetDateTime)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending
+            .drain()
+            .map(|(key, (count, at))| (key, count, at))
+            .collect()
+    }
+
+    /// Puts counts back after a failed flush, so none are lost.
+    pub fn restore(&self, batch: Vec<(ApiKeyId, u64, OffsetDateTime)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, count, at) in batch {
+            let entry = pending.entry(key).or_insert((0, at));
+            entry.0 += count;
+            entry.1 = entry.1.max(at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_accumulates_drains_and_restores() {
+        let usage = UsageRecorder::default();
+        let key = ApiKeyId::generate();
+        let t = OffsetDateTime::UNIX_EPOCH;
+        usage.record(&key, t);
+        usage.record(&key, t + time::Duration::seconds(5));
+        let batch = usage.drain();
+        assert_eq!(
+            batch,
+            vec![(key.clone(), 2, t + time::Duration::seconds(5))]
+        );
+        assert!(usage.drain().is_empty());
+        usage.restore(batch);
+        usage.record(&key, t);
+        assert_eq!(usage.drain()[0].1, 3);
+    }
+}

@@ -1,0 +1,584 @@
+//! The API key use cases: create, list, get, update, revoke, roll, and verification (both for
+//! authenticating requests and for `POST /api/v1/keys/verify`).
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use time::{Duration, OffsetDateTime};
+
+use super::cache::{KeyCache, UsageRecorder};
+use super::format::{self, MalformedKey};
+use super::{
+    ApiKey, KeyLookup, MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, Tier, check_name, check_scopes,
+    check_tier,
+};
+use crate::audit::{AuditEntry, RequestContext};
+use crate::clock::Clock;
+use crate::credentials::check_metadata;
+use crate::ids::ApiKeyId;
+use crate::principal::{AuthMethod, Principal};
+use crate::scope::{Scope, ScopeSet};
+use crate::store::{Store, StoreError};
+use crate::validation::{FieldError, ValidationErrors, Validator};
+
+const RESOURCE: &str = "api_key";
+
+/// Audit actions of this module.
+pub mod actions {
+    /// A key was created.
+    pub const CREATE: &str = "api_key_create";
+    /// A key's name, scopes or tier changed.
+    pub const UPDATE: &str = "api_key_update";
+    /// A key was revoked.
+    pub const REVOKE: &str = "api_key_revoke";
+    /// A key got a new secret.
+    pub const ROLL: &str = "api_key_roll";
+    /// `POST /keys/verify` answered "not valid".
+    pub const VERIFY_FAILURE: &str = "api_key_verify";
+}
+
+/// What `create` takes.
+#[derive(Debug, Default)]
+pub struct NewApiKeyInput {
+    /// 1–100 characters of letters, digits, `_`, `-`, space.
+    pub name: String,
+    /// 1–10 scopes (default `read`).
+    pub scopes: Option<Vec<String>>,
+    /// free | premium | pro | enterprise (default free).
+    pub tier: Option<String>,
+    /// 1–365 days; none means no expiry.
+    pub expires_in_days: Option<i64>,
+    /// A JSON object ≤ 2 KB.
+    pub metadata: Option<Value>,
+}
+
+/// What `update` takes.
+#[derive(Debug, Default)]
+pub struct UpdateApiKeyInput {
+    /// A new name.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<Vec<String>>,
+    /// A new tier.
+    pub tier: Option<String>,
+}
+
+/// Why a key management use case refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyError {
+    /// Input broke a rule.
+    #[error(transparent)]
+    Validation(#[from] ValidationErrors),
+    /// No such key for this caller.
+    #[error("API key not found")]
+    NotFound,
+    /// The caller lacks a scope (or asked for a scope it does not hold).
+    #[error("missing scope {0}")]
+    Forbidden(Scope),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a presented key does not authenticate (the stable codes of `/keys/verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApiKeyAuthError {
+    /// Not a well-formed key (checked before any lookup).
+    #[error("MALFORMED")]
+    Malformed,
+    /// No such key.
+    #[error("NOT_FOUND")]
+    NotFound,
+    /// Past its expiry, or a rolled-away secret past its grace period.
+    #[error("EXPIRED")]
+    Expired,
+    /// Revoked.
+    #[error("REVOKED")]
+    Revoked,
+}
+
+impl ApiKeyAuthError {
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ApiKeyAuthError::Malformed => "MALFORMED",
+            ApiKeyAuthError::NotFound => "NOT_FOUND",
+            ApiKeyAuthError::Expired => "EXPIRED",
+            ApiKeyAuthError::Revoked => "REVOKED",
+        }
+    }
+}
+
+/// The answer of `verify`.
+#[derive(Debug, Clone)]
+pub enum KeyVerification {
+    /// The key works; who it is and what it may do.
+    Valid {
+        /// The key.
+        key: Box<ApiKey>,
+        /// Its effective scopes (never more than its owner's).
+        scopes: ScopeSet,
+    },
+    /// It does not.
+    Invalid(ApiKeyAuthError),
+}
+
+/// The API key use cases.
+#[derive(Debug)]
+pub struct ApiKeyService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    cache: KeyCache,
+    usage: UsageRecorder,
+}
+
+impl ApiKeyService {
+    /// Wires the use cases to their ports.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            cache: KeyCache::default(),
+            usage: UsageRecorder::default(),
+        }
+    }
+
+    async fn require(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        scope: Scope,
+        attempted: &str,
+        id: Option<&ApiKeyId>,
+    ) -> Result<(), ApiKeyError> {
+        if principal.allows(&scope) {
+            return Ok(());
+        }
+        self.deny(principal, context, scope, attempted, id).await
+    }
+
+    async fn deny<T>(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        scope: Scope,
+        attempted: &str,
+        id: Option<&ApiKeyId>,
+    ) -> Result<T, ApiKeyError> {
+        let mut metadata = Map::new();
+        metadata.insert("attempted".into(), json!(attempted));
+        metadata.insert("requiredScope".into(), json!(scope.to_string()));
+        let entry = AuditEntry::new(
+            principal,
+            context,
+            crate::audit::actions::ACCESS_DENIED,
+            id.map(|id| (RESOURCE, id.as_str())),
+            self.clock.now(),
+        )
+        .failed("missing scope")
+        .with_metadata(metadata);
+        self.store.append_audit(&entry).await?;
+        Err(ApiKeyError::Forbidden(scope))
+    }
+
+    /// A key may only carry scopes its creator holds (and so its owner too).
+    async fn check_grantable(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        scopes: &ScopeSet,
+        attempted: &str,
+        id: Option<&ApiKeyId>,
+    ) -> Result<(), ApiKeyError> {
+        match scopes.iter().find(|scope| !principal.allows(scope)) {
+            None => Ok(()),
+            Some(scope) => {
+                self.deny(principal, context, scope.clone(), attempted, id)
+                    .await
+            }
+        }
+    }
+
+    fn audit(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        action: &str,
+        id: &ApiKeyId,
+        details: Map<String, Value>,
+    ) -> AuditEntry {
+        AuditEntry::new(
+            principal,
+            context,
+            action,
+            Some((RESOURCE, id.as_str())),
+            self.clock.now(),
+        )
+        .with_metadata(details)
+    }
+
+    /// Issues a key (scope `write`); the plaintext is returned only here.
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        input: NewApiKeyInput,
+    ) -> Result<(ApiKey, SecretString), ApiKeyError> {
+        self.require(principal, context, Scope::Write, actions::CREATE, None)
+            .await?;
+        let mut checks = Validator::default();
+        checks.check(check_name(&input.name));
+        let scopes = checks.check(
+            input
+                .scopes
+                .as_deref()
+                .map_or_else(|| Ok(ScopeSet::new([Scope::Read])), check_scopes),
+        );
+        let tier = checks.check(input.tier.as_deref().map_or(Ok(Tier::Free), check_tier));
+        if let Some(days) = input.expires_in_days {
+            if !(1..=MAX_EXPIRES_DAYS).contains(&days) {
+                checks.check::<()>(Err(FieldError::new(
+                    "expiresInDays",
+                    format!("must be 1 to {MAX_EXPIRES_DAYS}"),
+                )));
+            }
+        }
+        let metadata = match &input.metadata {
+            None => Some(Map::new()),
+            Some(value) => checks.check(check_metadata(value)),
+        };
+        checks.finish()?;
+        let (Some(scopes), Some(tier), Some(metadata)) = (scopes, tier, metadata) else {
+            return Err(ApiKeyError::Internal("validated fields missing".into()));
+        };
+        self.check_grantable(principal, context, &scopes, actions::CREATE, None)
+            .await?;
+        let now = self.clock.now();
+        let (secret, parsed) =
+            format::generate().map_err(|e| ApiKeyError::Internal(e.to_string()))?;
+        let key = ApiKey {
+            id: ApiKeyId::generate(),
+            user_id: principal.user_id.clone(),
+            name: input.name,
+            prefix: parsed.display_prefix(),
+            scopes,
+            tier,
+            metadata,
+            created_at: now,
+            updated_at: now,
+            expires_at: input.expires_in_days.map(|days| now + Duration::days(days)),
+            revoked_at: None,
+            last_used_at: None,
+            usage_count: 0,
+        };
+        let mut details = Map::new();
+        details.insert("name".into(), json!(key.name));
+        details.insert(
+            "scopes".into(),
+            json!(
+                key.scopes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        );
+        details.insert("tier".into(), json!(key.tier.as_str()));
+        details.insert("prefix".into(), json!(key.prefix));
+        let audit = self.audit(principal, context, actions::CREATE, &key.id, details);
+        self.store
+            .insert_api_key(&key, &parsed.hash(), &audit)
+            .await?;
+        Ok((key, secret))
+    }
+
+    /// The caller's keys (scope `read`).
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+    ) -> Result<Vec<ApiKey>, ApiKeyError> {
+        self.require(principal, context, Scope::Read, "api_key_list", None)
+            .await?;
+        Ok(self.store.list_api_keys(&principal.user_id).await?)
+    }
+
+    /// One of the caller's keys (scope `read`).
+    pub async fn get(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        id: &ApiKeyId,
+    ) -> Result<ApiKey, ApiKeyError> {
+        self.require(principal, context, Scope::Read, "api_key_get", Some(id))
+            .await?;
+        self.store
+            .find_api_key(&principal.user_id, id)
+            .await?
+            .ok_or(ApiKeyError::NotFound)
+    }
+
+    /// Changes name, scopes or tier (scope `write`; new scopes must be held by the caller).
+    pub async fn update(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        id: &ApiKeyId,
+        input: UpdateApiKeyInput,
+    ) -> Result<ApiKey, ApiKeyError> {
+        self.require(principal, context, Scope::Write, actions::UPDATE, Some(id))
+            .await?;
+        let mut checks = Validator::default();
+        if let Some(name) = &input.name {
+            checks.check(check_name(name));
+        }
+        let scopes = input
+            .scopes
+            .as_deref()
+            .and_then(|raw| checks.check(check_scopes(raw)));
+        let tier = input
+            .tier
+            .as_deref()
+            .and_then(|raw| checks.check(check_tier(raw)));
+        if input.name.is_none() && input.scopes.is_none() && input.tier.is_none() {
+            checks.check::<()>(Err(FieldError::new(
+                "body",
+                "give at least one of name, scopes, rateLimitTier",
+            )));
+        }
+        checks.finish()?;
+        if let Some(scopes) = &scopes {
+            self.check_grantable(principal, context, scopes, actions::UPDATE, Some(id))
+                .await?;
+        }
+        let mut details = Map::new();
+        let changed: Vec<&str> = [
+            ("name", input.name.is_some()),
+            ("scopes", scopes.is_some()),
+            ("rateLimitTier", tier.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect();
+        details.insert("fields".into(), json!(changed));
+        let audit = self.audit(principal, context, actions::UPDATE, id, details);
+        let updated = self
+            .store
+            .update_api_key(
+                &principal.user_id,
+                id,
+                input.name.as_deref(),
+                scopes.as_ref(),
+                tier,
+                self.clock.now(),
+                &audit,
+            )
+            .await?
+            .ok_or(ApiKeyError::NotFound)?;
+        self.cache.invalidate(id);
+        Ok(updated)
+    }
+
+    /// Revokes a key at once (scope `write`).
+    pub async fn revoke(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        id: &ApiKeyId,
+    ) -> Result<(), ApiKeyError> {
+        self.require(principal, context, Scope::Write, actions::REVOKE, Some(id))
+            .await?;
+        let audit = self.audit(principal, context, actions::REVOKE, id, Map::new());
+        let revoked = self
+            .store
+            .revoke_api_key(&principal.user_id, id, self.clock.now(), &audit)
+            .await?;
+        self.cache.invalidate(id);
+        if revoked {
+            Ok(())
+        } else {
+            Err(ApiKeyError::NotFound)
+        }
+    }
+
+    /// Gives a key a new secret; the old one keeps working for `grace_seconds` (scope `write`).
+    pub async fn roll(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        id: &ApiKeyId,
+        grace_seconds: Option<i64>,
+    ) -> Result<(ApiKey, SecretString, OffsetDateTime), ApiKeyError> {
+        self.require(principal, context, Scope::Write, actions::ROLL, Some(id))
+            .await?;
+        let grace = grace_seconds.unwrap_or(0);
+        if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+            return Err(ValidationErrors::single(
+                "gracePeriodSeconds",
+                format!("must be 0 to {MAX_GRACE_SECONDS}"),
+            )
+            .into());
+        }
+        let now = self.clock.now();
+        let old_expires_at = now + Duration::seconds(grace);
+        let (secret, parsed) =
+            format::generate().map_err(|e| ApiKeyError::Internal(e.to_string()))?;
+        let mut details = Map::new();
+        details.insert("gracePeriodSeconds".into(), json!(grace));
+        details.insert("prefix".into(), json!(parsed.display_prefix()));
+        let audit = self.audit(principal, context, actions::ROLL, id, details);
+        let key = self
+            .store
+            .roll_api_key(
+                &principal.user_id,
+                id,
+                &parsed.hash(),
+                &parsed.display_prefix(),
+                old_expires_at,
+                now,
+                &audit,
+            )
+            .await?
+            .ok_or(ApiKeyError::NotFound)?;
+        self.cache.invalidate(id);
+        Ok((key, secret, old_expires_at))
+    }
+
+    async fn lookup(&self, presented: &str) -> Result<KeyLookup, ApiKeyAuthOutcome> {
+        let parsed = format::parse(presented)
+            .map_err(|_: MalformedKey| ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Malformed))?;
+        let hash = parsed.hash();
+        let found = match self.cache.get(hash.as_str()) {
+            Some(found) => found,
+            None => {
+                let found = self
+                    .store
+                    .lookup_api_key(&hash)
+                    .await
+                    .map_err(ApiKeyAuthOutcome::Store)?
+                    .ok_or(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::NotFound))?;
+                self.cache.put(hash.as_str().to_owned(), found.clone());
+                found
+            }
+        };
+        if !found.stored_hash.matches(&hash) {
+            return Err(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::NotFound));
+        }
+        let now = self.clock.now();
+        if found.key.revoked_at.is_some() {
+            return Err(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Revoked));
+        }
+        let expired = |at: Option<OffsetDateTime>| at.is_some_and(|at| at <= now);
+        if expired(found.key.expires_at) || expired(found.secret_expires_at) {
+            return Err(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Expired));
+        }
+        Ok(found)
+    }
+
+    fn effective_scopes(found: &KeyLookup) -> ScopeSet {
+        let owner = found.owner_role.scopes();
+        ScopeSet::new(
+            found
+                .key
+                .scopes
+                .iter()
+                .filter(|scope| owner.allows(scope))
+                .cloned(),
+        )
+    }
+
+    /// Authenticates a request's key: the principal acting for the key's owner, limited to the
+    /// key's scopes. Counts the use (flushed in batches, not written per request).
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiKeyAuthOutcome> {
+        let found = self.lookup(presented).await?;
+        self.usage.record(&found.key.id, self.clock.now());
+        let scopes = Self::effective_scopes(&found);
+        Ok(Principal {
+            user_id: found.key.user_id.clone(),
+            username: found.owner_username.clone(),
+            role: found.owner_role,
+            scopes,
+            method: AuthMethod::ApiKey {
+                key_id: found.key.id.clone(),
+                tier: found.key.tier,
+            },
+        })
+    }
+
+    /// Answers "is this key valid, and who is it?" for another service (caller needs `read`).
+    /// Failures are audited.
+    pub async fn verify(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        presented: &str,
+    ) -> Result<KeyVerification, ApiKeyError> {
+        self.require(principal, context, Scope::Read, "api_key_verify", None)
+            .await?;
+        match self.lookup(presented).await {
+            Ok(found) => {
+                self.usage.record(&found.key.id, self.clock.now());
+                let scopes = Self::effective_scopes(&found);
+                Ok(KeyVerification::Valid {
+                    key: Box::new(found.key),
+                    scopes,
+                })
+            }
+            Err(ApiKeyAuthOutcome::Store(error)) => Err(error.into()),
+            Err(ApiKeyAuthOutcome::Denied(reason)) => {
+                let mut details = Map::new();
+                details.insert("code".into(), json!(reason.code()));
+                if let Ok(parsed) = format::parse(presented) {
+                    details.insert("prefix".into(), json!(parsed.display_prefix()));
+                }
+                let entry = AuditEntry::new(
+                    principal,
+                    context,
+                    actions::VERIFY_FAILURE,
+                    None,
+                    self.clock.now(),
+                )
+                .failed(reason.code())
+                .with_metadata(details);
+                self.store.append_audit(&entry).await?;
+                Ok(KeyVerification::Invalid(reason))
+            }
+        }
+    }
+
+    /// Writes the usage counted since the last flush (called every few seconds and at shutdown).
+    pub async fn flush_usage(&self) -> Result<usize, StoreError> {
+        let batch = self.usage.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let count = batch.len();
+        if let Err(error) = self.store.record_api_key_usage(&batch).await {
+            self.usage.restore(batch);
+            return Err(error);
+        }
+        Ok(count)
+    }
+
+    /// Whether a presented token looks like an API key (so it is not tried as a JWT).
+    pub fn looks_like_key(token: &str) -> bool {
+        token.starts_with(format::KEY_PREFIX)
+    }
+
+    /// The secret of a freshly generated key, for callers that must show it once.
+    pub fn expose(secret: &SecretString) -> &str {
+        secret.expose_secret()
+    }
+}
+
+/// The result of authenticating a key: refused with a code, or the store failed.
+#[derive(Debug)]
+pub enum ApiKeyAuthOutcome {
+    /// The key does not authenticate.
+    Denied(ApiKeyAuthError),
+    /// Storage failed while looking it up.
+    Store(StoreError),
+}
