@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use koryphaios_core::api_keys::ApiKeyService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::envelope::rotation;
@@ -31,6 +32,8 @@ const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the key material is re-read (to pick up `koryphaios kms rotate`) and data keys
 /// under older versions are re-wrapped.
 const KEY_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often batched API-key usage counters are written.
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// DEKs re-wrapped per batch by the background job.
 const REWRAP_BATCH: u32 = 200;
 
@@ -59,6 +62,7 @@ pub struct Application {
     router: Router,
     store: Arc<dyn Store>,
     kms: Arc<dyn KeyProvider>,
+    api_keys: Arc<ApiKeyService>,
     clock: Arc<dyn Clock>,
     shutdown_grace: Duration,
 }
@@ -143,7 +147,12 @@ impl Application {
             Arc::clone(&kms),
             Arc::clone(&components.clock),
         );
+        let api_keys = Arc::new(ApiKeyService::new(
+            Arc::clone(&store),
+            Arc::clone(&components.clock),
+        ));
         let state = AppState {
+            api_keys: Arc::clone(&api_keys),
             auth: Arc::new(auth),
             credentials: Arc::new(credentials),
             store: Arc::clone(&store),
@@ -165,6 +174,7 @@ impl Application {
             router,
             store,
             kms,
+            api_keys,
             clock: components.clock,
             shutdown_grace: config.shutdown_grace,
         })
@@ -185,11 +195,13 @@ impl Application {
             router,
             store,
             kms,
+            api_keys,
             clock,
             shutdown_grace,
         } = self;
         let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
         let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
+        let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
         let stopping = Arc::new(Notify::new());
         let signal = Arc::clone(&stopping);
         let server = axum::serve(
@@ -214,6 +226,10 @@ impl Application {
         };
         purge.abort();
         maintenance.abort();
+        usage.abort();
+        if let Err(error) = api_keys.flush_usage().await {
+            tracing::warn!(%error, "final flush of API key usage failed");
+        }
         store.close().await;
         result
     }
@@ -227,6 +243,16 @@ async fn purge_sessions_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired session data"),
             Err(error) => tracing::warn!(%error, "purging expired session data failed"),
+        }
+    }
+}
+
+async fn flush_usage_periodically(api_keys: Arc<ApiKeyService>) {
+    let mut interval = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(error) = api_keys.flush_usage().await {
+            tracing::warn!(%error, "flushing API key usage failed; will retry");
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::http::error::{ErrorBody, FieldDetail};
         (name = "health", description = "Liveness and readiness"),
         (name = "auth", description = "Users and sessions"),
         (name = "credentials", description = "Provider credentials under envelope encryption"),
+        (name = "keys", description = "API keys: issue, verify, roll, revoke"),
     )
 )]
 pub struct ApiDoc;
@@ -30,6 +31,12 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new("X-API-Key"),
+            )),
+        );
         components.add_security_scheme(
             "bearerAuth",
             SecurityScheme::Http(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use koryphaios_core::Clock;
+use koryphaios_core::api_keys::ApiKeyService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::session::AuthService;
@@ -13,6 +14,8 @@ use koryphaios_core::store::Store;
 pub struct AppState {
     /// Authentication use cases.
     pub auth: Arc<AuthService>,
+    /// API key use cases (and request authentication by key).
+    pub api_keys: Arc<ApiKeyService>,
     /// Credential use cases.
     pub credentials: Arc<CredentialService>,
     /// The store, for readiness checks.

@@ -239,13 +239,14 @@ impl ApiKeyService {
                 .map_or_else(|| Ok(ScopeSet::new([Scope::Read])), check_scopes),
         );
         let tier = checks.check(input.tier.as_deref().map_or(Ok(Tier::Free), check_tier));
-        if let Some(days) = input.expires_in_days {
-            if !(1..=MAX_EXPIRES_DAYS).contains(&days) {
-                checks.check::<()>(Err(FieldError::new(
-                    "expiresInDays",
-                    format!("must be 1 to {MAX_EXPIRES_DAYS}"),
-                )));
-            }
+        if input
+            .expires_in_days
+            .is_some_and(|days| !(1..=MAX_EXPIRES_DAYS).contains(&days))
+        {
+            checks.check::<()>(Err(FieldError::new(
+                "expiresInDays",
+                format!("must be 1 to {MAX_EXPIRES_DAYS}"),
+            )));
         }
         let metadata = match &input.metadata {
             None => Some(Map::new()),

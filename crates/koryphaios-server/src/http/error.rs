@@ -7,6 +7,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use koryphaios_core::api_keys::ApiKeyError;
 use koryphaios_core::credentials::CredentialError;
 use koryphaios_core::session::AuthError;
 use koryphaios_core::store::StoreError;
@@ -272,6 +273,11 @@ impl From<AuthError> for ApiError {
                 "refresh_token_reused",
                 "Refresh token already used; the session has been revoked",
             ),
+            AuthError::NotASession => Self::new(
+                StatusCode::BAD_REQUEST,
+                "not_a_session",
+                "This needs a user session, not an API key",
+            ),
             AuthError::Store(store) => store.into(),
             AuthError::Internal(detail) => Self::internal(detail),
         }
@@ -306,6 +312,23 @@ impl From<CredentialError> for ApiError {
             CredentialError::KmsUnavailable(detail) => Self::unavailable(detail),
             CredentialError::Store(store) => store.into(),
             CredentialError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<ApiKeyError> for ApiError {
+    fn from(error: ApiKeyError) -> Self {
+        match error {
+            ApiKeyError::Validation(errors) => errors.into(),
+            ApiKeyError::NotFound => Self::not_found(),
+            ApiKeyError::Forbidden(scope) => {
+                let mut denied =
+                    Self::forbidden("insufficient_scope", "This caller may not do that");
+                denied.report.message = format!("Missing scope {scope}");
+                denied
+            }
+            ApiKeyError::Store(store) => store.into(),
+            ApiKeyError::Internal(detail) => Self::internal(detail),
         }
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use koryphaios_core::Principal;
+use koryphaios_core::api_keys::{ApiKeyAuthError, ApiKeyAuthOutcome, ApiKeyService};
 use koryphaios_core::audit::RequestContext;
 
 use super::error::ApiError;
@@ -36,6 +37,24 @@ fn bearer_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
+/// The longest `X-API-Key` value looked at (a key is 53 characters).
+const MAX_API_KEY_HEADER: usize = 256;
+
+fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
+    match outcome {
+        ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Expired) => {
+            ApiError::unauthenticated("api_key_expired", "API key expired")
+        }
+        ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Revoked) => {
+            ApiError::unauthenticated("api_key_revoked", "API key revoked")
+        }
+        ApiKeyAuthOutcome::Denied(_) => {
+            ApiError::unauthenticated("invalid_api_key", "Invalid API key")
+        }
+        ApiKeyAuthOutcome::Store(error) => error.into(),
+    }
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
@@ -46,10 +65,33 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Self(principal.clone()));
         }
-        let token = bearer_token(parts)?.ok_or_else(|| {
-            ApiError::unauthenticated("unauthenticated", "Authentication required")
-        })?;
-        let principal = state.auth.authenticate(token).await?;
+        let api_key_header = parts.headers.get("x-api-key").map(|value| {
+            value
+                .to_str()
+                .ok()
+                .filter(|key| key.len() <= MAX_API_KEY_HEADER)
+                .unwrap_or_default()
+                .to_owned()
+        });
+        let principal = match (api_key_header, bearer_token(parts)?) {
+            (Some(key), _) => state
+                .api_keys
+                .authenticate(&key)
+                .await
+                .map_err(api_key_error)?,
+            (None, Some(token)) if ApiKeyService::looks_like_key(token) => state
+                .api_keys
+                .authenticate(token)
+                .await
+                .map_err(api_key_error)?,
+            (None, Some(token)) => state.auth.authenticate(token).await?,
+            (None, None) => {
+                return Err(ApiError::unauthenticated(
+                    "unauthenticated",
+                    "Authentication required",
+                ));
+            }
+        };
         parts.extensions.insert(principal.clone());
         Ok(Self(principal))
     }

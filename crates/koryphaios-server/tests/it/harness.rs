@@ -139,6 +139,31 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Issues an API key with `body` and returns the whole response.
+    pub async fn create_key(&self, token: &str, body: Value) -> Value {
+        let response = self.post_authed("/api/v1/keys", token, body).await;
+        assert_eq!(response.status(), 201, "create key");
+        response.json().await.expect("key body")
+    }
+
+    /// Sends a request authenticated with `X-API-Key`.
+    pub async fn with_api_key(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("x-api-key", key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
     /// Reveals a credential's secret.
     pub async fn reveal(&self, token: &str, id: &str) -> String {
         let response = self

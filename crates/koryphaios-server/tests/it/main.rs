@@ -5,6 +5,8 @@
     reason = "tests panic on failure"
 )]
 
+mod api_keys;
+mod api_keys_bad_input;
 mod auth_bad_input;
 mod auth_sessions;
 mod credentials;

@@ -129,26 +129,45 @@ pub struct MeResponse {
     pub username: String,
     /// The caller's role.
     pub role: String,
-    /// How the caller authenticated: `session`.
+    /// How the caller authenticated: `session` or `api_key`.
     pub auth_method: &'static str,
     /// What the caller may do.
     pub scopes: Vec<String>,
-    /// When the caller's credential expires.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
+    /// The API key's id, when the caller used one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The API key's rate-limit tier, when the caller used one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_tier: Option<&'static str>,
+    /// When the session's access token expires (sessions only).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl From<&Principal> for MeResponse {
     fn from(principal: &Principal) -> Self {
-        let AuthMethod::Session { expires_at, .. } = &principal.method;
+        let (auth_method, key_id, rate_limit_tier, expires_at) = match &principal.method {
+            AuthMethod::Session { expires_at, .. } => ("session", None, None, Some(*expires_at)),
+            AuthMethod::ApiKey { key_id, tier } => (
+                "api_key",
+                Some(key_id.to_string()),
+                Some(tier.as_str()),
+                None,
+            ),
+        };
         Self {
             user_id: principal.user_id.to_string(),
             username: principal.username.clone(),
             role: principal.role.as_str().to_owned(),
-            auth_method: "session",
+            auth_method,
             scopes: principal.scopes.iter().map(ToString::to_string).collect(),
-            expires_at: *expires_at,
+            key_id,
+            rate_limit_tier,
+            expires_at,
         }
     }
 }
@@ -225,7 +244,7 @@ pub async fn logout(
 }
 
 /// Ends every session of the current user.
-#[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearerAuth" = [])),
+#[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearerAuth" = []), ("apiKey" = [])),
     responses(
         (status = 204, description = "Every session ended"),
         (status = 401, description = "Not authenticated", body = ErrorBody),
@@ -239,7 +258,7 @@ pub async fn logout_all(
 }
 
 /// The current principal.
-#[utoipa::path(get, path = "/me", tag = "auth", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/me", tag = "auth", security(("bearerAuth" = []), ("apiKey" = [])),
     responses(
         (status = 200, description = "The caller", body = MeResponse),
         (status = 401, description = "Not authenticated", body = ErrorBody),

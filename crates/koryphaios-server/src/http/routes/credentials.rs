@@ -213,7 +213,7 @@ pub struct AuditTrail {
 }
 
 /// Stores a credential under envelope encryption (scope `write`).
-#[utoipa::path(post, path = "/credentials", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(post, path = "/credentials", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     request_body = CreateCredentialRequest,
     responses(
         (status = 201, description = "Stored; metadata only", body = CredentialView),
@@ -247,7 +247,7 @@ pub async fn create(
 }
 
 /// The caller's credentials (scope `read`).
-#[utoipa::path(get, path = "/credentials", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/credentials", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(ListCredentialsQuery),
     responses(
         (status = 200, description = "Metadata of the caller's credentials", body = CredentialList),
@@ -278,7 +278,7 @@ pub async fn list(
 }
 
 /// One credential's metadata (scope `read`).
-#[utoipa::path(get, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
     responses(
         (status = 200, description = "Metadata", body = CredentialView),
@@ -299,7 +299,7 @@ pub async fn get(
 }
 
 /// Replaces a credential's metadata (scope `write`).
-#[utoipa::path(patch, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(patch, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
     request_body = UpdateCredentialRequest,
     responses(
@@ -323,7 +323,7 @@ pub async fn update(
 }
 
 /// Soft-deletes a credential (scope `write`); its audit trail stays.
-#[utoipa::path(delete, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(delete, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
     request_body(content = Option<DeleteCredentialRequest>, description = "Optional reason"),
     responses(
@@ -349,7 +349,7 @@ pub async fn delete(
 
 /// Stores a new version: the given secret, or the current one re-encrypted under a new data key
 /// (scope `write`).
-#[utoipa::path(post, path = "/credentials/{id}/rotate", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(post, path = "/credentials/{id}/rotate", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
     request_body(content = Option<RotateCredentialRequest>, description = "New secret and/or reason; empty to re-encrypt"),
     responses(
@@ -379,7 +379,7 @@ pub async fn rotate(
 
 /// The plaintext secret (scope `provider:<its provider>`, or `admin`); audited as
 /// `credential_access`.
-#[utoipa::path(post, path = "/credentials/{id}/reveal", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(post, path = "/credentials/{id}/reveal", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
     responses(
         (status = 200, description = "The secret", body = RevealedCredential),
@@ -404,7 +404,7 @@ pub async fn reveal(
 }
 
 /// The credential's audit trail, newest first (scope `read`).
-#[utoipa::path(get, path = "/credentials/{id}/audit", tag = "credentials", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/credentials/{id}/audit", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
     responses(
         (status = 200, description = "Audit records", body = AuditTrail),

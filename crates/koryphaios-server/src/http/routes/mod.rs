@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod credentials;
 pub mod health;
+pub mod keys;
 
 use std::sync::Arc;
 
@@ -56,7 +57,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(credentials::rotate))
         .routes(routes!(credentials::reveal))
-        .routes(routes!(credentials::audit));
+        .routes(routes!(credentials::audit))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::verify))
+        .routes(routes!(keys::get, keys::update, keys::revoke))
+        .routes(routes!(keys::roll));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

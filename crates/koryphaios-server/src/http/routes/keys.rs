@@ -1,0 +1,412 @@
+//! `/api/v1/keys`: issue, list, read, change, revoke and roll API keys, and verify a key for
+//! another service. A key's secret appears only in the create and roll responses.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use koryphaios_core::ApiKeyId;
+use koryphaios_core::api_keys::{ApiKey, KeyVerification, NewApiKeyInput, UpdateApiKeyInput};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiError, ApiResult, ErrorBody, invalid_id};
+use crate::http::extract::{CurrentUser, RequestMeta};
+use crate::http::json::{ApiJson, MaybeJson};
+use crate::state::AppState;
+
+fn parse_id(raw: &str) -> Result<ApiKeyId, ApiError> {
+    ApiKeyId::parse(raw).map_err(|_| invalid_id("id", ApiKeyId::PREFIX))
+}
+
+/// `POST /api/v1/keys` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateKeyRequest {
+    /// 1–100 characters: letters, digits, `_`, `-`, space.
+    #[schema(min_length = 1, max_length = 100, example = "ci deploy")]
+    pub name: String,
+    /// 1–10 of `read`, `write`, `admin`, `provider:<name>`, `provider:*` (default `["read"]`);
+    /// never more than the caller holds.
+    #[schema(min_items = 1, max_items = 10, example = json!(["read", "provider:openai"]))]
+    pub scopes: Option<Vec<String>>,
+    /// free (default), premium, pro or enterprise.
+    #[schema(example = "free")]
+    pub rate_limit_tier: Option<String>,
+    /// 1–365; omitted means the key does not expire.
+    #[schema(minimum = 1, maximum = 365)]
+    pub expires_in_days: Option<i64>,
+    /// Descriptive data: a JSON object of at most 2 KB.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// `PATCH /api/v1/keys/{id}` body: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateKeyRequest {
+    /// A new name.
+    pub name: Option<String>,
+    /// New scopes (never more than the caller holds).
+    pub scopes: Option<Vec<String>>,
+    /// A new tier.
+    pub rate_limit_tier: Option<String>,
+}
+
+/// `POST /api/v1/keys/{id}/roll` body (optional).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RollKeyRequest {
+    /// How long the old secret keeps working: 0 (default) to 604800 seconds.
+    #[schema(minimum = 0, maximum = 604800)]
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// `POST /api/v1/keys/verify` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKeyRequest {
+    /// The key to check.
+    #[schema(value_type = String, format = Password)]
+    pub key: SecretString,
+}
+
+/// A key's metadata (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    /// The id (`key_…`).
+    pub id: String,
+    /// `kor_` + the first 8 characters of the current secret.
+    pub prefix: String,
+    /// The name.
+    pub name: String,
+    /// The scopes.
+    pub scopes: Vec<String>,
+    /// The rate-limit tier.
+    pub rate_limit_tier: &'static str,
+    /// `active`, `expired` or `revoked`.
+    pub status: &'static str,
+    /// Descriptive data.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// When it expires.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When it was last used (counted in memory, written every few seconds).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// How often it was used (counted in memory, written every few seconds).
+    pub usage_count: i64,
+}
+
+impl KeyView {
+    fn new(key: ApiKey, now: OffsetDateTime) -> Self {
+        let status = if key.revoked_at.is_some() {
+            "revoked"
+        } else if key.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        Self {
+            id: key.id.to_string(),
+            prefix: key.prefix,
+            name: key.name,
+            scopes: key.scopes.iter().map(ToString::to_string).collect(),
+            rate_limit_tier: key.tier.as_str(),
+            status,
+            metadata: key.metadata,
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            last_used_at: key.last_used_at,
+            usage_count: key.usage_count,
+        }
+    }
+}
+
+/// A new key with its secret: the only time the secret is shown.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedKey {
+    /// The id (`key_…`).
+    pub id: String,
+    /// The secret (`kor_…`): store it now, it is never shown again.
+    pub key: String,
+    /// `kor_` + 8 characters, for recognising the key later.
+    pub prefix: String,
+    /// The name.
+    pub name: String,
+    /// The scopes.
+    pub scopes: Vec<String>,
+    /// The rate-limit tier.
+    pub rate_limit_tier: &'static str,
+    /// When it expires.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// After a roll: when the previous secret stops working.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub previous_key_expires_at: Option<OffsetDateTime>,
+}
+
+impl IssuedKey {
+    fn new(
+        key: ApiKey,
+        secret: &SecretString,
+        previous_key_expires_at: Option<OffsetDateTime>,
+    ) -> Self {
+        Self {
+            id: key.id.to_string(),
+            key: secret.expose_secret().to_owned(),
+            prefix: key.prefix,
+            name: key.name,
+            scopes: key.scopes.iter().map(ToString::to_string).collect(),
+            rate_limit_tier: key.tier.as_str(),
+            expires_at: key.expires_at,
+            created_at: key.created_at,
+            previous_key_expires_at,
+        }
+    }
+}
+
+/// `GET /api/v1/keys` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    /// The caller's keys, newest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// `POST /api/v1/keys/verify` response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    /// Whether the key works now.
+    pub valid: bool,
+    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `EXPIRED` or `REVOKED`.
+    #[schema(example = "VALID")]
+    pub code: &'static str,
+    /// The key's id (when found).
+    pub key_id: Option<String>,
+    /// The owner's id (when valid).
+    pub user_id: Option<String>,
+    /// The effective scopes (when valid).
+    pub scopes: Option<Vec<String>>,
+    /// The rate-limit tier (when valid).
+    pub tier: Option<&'static str>,
+    /// When the key expires (when valid).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The key's rate-limit state; `null` until rate limiting is enabled in this build.
+    #[schema(value_type = Option<Object>)]
+    pub ratelimit: Option<Value>,
+}
+
+/// Issues an API key (scope `write`); its scopes may not exceed the caller's.
+#[utoipa::path(post, path = "/keys", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "Issued; the secret is in `key` and never shown again", body = IssuedKey),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "Missing scope write, or asking for a scope the caller lacks", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
+) -> ApiResult<(StatusCode, ApiJson<IssuedKey>)> {
+    let input = NewApiKeyInput {
+        name: body.name,
+        scopes: body.scopes,
+        tier: body.rate_limit_tier,
+        expires_in_days: body.expires_in_days,
+        metadata: body.metadata,
+    };
+    let (key, secret) = state.api_keys.create(&principal, &context, input).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(IssuedKey::new(key, &secret, None)),
+    ))
+}
+
+/// The caller's keys (scope `read`).
+#[utoipa::path(get, path = "/keys", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    responses(
+        (status = 200, description = "Metadata of the caller's keys", body = KeyList),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+) -> ApiResult<ApiJson<KeyList>> {
+    let keys = state.api_keys.list(&principal, &context).await?;
+    let now = state.clock.now();
+    Ok(ApiJson(KeyList {
+        keys: keys.into_iter().map(|k| KeyView::new(k, now)).collect(),
+    }))
+}
+
+/// One key's metadata (scope `read`).
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The key id (key_…)")),
+    responses(
+        (status = 200, description = "Metadata", body = KeyView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such key for this caller", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<KeyView>> {
+    let key = state
+        .api_keys
+        .get(&principal, &context, &parse_id(&id)?)
+        .await?;
+    Ok(ApiJson(KeyView::new(key, state.clock.now())))
+}
+
+/// Changes a key's name, scopes or tier (scope `write`); takes effect on the next request.
+#[utoipa::path(patch, path = "/keys/{id}", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The key id (key_…)")),
+    request_body = UpdateKeyRequest,
+    responses(
+        (status = 200, description = "Updated", body = KeyView),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 403, description = "Asking for a scope the caller lacks", body = ErrorBody),
+        (status = 404, description = "No such live key for this caller", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateKeyRequest>,
+) -> ApiResult<ApiJson<KeyView>> {
+    let id = parse_id(&id)?;
+    let input = UpdateApiKeyInput {
+        name: body.name,
+        scopes: body.scopes,
+        tier: body.rate_limit_tier,
+    };
+    let key = state
+        .api_keys
+        .update(&principal, &context, &id, input)
+        .await?;
+    Ok(ApiJson(KeyView::new(key, state.clock.now())))
+}
+
+/// Revokes a key (scope `write`): refused from the next request on.
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The key id (key_…)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such live key for this caller", body = ErrorBody),
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .api_keys
+        .revoke(&principal, &context, &parse_id(&id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gives a key a new secret (scope `write`); the old secret keeps working only for the grace period.
+#[utoipa::path(post, path = "/keys/{id}/roll", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    params(("id" = String, Path, description = "The key id (key_…)")),
+    request_body(content = Option<RollKeyRequest>, description = "Optional grace period"),
+    responses(
+        (status = 200, description = "The new secret (shown once)", body = IssuedKey),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "No such live key for this caller", body = ErrorBody),
+    ))]
+pub async fn roll(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+    Path(id): Path<String>,
+    MaybeJson(body): MaybeJson<RollKeyRequest>,
+) -> ApiResult<ApiJson<IssuedKey>> {
+    let id = parse_id(&id)?;
+    let grace = body.and_then(|b| b.grace_period_seconds);
+    let (key, secret, old_expires_at) = state
+        .api_keys
+        .roll(&principal, &context, &id, grace)
+        .await?;
+    Ok(ApiJson(IssuedKey::new(key, &secret, Some(old_expires_at))))
+}
+
+/// Says whether a key is valid and who it is (caller needs scope `read`). Always 200 for a
+/// well-formed request; `valid` and `code` carry the answer. Failures are audited.
+#[utoipa::path(post, path = "/keys/verify", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    request_body = VerifyKeyRequest,
+    responses(
+        (status = 200, description = "The verdict", body = VerifyResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "The caller is not authenticated", body = ErrorBody),
+    ))]
+pub async fn verify(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+    RequestMeta(context): RequestMeta,
+    ApiJson(body): ApiJson<VerifyKeyRequest>,
+) -> ApiResult<ApiJson<VerifyResponse>> {
+    let verdict = state
+        .api_keys
+        .verify(&principal, &context, body.key.expose_secret())
+        .await?;
+    let response = match verdict {
+        KeyVerification::Valid { key, scopes } => VerifyResponse {
+            valid: true,
+            code: "VALID",
+            key_id: Some(key.id.to_string()),
+            user_id: Some(key.user_id.to_string()),
+            scopes: Some(scopes.iter().map(ToString::to_string).collect()),
+            tier: Some(key.tier.as_str()),
+            expires_at: key.expires_at,
+            ratelimit: None,
+        },
+        KeyVerification::Invalid(reason) => VerifyResponse {
+            valid: false,
+            code: reason.code(),
+            key_id: None,
+            user_id: None,
+            scopes: None,
+            tier: None,
+            expires_at: None,
+            ratelimit: None,
+        },
+    };
+    Ok(ApiJson(response))
+}
