@@ -7,6 +7,7 @@
 #   scripts/loadtest.sh -d 5 -c 32 health me     # chosen scenarios and settings
 #
 # Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
+# apikey (the same read authenticated with an API key in X-API-Key),
 # reveal (POST /api/v1/credentials/{id}/reveal: unwrap + open + audit record), create (POST
 # /api/v1/credentials: seal + wrap + insert + audit record, SQLite).
 set -euo pipefail
@@ -21,7 +22,7 @@ while getopts "d:c:t:" opt; do
 done
 shift $((OPTIND - 1))
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(startup health me reveal create)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(startup health me apikey reveal create)
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
@@ -89,6 +90,8 @@ token=$(curl -fsS -X POST "$base/api/auth/login" -H 'content-type: application/j
   -d '{"username":"loadtest","password":"load test passphrase 1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
 credential_id=$(curl -fsS -X POST "$base/api/v1/credentials" -H 'content-type: application/json' -H "Authorization: Bearer $token" \
   -d '{"provider":"openai","credential":"sk-loadtest-0123456789abcdefghijklmnopqrstuvwxyz"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+api_key=$(curl -fsS -X POST "$base/api/v1/keys" -H 'content-type: application/json' -H "Authorization: Bearer $token" \
+  -d '{"name":"loadtest","scopes":["read","write","provider:*"],"rateLimitTier":"enterprise"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"
 LUA
@@ -102,6 +105,7 @@ for scenario in "${scenarios[@]}"; do
   case "$scenario" in
     health) run_wrk health /health ;;
     me) run_wrk me /api/auth/me -H "Authorization: Bearer $token" ;;
+    apikey) run_wrk apikey /api/auth/me -H "X-API-Key: $api_key" ;;
     reveal) run_wrk reveal "/api/v1/credentials/$credential_id/reveal" -s "$work/post.lua" -H "Authorization: Bearer $token" ;;
     create) run_wrk create /api/v1/credentials -s "$work/create.lua" -H "Authorization: Bearer $token" ;;
     startup)
@@ -130,6 +134,6 @@ times.sort()
 print(f"{'startup':<10} {'-':>12} {statistics.median(times):>8.1f}ms {times[-1]:>8.1f}ms {'(median/max of 10)':>14}")
 PY
       start_server ;;
-    *) echo "unknown scenario $scenario (startup, health, me, reveal, create)" >&2; exit 2 ;;
+    *) echo "unknown scenario $scenario (startup, health, me, apikey, reveal, create)" >&2; exit 2 ;;
   esac
 done
