@@ -14,7 +14,7 @@ use koryphaios_core::api_keys::{ApiKeyService, NewApiKeyInput, format};
 use koryphaios_core::audit::RequestContext;
 use koryphaios_core::clock::SystemClock;
 use koryphaios_core::ids::{FamilyId, UserId};
-use koryphaios_core::store::{ApiKeyStore, SchemaMigrator, Store, UserStore};
+use koryphaios_core::store::{SchemaMigrator, Store};
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
 use koryphaios_core::{AuthMethod, Principal};
 use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
