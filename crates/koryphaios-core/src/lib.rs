@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod ids;
 pub mod migrations;
 pub mod principal;
+pub mod ratelimit;
 pub mod scope;
 pub mod secret;
 pub mod session;
