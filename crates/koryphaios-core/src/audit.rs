@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::ids::{AuditEventId, UserId};
-use crate::principal::Principal;
+use crate::principal::{AuthMethod, Principal};
 
 /// Stable action names (SPEC §5), used in queries.
 pub mod actions {
@@ -45,7 +45,7 @@ pub struct AuditEntry {
     pub occurred_at: OffsetDateTime,
     /// The user the actor acts for.
     pub user_id: Option<UserId>,
-    /// Who acted: `user:usr_…` (or `key:key_…` for API keys).
+    /// Who acted: `user:usr_…` for a session, `key:key_…` for an API key (acting for `user_id`).
     pub actor: String,
     /// What happened (see [`actions`]).
     pub action: String,
@@ -80,7 +80,10 @@ impl AuditEntry {
             id: AuditEventId::generate(),
             occurred_at: at,
             user_id: Some(principal.user_id.clone()),
-            actor: format!("user:{}", principal.user_id),
+            actor: match &principal.method {
+                AuthMethod::ApiKey { key_id, .. } => format!("key:{key_id}"),
+                AuthMethod::Session { .. } => format!("user:{}", principal.user_id),
+            },
             action: action.to_owned(),
             resource_type: resource.map(|(kind, _)| kind.to_owned()),
             resource_id: resource.map(|(_, id)| id.to_owned()),

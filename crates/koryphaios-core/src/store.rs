@@ -201,6 +201,8 @@ pub trait CredentialStore: Send + Sync {
         owner: &UserId,
         id: &CredentialId,
     ) -> StoreResult<Option<Credential>>;
+    /// Whether the owner has (or had: soft-deleted ones count) this credential.
+    async fn credential_belongs_to(&self, owner: &UserId, id: &CredentialId) -> StoreResult<bool>;
     /// One live credential of the owner with its current sealed version.
     async fn find_current_version(
         &self,

@@ -174,6 +174,17 @@ impl CredentialStore for SqliteStore {
             .map_err(map_err)
     }
 
+    async fn credential_belongs_to(&self, owner: &UserId, id: &CredentialId) -> StoreResult<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM credentials WHERE id = ? AND user_id = ?")
+                .bind(id.as_str())
+                .bind(owner.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        Ok(found.is_some())
+    }
+
     async fn find_current_version(
         &self,
         owner: &UserId,

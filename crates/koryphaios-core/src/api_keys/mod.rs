@@ -142,6 +142,12 @@ pub fn check_scopes(raw: &[String]) -> Result<ScopeSet, FieldError> {
         .map(|s| s.parse::<Scope>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| FieldError::new("scopes", e.to_string()))?;
+    if let Some(Scope::Provider(unknown)) = scopes
+        .iter()
+        .find(|scope| matches!(scope, Scope::Provider(name) if !crate::credentials::PROVIDERS.contains(&name.as_str())))
+    {
+        return Err(FieldError::new("scopes", format!("provider:{unknown} names no known provider")));
+    }
     Ok(ScopeSet::new(scopes))
 }
 
@@ -174,6 +180,7 @@ mod tests {
         assert!(check_scopes(&[]).is_err());
         assert!(check_scopes(&vec!["read".to_owned(); 11]).is_err());
         assert!(check_scopes(&["superuser".into()]).is_err());
+        assert!(check_scopes(&["provider:nosuchai".into()]).is_err());
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum ApiKeyError {
     /// The caller lacks a scope (or asked for a scope it does not hold).
     #[error("missing scope {0}")]
     Forbidden(Scope),
+    /// An API key asked for a tier above its own.
+    #[error("an API key may not grant tier {}", .0.as_str())]
+    TierNotAllowed(Tier),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -203,6 +206,36 @@ impl ApiKeyService {
         }
     }
 
+    /// A caller may manage (update, roll, revoke) only keys it could have created itself: the
+    /// target's scopes must be within the caller's, so a weak key cannot take over a strong one.
+    async fn check_control(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        id: &ApiKeyId,
+        attempted: &str,
+    ) -> Result<ApiKey, ApiKeyError> {
+        let target = self
+            .store
+            .find_api_key(&principal.user_id, id)
+            .await?
+            .ok_or(ApiKeyError::NotFound)?;
+        self.check_grantable(principal, context, &target.scopes, attempted, Some(id))
+            .await?;
+        Self::check_tier_allowed(principal, target.tier)?;
+        Ok(target)
+    }
+
+    /// An API key may not hand out (or manage) a tier above its own.
+    fn check_tier_allowed(principal: &Principal, tier: Tier) -> Result<(), ApiKeyError> {
+        match &principal.method {
+            AuthMethod::ApiKey { tier: own, .. } if tier > *own => {
+                Err(ApiKeyError::TierNotAllowed(tier))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn audit(
         &self,
         principal: &Principal,
@@ -258,6 +291,7 @@ impl ApiKeyService {
         };
         self.check_grantable(principal, context, &scopes, actions::CREATE, None)
             .await?;
+        Self::check_tier_allowed(principal, tier)?;
         let now = self.clock.now();
         let (secret, parsed) =
             format::generate().map_err(|e| ApiKeyError::Internal(e.to_string()))?;
@@ -351,9 +385,14 @@ impl ApiKeyService {
             )));
         }
         checks.finish()?;
+        self.check_control(principal, context, id, actions::UPDATE)
+            .await?;
         if let Some(scopes) = &scopes {
             self.check_grantable(principal, context, scopes, actions::UPDATE, Some(id))
                 .await?;
+        }
+        if let Some(tier) = tier {
+            Self::check_tier_allowed(principal, tier)?;
         }
         let mut details = Map::new();
         let changed: Vec<&str> = [
@@ -392,6 +431,8 @@ impl ApiKeyService {
     ) -> Result<(), ApiKeyError> {
         self.require(principal, context, Scope::Write, actions::REVOKE, Some(id))
             .await?;
+        self.check_control(principal, context, id, actions::REVOKE)
+            .await?;
         let audit = self.audit(principal, context, actions::REVOKE, id, Map::new());
         let revoked = self
             .store
@@ -423,6 +464,8 @@ impl ApiKeyService {
             )
             .into());
         }
+        self.check_control(principal, context, id, actions::ROLL)
+            .await?;
         let now = self.clock.now();
         let old_expires_at = now + Duration::seconds(grace);
         let (secret, parsed) =

@@ -504,19 +504,18 @@ impl CredentialService {
             Some(id.as_str()),
         )
         .await?;
-        let records = self
+        // Ownership first (deleted credentials included): a record the caller wrote about
+        // someone else's id (a denial, say) must not turn that id into a 200.
+        if !self
             .store
-            .audit_for_resource(&principal.user_id, RESOURCE, id.as_str(), limit)
-            .await?;
-        if records.is_empty()
-            && self
-                .store
-                .find_credential(&principal.user_id, id)
-                .await?
-                .is_none()
+            .credential_belongs_to(&principal.user_id, id)
+            .await?
         {
             return Err(CredentialError::NotFound);
         }
-        Ok(records)
+        Ok(self
+            .store
+            .audit_for_resource(&principal.user_id, RESOURCE, id.as_str(), limit)
+            .await?)
     }
 }

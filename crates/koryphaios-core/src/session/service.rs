@@ -289,6 +289,9 @@ impl AuthService {
 
     /// Ends every session of the caller's user.
     pub async fn logout_all(&self, principal: &Principal) -> Result<(), AuthError> {
+        if !matches!(principal.method, AuthMethod::Session { .. }) {
+            return Err(AuthError::NotASession);
+        }
         self.store
             .end_all_sessions(&principal.user_id, self.clock.now())
             .await?;

@@ -274,7 +274,7 @@ impl From<AuthError> for ApiError {
                 "Refresh token already used; the session has been revoked",
             ),
             AuthError::NotASession => Self::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::FORBIDDEN,
                 "not_a_session",
                 "This needs a user session, not an API key",
             ),
@@ -327,6 +327,10 @@ impl From<ApiKeyError> for ApiError {
                 denied.report.message = format!("Missing scope {scope}");
                 denied
             }
+            ApiKeyError::TierNotAllowed(_) => Self::forbidden(
+                "tier_not_allowed",
+                "An API key may not grant a rate-limit tier above its own",
+            ),
             ApiKeyError::Store(store) => store.into(),
             ApiKeyError::Internal(detail) => Self::internal(detail),
         }

@@ -535,12 +535,19 @@ async fn sessions_only_operations_refuse_api_keys() {
     assert_error(
         app.request(Method::POST, "/api/auth/logout", Some(key), None)
             .await,
-        400,
+        403,
+        "not_a_session",
+    )
+    .await;
+    assert_error(
+        app.request(Method::POST, "/api/auth/logout-all", Some(key), None)
+            .await,
+        403,
         "not_a_session",
     )
     .await;
     let change = app.post_authed("/api/auth/password", key, json!({"currentPassword": crate::harness::PASSWORD, "newPassword": "another fine passphrase"})).await;
-    assert_error(change, 400, "not_a_session").await;
+    assert_error(change, 403, "not_a_session").await;
 }
 
 #[tokio::test]
@@ -600,4 +607,87 @@ async fn revocation_reaches_another_instance_within_a_second() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_weaker_key_cannot_take_over_a_stronger_one_or_raise_a_tier() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let strong = app.create_key(&ada.access, json!({"name": "strong", "scopes": ["read", "write", "provider:*"], "rateLimitTier": "enterprise"})).await;
+    let strong_id = strong["id"].as_str().unwrap();
+    let weak = app
+        .create_key(
+            &ada.access,
+            json!({"name": "weak", "scopes": ["read", "write"]}),
+        )
+        .await;
+    let weak_key = weak["key"].as_str().unwrap();
+    let roll = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/keys/{strong_id}/roll"),
+            Some(weak_key),
+            None,
+        )
+        .await;
+    assert_error(roll, 403, "insufficient_scope").await;
+    let patch = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/keys/{strong_id}"),
+            Some(weak_key),
+            Some(json!({"name": "mine now"})),
+        )
+        .await;
+    assert_error(patch, 403, "insufficient_scope").await;
+    let revoke = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/keys/{strong_id}"),
+            Some(weak_key),
+            None,
+        )
+        .await;
+    assert_error(revoke, 403, "insufficient_scope").await;
+    assert_eq!(
+        app.get_authed("/api/auth/me", strong["key"].as_str().unwrap())
+            .await
+            .status(),
+        200,
+        "the strong key is untouched"
+    );
+    // A free key cannot mint or upgrade to a higher tier; a session can.
+    let upgraded = app
+        .post_authed(
+            "/api/v1/keys",
+            weak_key,
+            json!({"name": "upgraded", "scopes": ["read"], "rateLimitTier": "pro"}),
+        )
+        .await;
+    assert_error(upgraded, 403, "tier_not_allowed").await;
+    let self_upgrade = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/keys/{}", weak["id"].as_str().unwrap()),
+            Some(weak_key),
+            Some(json!({"rateLimitTier": "enterprise"})),
+        )
+        .await;
+    assert_error(self_upgrade, 403, "tier_not_allowed").await;
+    let same_tier = app
+        .post_authed(
+            "/api/v1/keys",
+            weak_key,
+            json!({"name": "child", "scopes": ["read"]}),
+        )
+        .await;
+    assert_eq!(same_tier.status(), 201);
+    // Denials name the key that tried, not just its owner.
+    let trail: Value = app
+        .get_authed(&format!("/api/v1/keys/{strong_id}"), &ada.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trail["status"], "active");
 }

@@ -9,7 +9,12 @@ use crate::harness::{TestApp, assert_error};
 async fn create_rejects_bad_input_and_stores_nothing() {
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
-    let eleven: Vec<String> = (0..11).map(|i| format!("provider:p{i}")).collect();
+    let providers = koryphaios_core::credentials::PROVIDERS;
+    let eleven: Vec<String> = providers
+        .iter()
+        .take(11)
+        .map(|p| format!("provider:{p}"))
+        .collect();
     let cases = [
         (json!({}), "body"),
         (json!({"name": ""}), "name"),
@@ -18,6 +23,10 @@ async fn create_rejects_bad_input_and_stores_nothing() {
         (json!({"name": "ok", "scopes": []}), "scopes"),
         (json!({"name": "ok", "scopes": eleven}), "scopes"),
         (json!({"name": "ok", "scopes": ["root"]}), "scopes"),
+        (
+            json!({"name": "ok", "scopes": ["provider:nosuchai"]}),
+            "scopes",
+        ),
         (json!({"name": "ok", "scopes": "read"}), "scopes"),
         (
             json!({"name": "ok", "rateLimitTier": "gold"}),
@@ -68,7 +77,7 @@ async fn create_rejects_bad_input_and_stores_nothing() {
         .unwrap();
     assert!(keys["keys"].as_array().unwrap().is_empty());
     // The edges are accepted.
-    app.create_key(&ada.access, json!({"name": "x".repeat(100), "scopes": (0..10).map(|i| format!("provider:p{i}")).collect::<Vec<_>>(), "expiresInDays": 365})).await;
+    app.create_key(&ada.access, json!({"name": "x".repeat(100), "scopes": providers.iter().take(10).map(|p| format!("provider:{p}")).collect::<Vec<_>>(), "expiresInDays": 365})).await;
     app.create_key(
         &ada.access,
         json!({"name": "edge", "expiresInDays": 1, "rateLimitTier": "enterprise"}),

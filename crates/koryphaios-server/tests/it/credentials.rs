@@ -299,6 +299,26 @@ async fn another_users_credential_is_not_found_everywhere() {
         "not_found",
     )
     .await;
+    // Even after Bob has written a denial record about Ada's id, its trail stays 404 to him.
+    let bobs_reader = app
+        .create_key(&bob.access, json!({"name": "reader", "scopes": ["read"]}))
+        .await;
+    let bobs_reader = bobs_reader["key"].as_str().unwrap();
+    let denied = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(bobs_reader),
+            Some(json!({"metadata": {}})),
+        )
+        .await;
+    assert_eq!(denied.status(), 403);
+    assert_error(
+        app.get_authed(&format!("{path}/audit"), &bob.access).await,
+        404,
+        "not_found",
+    )
+    .await;
     let list: Value = app
         .get_authed("/api/v1/credentials", &bob.access)
         .await
