@@ -3,15 +3,19 @@
 //! The identities live in one age identity file (default `DATA_DIR/kms/age.identities`, mode 0600,
 //! or `KORYPHAIOS_AGE_IDENTITY_FILE`), which the `age` tool reads as it is: `age -d -i FILE`
 //! unwraps any DEK the service wrapped. Version N is the N-th key in the file; comments record
-//! versions and retirements. The wrapped payload is the bare 32-byte DEK, so DEKs wrapped by the
-//! `age` tool unwrap here too; the per-user binding comes from the sealed secret's associated
-//! data (user, credential, version, provider), which a DEK moved between rows cannot satisfy.
+//! versions and retirements. The wrapped payload is `koryphaios/dek/v1|<user id>|` + the 32-byte
+//! DEK, binding it to its owner (age has no associated data); anything encrypted to the recipient
+//! with that payload, by the `age` tool too, unwraps here.
+//!
+//! age wraps with a *public* key: anyone who can write the database could wrap a DEK of their own
+//! choosing. The `local` provider, whose wrapping is authenticated with a secret key, does not have
+//! this limitation; prefer it (or a remote KMS) where the database is not fully trusted.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use ::age::secrecy::ExposeSecret as _;
 use ::age::x25519::{Identity, Recipient};
@@ -34,6 +38,17 @@ struct AgeKey {
 pub struct AgeKeyProvider {
     path: PathBuf,
     keys: RwLock<Vec<AgeKey>>,
+    /// The file as last read, so a change by another process is noticed before wrapping.
+    loaded: Mutex<Option<(std::time::SystemTime, u64)>>,
+}
+
+/// The age plaintext is `koryphaios/dek/v1|<user id>|` followed by the 32-byte DEK: it binds the
+/// DEK to its owner (age has no associated data) and stays readable with `age -d`.
+fn bound_payload(owner: &UserId, dek: &Dek) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut payload =
+        zeroize::Zeroizing::new(format!("koryphaios/dek/v1|{}|", owner.as_str()).into_bytes());
+    payload.extend_from_slice(dek.expose_bytes());
+    payload
 }
 
 impl std::fmt::Debug for AgeKeyProvider {
@@ -130,6 +145,8 @@ impl AgeKeyProvider {
 
     /// Opens the identity file, creating one identity on first start.
     pub fn open(path: &Path) -> Result<Self, KmsError> {
+        // Under the lock, so two processes starting on an empty data dir create one identity.
+        let _lock = crate::files::lock(path)?;
         let keys = match fs::read_to_string(path) {
             Ok(text) => parse(&text)?,
             Err(error) if error.kind() == ErrorKind::NotFound => {
@@ -155,6 +172,7 @@ impl AgeKeyProvider {
         Ok(Self {
             path: path.to_owned(),
             keys: RwLock::new(keys),
+            loaded: Mutex::new(crate::files::fingerprint(path)),
         })
     }
 
@@ -170,7 +188,7 @@ impl AgeKeyProvider {
         keys.iter().rev().find(|k| k.identity.is_some()).map(read)
     }
 
-    fn try_unwrap(&self, wrapped: &WrappedDek) -> Result<Option<Dek>, KmsError> {
+    fn try_unwrap(&self, wrapped: &WrappedDek, owner: &UserId) -> Result<Option<Dek>, KmsError> {
         if wrapped.provider != PROVIDER {
             return Err(KmsError::WrongKey {
                 provider: wrapped.provider.clone(),
@@ -188,7 +206,11 @@ impl AgeKeyProvider {
         let raw =
             ::age::decrypt(identity, &wrapped.ciphertext).map_err(|_| KmsError::Unauthentic)?;
         let raw = zeroize::Zeroizing::new(raw);
-        Dek::from_slice(&raw)
+        let binding = format!("koryphaios/dek/v1|{}|", owner.as_str());
+        let dek = raw
+            .strip_prefix(binding.as_bytes())
+            .ok_or(KmsError::Unauthentic)?;
+        Dek::from_slice(dek)
             .map(Some)
             .map_err(|_| KmsError::Unauthentic)
     }
@@ -197,13 +219,34 @@ impl AgeKeyProvider {
         &self,
         change: impl FnOnce(&mut Vec<AgeKey>) -> Result<i64, KmsError>,
     ) -> Result<i64, KmsError> {
-        let text = fs::read_to_string(&self.path)
-            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
-        let mut keys = parse(&text)?;
+        let _lock = crate::files::lock(&self.path)?;
+        let mut keys = self.read_file()?;
         let result = change(&mut keys)?;
         crate::files::write_private(&self.path, render(&keys).as_bytes())?;
-        *self.keys.write().map_err(|_| poisoned())? = keys;
+        self.install(keys)?;
         Ok(result)
+    }
+
+    fn read_file(&self) -> Result<Vec<AgeKey>, KmsError> {
+        let text = fs::read_to_string(&self.path)
+            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
+        parse(&text)
+    }
+
+    fn install(&self, keys: Vec<AgeKey>) -> Result<(), KmsError> {
+        *self.keys.write().map_err(|_| poisoned())? = keys;
+        *self.loaded.lock().map_err(|_| poisoned())? = crate::files::fingerprint(&self.path);
+        Ok(())
+    }
+
+    /// Re-reads the file if another process changed it since it was read (a stat otherwise).
+    fn reload_if_changed(&self) -> Result<(), KmsError> {
+        let now = crate::files::fingerprint(&self.path);
+        if now == *self.loaded.lock().map_err(|_| poisoned())? {
+            return Ok(());
+        }
+        let keys = self.read_file()?;
+        self.install(keys)
     }
 }
 
@@ -221,7 +264,8 @@ impl KeyProvider for AgeKeyProvider {
         self.with_current(|key| key.version).unwrap_or(0)
     }
 
-    async fn wrap(&self, dek: &Dek, _owner: &UserId) -> Result<WrappedDek, KmsError> {
+    async fn wrap(&self, dek: &Dek, owner: &UserId) -> Result<WrappedDek, KmsError> {
+        self.reload_if_changed()?;
         let keys = self.keys.read().map_err(|_| poisoned())?;
         let current = keys
             .iter()
@@ -230,7 +274,7 @@ impl KeyProvider for AgeKeyProvider {
             .ok_or_else(|| KmsError::Internal("no usable age identity".into()))?;
         let recipient = Recipient::from_str(&current.recipient)
             .map_err(|e| KmsError::Internal(e.to_string()))?;
-        let ciphertext = ::age::encrypt(&recipient, dek.expose_bytes())
+        let ciphertext = ::age::encrypt(&recipient, &bound_payload(owner, dek))
             .map_err(|e| KmsError::Internal(e.to_string()))?;
         Ok(WrappedDek {
             provider: PROVIDER.into(),
@@ -240,12 +284,12 @@ impl KeyProvider for AgeKeyProvider {
         })
     }
 
-    async fn unwrap(&self, wrapped: &WrappedDek, _owner: &UserId) -> Result<Dek, KmsError> {
-        if let Some(dek) = self.try_unwrap(wrapped)? {
+    async fn unwrap(&self, wrapped: &WrappedDek, owner: &UserId) -> Result<Dek, KmsError> {
+        if let Some(dek) = self.try_unwrap(wrapped, owner)? {
             return Ok(dek);
         }
         self.reload().await?;
-        self.try_unwrap(wrapped)?
+        self.try_unwrap(wrapped, owner)?
             .ok_or(KmsError::UnknownVersion(wrapped.kek_version))
     }
 
@@ -279,9 +323,13 @@ impl KeyProvider for AgeKeyProvider {
     }
 
     async fn retire(&self, version: i64) -> Result<(), KmsError> {
-        let current = self.current_version();
         self.modify(|keys| {
-            if version == current {
+            let current = keys
+                .iter()
+                .rev()
+                .find(|k| k.identity.is_some())
+                .map(|k| k.version);
+            if Some(version) == current {
                 return Err(KmsError::Refused(format!(
                     "version {version} is current; rotate first"
                 )));
@@ -297,10 +345,7 @@ impl KeyProvider for AgeKeyProvider {
     }
 
     async fn reload(&self) -> Result<(), KmsError> {
-        let text = fs::read_to_string(&self.path)
-            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
-        *self.keys.write().map_err(|_| poisoned())? = parse(&text)?;
-        Ok(())
+        self.reload_if_changed()
     }
 
     async fn check(&self) -> Result<(), KmsError> {

@@ -41,3 +41,32 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), KmsError
     }
     result.map_err(|e| KmsError::Internal(format!("cannot write {}: {e}", path.display())))
 }
+
+/// Takes the cross-process lock that serialises changes to `path` (a `.lock` file beside it,
+/// released when the returned handle drops). Creates the directory (0700) if needed.
+pub(crate) fn lock(path: &Path) -> Result<fs::File, KmsError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)
+        .map_err(|e| KmsError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let lock_path = path.with_extension("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| KmsError::Internal(format!("cannot open {}: {e}", lock_path.display())))?;
+    file.lock()
+        .map_err(|e| KmsError::Internal(format!("cannot lock {}: {e}", lock_path.display())))?;
+    Ok(file)
+}
+
+/// The file's identity for change detection: modification time and length.
+pub(crate) fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}

@@ -9,10 +9,10 @@
 //! Per-user KEK = HMAC-SHA256(master key of the version, "koryphaios/kek/v1" ‖ user id).
 //! A wrapped DEK = AES-256-GCM(KEK, DEK, AAD = ring id ‖ version ‖ user id).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
@@ -97,6 +97,8 @@ pub struct LocalKeyRing {
     path: PathBuf,
     passphrase: Option<SecretString>,
     ring: RwLock<Ring>,
+    /// The file as last read, so a change by another process is noticed before wrapping.
+    loaded: Mutex<Option<(std::time::SystemTime, u64)>>,
 }
 
 impl std::fmt::Debug for LocalKeyRing {
@@ -165,6 +167,8 @@ impl LocalKeyRing {
 
     /// Opens the ring at `path`, creating it with one version on first start.
     pub fn open(path: &Path, passphrase: Option<SecretString>) -> Result<Self, KmsError> {
+        // Under the lock, so two processes starting on an empty data dir create one ring.
+        let _lock = crate::files::lock(path)?;
         let ring = match fs::read(path) {
             Ok(bytes) => Self::decode(path, &bytes, passphrase.as_ref())?,
             Err(error) if error.kind() == ErrorKind::NotFound => {
@@ -184,6 +188,7 @@ impl LocalKeyRing {
             path: path.to_owned(),
             passphrase,
             ring: RwLock::new(ring),
+            loaded: Mutex::new(crate::files::fingerprint(path)),
         })
     }
 
@@ -340,36 +345,49 @@ impl LocalKeyRing {
         crate::files::write_private(path, &json)
     }
 
-    /// Serialises changes across processes (`koryphaios kms rotate` beside a running server).
-    fn lock_file(&self) -> Result<File, KmsError> {
-        let lock_path = self.path.with_extension("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| KmsError::Internal(format!("cannot open {}: {e}", lock_path.display())))?;
-        file.lock()
-            .map_err(|e| KmsError::Internal(format!("cannot lock {}: {e}", lock_path.display())))?;
-        Ok(file)
-    }
-
     /// Re-reads the file, applies `change`, writes it back, and keeps the result.
     fn modify(
         &self,
         change: impl FnOnce(&mut Ring) -> Result<i64, KmsError>,
     ) -> Result<i64, KmsError> {
-        let _lock = self.lock_file()?;
+        let _lock = crate::files::lock(&self.path)?;
         let bytes = fs::read(&self.path)
             .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
         let mut ring = Self::decode(&self.path, &bytes, self.passphrase.as_ref())?;
         let result = change(&mut ring)?;
         Self::write(&self.path, &ring, self.passphrase.as_ref())?;
+        self.install(ring)?;
+        Ok(result)
+    }
+
+    /// Makes `ring` the one in use and remembers the file it came from.
+    fn install(&self, ring: Ring) -> Result<(), KmsError> {
         *self
             .ring
             .write()
             .map_err(|_| KmsError::Internal("key ring lock poisoned".into()))? = ring;
-        Ok(result)
+        *self
+            .loaded
+            .lock()
+            .map_err(|_| KmsError::Internal("key ring lock poisoned".into()))? =
+            crate::files::fingerprint(&self.path);
+        Ok(())
+    }
+
+    /// Re-reads the file if another process changed it since it was read (a stat otherwise).
+    fn reload_if_changed(&self) -> Result<(), KmsError> {
+        let now = crate::files::fingerprint(&self.path);
+        let known = *self
+            .loaded
+            .lock()
+            .map_err(|_| KmsError::Internal("key ring lock poisoned".into()))?;
+        if now == known {
+            return Ok(());
+        }
+        let bytes = fs::read(&self.path)
+            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
+        let ring = Self::decode(&self.path, &bytes, self.passphrase.as_ref())?;
+        self.install(ring)
     }
 
     fn derive_kek(
@@ -442,6 +460,8 @@ impl KeyProvider for LocalKeyRing {
     }
 
     async fn wrap(&self, dek: &Dek, owner: &UserId) -> Result<WrappedDek, KmsError> {
+        // Never wrap under a version another process has rotated away from or retired.
+        self.reload_if_changed()?;
         let ring = self
             .ring
             .read()
@@ -533,14 +553,7 @@ impl KeyProvider for LocalKeyRing {
     }
 
     async fn reload(&self) -> Result<(), KmsError> {
-        let bytes = fs::read(&self.path)
-            .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
-        let ring = Self::decode(&self.path, &bytes, self.passphrase.as_ref())?;
-        *self
-            .ring
-            .write()
-            .map_err(|_| KmsError::Internal("key ring lock poisoned".into()))? = ring;
-        Ok(())
+        self.reload_if_changed()
     }
 
     async fn check(&self) -> Result<(), KmsError> {

@@ -186,3 +186,15 @@ async fn the_self_check_passes_and_debug_hides_the_passphrase() {
     ring.check().await.unwrap();
     assert!(!format!("{ring:?}").contains("hidden-passphrase"));
 }
+
+#[tokio::test]
+async fn a_rotation_by_another_process_is_used_for_the_next_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = LocalKeyRing::default_path(dir.path());
+    let server = LocalKeyRing::open(&path, None).unwrap();
+    let cli = LocalKeyRing::open(&path, None).unwrap();
+    cli.rotate().await.unwrap();
+    cli.retire(1).await.unwrap();
+    let wrapped = server.wrap(&dek(), &UserId::generate()).await.unwrap();
+    assert_eq!(wrapped.kek_version, 2, "never wrap under a retired version");
+}

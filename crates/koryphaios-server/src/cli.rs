@@ -82,6 +82,10 @@ pub enum KmsAction {
         /// The version to retire.
         #[arg(long)]
         version: i64,
+        /// Refuse while the current version is younger than this many seconds (writes that
+        /// wrapped under the old version just before the rotation must land and be re-wrapped).
+        #[arg(long, default_value_t = 120)]
+        settle_seconds: u64,
     },
 }
 
@@ -227,8 +231,17 @@ async fn kms(action: KmsAction, config: &Config) -> anyhow::Result<()> {
                 );
             }
         }
-        KmsAction::Retire { version } => {
-            rotation::retire(&store, &provider, version).await?;
+        KmsAction::Retire {
+            version,
+            settle_seconds,
+        } => {
+            rotation::retire(
+                &store,
+                &provider,
+                version,
+                std::time::Duration::from_secs(settle_seconds),
+            )
+            .await?;
             writeln!(
                 out,
                 "retired version {version}: its key material is destroyed"

@@ -16,6 +16,14 @@ pub enum RotationError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The current version is too new to be sure every write under the old one has landed.
+    #[error(
+        "the current key version is less than {seconds} s old: wait, run `koryphaios kms rewrap` again, then retire"
+    )]
+    Settling {
+        /// The settle period.
+        seconds: u64,
+    },
     /// A version still protects data.
     #[error(
         "key version {version} still wraps {count} data key(s); run `koryphaios kms rewrap` first"
@@ -87,11 +95,14 @@ pub async fn inventory(store: &Arc<dyn Store>) -> Result<Vec<DekCount>, Rotation
     Ok(store.dek_inventory().await?)
 }
 
-/// Retires `version` once no DEK is wrapped under it.
+/// Retires `version` once no DEK is wrapped under it and the current version has been current
+/// for at least `settle` (so writes that wrapped under the old version just before the rotation
+/// have landed and been counted).
 pub async fn retire(
     store: &Arc<dyn Store>,
     kms: &Arc<dyn KeyProvider>,
     version: i64,
+    settle: std::time::Duration,
 ) -> Result<(), RotationError> {
     let count: u64 = store
         .dek_inventory()
@@ -102,6 +113,21 @@ pub async fn retire(
         .sum();
     if count > 0 {
         return Err(RotationError::InUse { version, count });
+    }
+    let newest = kms
+        .versions()
+        .await?
+        .into_iter()
+        .filter(|v| v.current)
+        .map(|v| v.created_at)
+        .max();
+    if let Some(created) = newest {
+        let age = time::OffsetDateTime::now_utc() - created;
+        if age < time::Duration::try_from(settle).unwrap_or(time::Duration::ZERO) {
+            return Err(RotationError::Settling {
+                seconds: settle.as_secs(),
+            });
+        }
     }
     kms.retire(version).await?;
     Ok(())

@@ -13,6 +13,9 @@ use crate::clock::{Clock, to_unix_ms};
 
 const SHARDS: usize = 16;
 
+/// One shard: key → (state, the instant after which the state carries no information).
+type Shard = HashMap<String, (State, i64)>;
+
 #[derive(Debug, Clone)]
 enum State {
     Window(WindowState),
@@ -22,7 +25,7 @@ enum State {
 /// Rate limits decided in this process.
 #[derive(Debug)]
 pub struct MemoryLimiter {
-    shards: Vec<Mutex<HashMap<String, (State, i64)>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
 }
@@ -47,10 +50,7 @@ impl MemoryLimiter {
         let mut involved: Vec<usize> = checks.iter().map(|c| self.shard(&c.key)).collect();
         involved.sort_unstable();
         involved.dedup();
-        let mut guards: Vec<(
-            usize,
-            std::sync::MutexGuard<'_, HashMap<String, (State, i64)>>,
-        )> = involved
+        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Shard>)> = involved
             .iter()
             .map(|&i| (i, self.shards[i].lock().unwrap_or_else(|p| p.into_inner())))
             .collect();

@@ -83,6 +83,9 @@ pub enum AuthError {
     /// A spent refresh token was presented again; its session is now revoked.
     #[error("refresh token reused; the session has been revoked")]
     RefreshTokenReused,
+    /// Too many password checks are running; retry shortly.
+    #[error("too many logins in progress")]
+    Busy,
     /// The operation needs a user session, and the caller used an API key.
     #[error("this needs a user session, not an API key")]
     NotASession,
@@ -96,7 +99,10 @@ pub enum AuthError {
 
 impl From<HashError> for AuthError {
     fn from(error: HashError) -> Self {
-        AuthError::Internal(error.to_string())
+        match error {
+            HashError::Busy => AuthError::Busy,
+            other => AuthError::Internal(other.to_string()),
+        }
     }
 }
 

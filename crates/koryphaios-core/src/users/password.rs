@@ -90,13 +90,22 @@ pub enum HashError {
     /// The blocking task panicked or was cancelled.
     #[error("password hashing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Too many hashes are running; the caller should retry later (503).
+    #[error("too many password hashes in progress")]
+    Busy,
 }
+
+/// How long a login waits for a hashing slot before giving up with "busy".
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Hashes and verifies passwords with Argon2id.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     dummy: Arc<OnceCell<PasswordHash>>,
+    // Argon2id is memory-hard by design (19 MiB each by default): bound how many run at once,
+    // so a login flood cannot exhaust memory or the blocking pool.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -117,10 +126,19 @@ impl Default for PasswordHasher {
 impl PasswordHasher {
     /// A hasher with explicit Argon2id parameters (tests use cheaper ones).
     pub fn new(params: Params) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Self {
             params,
             dummy: Arc::new(OnceCell::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
         }
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HashError> {
+        tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Busy)
     }
 
     /// A hasher with the cheapest parameters Argon2 allows: for tests only, never production.
@@ -138,7 +156,9 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &SecretString) -> Result<PasswordHash, HashError> {
         let argon2 = self.argon2();
         let password = password.clone();
+        let permit = self.slot().await?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             argon2
                 .hash_password(password.expose_secret().as_bytes())
                 .map(|hash: PhcHash| PasswordHash(hash.to_string()))
@@ -156,7 +176,9 @@ impl PasswordHasher {
         let argon2 = self.argon2();
         let password = password.clone();
         let stored = stored.clone();
+        let permit = self.slot().await?;
         let matched = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             PhcHash::new(stored.as_str())
                 .map(|parsed| {
                     argon2

@@ -273,6 +273,7 @@ impl From<AuthError> for ApiError {
                 "refresh_token_reused",
                 "Refresh token already used; the session has been revoked",
             ),
+            AuthError::Busy => Self::unavailable("password hashing slots exhausted"),
             AuthError::NotASession => Self::new(
                 StatusCode::FORBIDDEN,
                 "not_a_session",

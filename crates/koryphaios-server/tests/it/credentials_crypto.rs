@@ -197,7 +197,19 @@ async fn master_key_rotation_rewrap_and_retirement_keep_every_credential_readabl
         again.contains("0 re-wrapped"),
         "resumable and idempotent: {again}"
     );
-    run_cli(&data, &["kms", "retire", "--version", "1"]);
+    // Right after a rotation, retiring is refused until the new version has settled.
+    let settling = std::process::Command::new(env!("CARGO_BIN_EXE_koryphaios"))
+        .args(["kms", "retire", "--version", "1"])
+        .env_clear()
+        .env("KORYPHAIOS_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(!settling.status.success());
+    assert!(String::from_utf8_lossy(&settling.stderr).contains("less than 120 s old"));
+    run_cli(
+        &data,
+        &["kms", "retire", "--version", "1", "--settle-seconds", "0"],
+    );
     let status = run_cli(&data, &["kms", "status"]);
     assert!(
         status
