@@ -67,22 +67,29 @@ impl FallbackLimiter {
         }
     }
 
+    /// Switches back to Redis when it answers again (only while the fallback is in use).
+    async fn probe_redis(&self) {
+        let Some(redis) = self
+            .redis
+            .as_ref()
+            .filter(|_| !self.on_redis.load(Ordering::Acquire))
+        else {
+            return;
+        };
+        let answered =
+            tokio::time::timeout(self.timeout.max(Duration::from_millis(100)), redis.ping()).await;
+        if matches!(answered, Ok(Ok(()))) && !self.on_redis.swap(true, Ordering::AcqRel) {
+            tracing::info!("rate limiter: Redis is back, deciding in Redis again");
+        }
+    }
+
     /// Probes Redis while the fallback is in use, and evicts idle in-memory keys; runs until aborted.
     pub async fn maintain(self: Arc<Self>) {
         let mut probe = tokio::time::interval(PROBE_INTERVAL);
         let mut evict = tokio::time::interval(EVICT_INTERVAL);
         loop {
             tokio::select! {
-                _ = probe.tick() => {
-                    if let Some(redis) = &self.redis {
-                        if !self.on_redis.load(Ordering::Acquire)
-                            && matches!(tokio::time::timeout(self.timeout.max(Duration::from_millis(100)), redis.ping()).await, Ok(Ok(())))
-                            && !self.on_redis.swap(true, Ordering::AcqRel)
-                        {
-                            tracing::info!("rate limiter: Redis is back, deciding in Redis again");
-                        }
-                    }
-                }
+                _ = probe.tick() => self.probe_redis().await,
                 _ = evict.tick() => {
                     let evicted = self.memory.evict_idle();
                     if evicted > 0 {
