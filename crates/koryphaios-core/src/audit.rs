@@ -23,6 +23,8 @@ pub mod actions {
     pub const CREDENTIAL_ACCESS: &str = "credential_access";
     /// An authenticated caller was refused.
     pub const ACCESS_DENIED: &str = "access_denied";
+    /// A request was refused by a rate limit.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 /// Where a request came from, for the record.
@@ -91,6 +93,31 @@ impl AuditEntry {
             user_agent: context.user_agent.clone(),
             request_id: context.request_id.clone(),
             success: true,
+            reason: None,
+            metadata: Map::new(),
+        }
+    }
+
+    /// A record of `action` by a caller who is not (yet) authenticated, named by `actor`
+    /// (e.g. `ip:203.0.113.9`).
+    pub fn anonymous(
+        actor: String,
+        context: &RequestContext,
+        action: &str,
+        at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: AuditEventId::generate(),
+            occurred_at: at,
+            user_id: None,
+            actor,
+            action: action.to_owned(),
+            resource_type: None,
+            resource_id: None,
+            client_ip: context.client_ip.clone(),
+            user_agent: context.user_agent.clone(),
+            request_id: context.request_id.clone(),
+            success: false,
             reason: None,
             metadata: Map::new(),
         }

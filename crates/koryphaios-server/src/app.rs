@@ -12,11 +12,13 @@ use koryphaios_core::api_keys::ApiKeyService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::envelope::rotation;
+use koryphaios_core::ratelimit::MemoryLimiter;
 use koryphaios_core::session::{AccessTokenCodec, AuthService, AuthSettings, JwtSecret};
 use koryphaios_core::store::Store;
 use koryphaios_core::users::PasswordHasher;
 use koryphaios_core::{Clock, SystemClock};
 use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
+use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter};
 use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
@@ -25,6 +27,7 @@ use tokio::sync::Notify;
 use crate::config::{Config, DatabaseConfig, KmsConfig};
 use crate::data_dir;
 use crate::http::routes::{self, PipelineSettings};
+use crate::rate_limits::RateLimits;
 use crate::state::AppState;
 
 /// How often expired sessions and token revocations are purged.
@@ -63,6 +66,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     kms: Arc<dyn KeyProvider>,
     api_keys: Arc<ApiKeyService>,
+    rate_limits: Option<Arc<RateLimits>>,
     clock: Arc<dyn Clock>,
     shutdown_grace: Duration,
 }
@@ -103,6 +107,31 @@ pub async fn open_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
         })
         .await??;
     Ok(provider)
+}
+
+/// The rate limiter: Redis with the in-memory fallback, memory only, or none (disabled).
+fn build_rate_limits(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<Option<Arc<RateLimits>>> {
+    let settings = &config.rate_limit;
+    if !settings.enabled {
+        tracing::warn!("rate limiting is disabled (KORYPHAIOS_RATE_LIMIT_ENABLED=false)");
+        return Ok(None);
+    }
+    let memory = MemoryLimiter::new(Arc::clone(clock));
+    let limiter = match &settings.redis_url {
+        Some(url) => {
+            let redis = RedisLimiter::new(url.expose_secret(), settings.redis_timeout)
+                .map_err(|e| anyhow::anyhow!("KORYPHAIOS_REDIS_URL: {e}"))?;
+            FallbackLimiter::with_redis(redis, memory, settings.redis_timeout)
+        }
+        None => FallbackLimiter::memory_only(memory),
+    };
+    Ok(Some(Arc::new(RateLimits::new(
+        Arc::new(limiter),
+        settings.clone(),
+    ))))
 }
 
 fn jwt_secret(config: &Config) -> anyhow::Result<JwtSecret> {
@@ -151,7 +180,10 @@ impl Application {
             Arc::clone(&store),
             Arc::clone(&components.clock),
         ));
+        let rate_limits = build_rate_limits(config, &components.clock)?;
         let state = AppState {
+            rate_limits: rate_limits.clone(),
+            trusted_proxies: Arc::new(config.rate_limit.trusted_proxies.clone()),
             api_keys: Arc::clone(&api_keys),
             auth: Arc::new(auth),
             credentials: Arc::new(credentials),
@@ -175,6 +207,7 @@ impl Application {
             store,
             kms,
             api_keys,
+            rate_limits,
             clock: components.clock,
             shutdown_grace: config.shutdown_grace,
         })
@@ -196,9 +229,12 @@ impl Application {
             store,
             kms,
             api_keys,
+            rate_limits,
             clock,
             shutdown_grace,
         } = self;
+        let limiter_upkeep =
+            rate_limits.map(|limits| tokio::spawn(Arc::clone(limits.limiter()).maintain()));
         let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
         let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
         let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
@@ -227,6 +263,9 @@ impl Application {
         purge.abort();
         maintenance.abort();
         usage.abort();
+        if let Some(upkeep) = limiter_upkeep {
+            upkeep.abort();
+        }
         if let Err(error) = api_keys.flush_usage().await {
             tracing::warn!(%error, "final flush of API key usage failed");
         }

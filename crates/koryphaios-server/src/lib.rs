@@ -7,6 +7,7 @@ pub mod config;
 pub mod data_dir;
 pub mod http;
 pub mod openapi;
+pub mod rate_limits;
 pub mod state;
 pub mod telemetry;
 

@@ -9,6 +9,8 @@ use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::session::AuthService;
 use koryphaios_core::store::Store;
 
+use crate::rate_limits::RateLimits;
+
 /// Shared application state.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -24,4 +26,8 @@ pub struct AppState {
     pub kms: Arc<dyn KeyProvider>,
     /// The source of "now" (views that depend on time use it, like the use cases).
     pub clock: Arc<dyn Clock>,
+    /// Rate limits; `None` when `KORYPHAIOS_RATE_LIMIT_ENABLED=false`.
+    pub rate_limits: Option<Arc<RateLimits>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }

@@ -47,25 +47,31 @@ impl MemoryLimiter {
     /// Decides at an explicit time (the clock's time in [`RateLimiter::decide`]).
     pub fn decide_at(&self, checks: &[LimitCheck], now_ms: i64) -> Decision {
         // Lock the shards involved in a fixed order, so concurrent calls cannot deadlock.
-        let mut involved: Vec<usize> = checks.iter().map(|c| self.shard(&c.key)).collect();
+        // Counters are namespaced by layer, as in Redis (`krl:{layer}:{key}`): one principal's
+        // tier window and sensitive bucket are different counters.
+        let keys: Vec<String> = checks
+            .iter()
+            .map(|c| format!("{}:{}", c.layer.as_str(), c.key))
+            .collect();
+        let mut involved: Vec<usize> = keys.iter().map(|k| self.shard(k)).collect();
         involved.sort_unstable();
         involved.dedup();
         let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Shard>)> = involved
             .iter()
             .map(|&i| (i, self.shards[i].lock().unwrap_or_else(|p| p.into_inner())))
             .collect();
-        let slots: Vec<usize> = checks
+        let slots: Vec<usize> = keys
             .iter()
-            .map(|c| {
-                let shard = self.shard(&c.key);
+            .map(|k| {
+                let shard = self.shard(k);
                 involved.iter().position(|i| *i == shard).unwrap_or(0)
             })
             .collect();
 
         // Phase 1: look.
         let mut verdicts = Vec::with_capacity(checks.len());
-        for (check, &slot) in checks.iter().zip(&slots) {
-            let state = guards[slot].1.get(&check.key).map(|(s, _)| s.clone());
+        for ((check, &slot), key) in checks.iter().zip(&slots).zip(&keys) {
+            let state = guards[slot].1.get(key).map(|(s, _)| s.clone());
             let allowed = match check.rule {
                 Rule::SlidingWindow {
                     limit,
@@ -102,7 +108,7 @@ impl MemoryLimiter {
 
         // Phase 2: consume (all-or-nothing) and report.
         let mut results = Vec::with_capacity(checks.len());
-        for ((check, allowed), &slot) in checks.iter().zip(verdicts).zip(&slots) {
+        for (((check, allowed), &slot), key) in checks.iter().zip(verdicts).zip(&slots).zip(&keys) {
             let consume = match check.mode {
                 Mode::Consume => all_allowed,
                 Mode::Force => true,
@@ -115,7 +121,7 @@ impl MemoryLimiter {
                     window_ms,
                     bucket_ms,
                 } => {
-                    let mut window = match map.get(&check.key) {
+                    let mut window = match map.get(key) {
                         Some((State::Window(w), _)) => w.clone(),
                         _ => WindowState::default(),
                     };
@@ -131,7 +137,7 @@ impl MemoryLimiter {
                             None => window.buckets.push((view.current, 1)),
                         }
                         map.insert(
-                            check.key.clone(),
+                            key.clone(),
                             (State::Window(window), now_ms + window_ms + bucket_ms),
                         );
                     }
@@ -145,7 +151,7 @@ impl MemoryLimiter {
                     refill_per_minute,
                 } => {
                     let rate = arithmetic::refill_per_ms(refill_per_minute);
-                    let bucket = match map.get(&check.key) {
+                    let bucket = match map.get(key) {
                         Some((State::Bucket(b), _)) => Some(*b),
                         _ => None,
                     };
@@ -158,7 +164,7 @@ impl MemoryLimiter {
                             i64::MAX / 4
                         };
                         map.insert(
-                            check.key.clone(),
+                            key.clone(),
                             (
                                 State::Bucket(BucketState {
                                     tokens: after,

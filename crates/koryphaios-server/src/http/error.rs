@@ -28,6 +28,9 @@ pub struct ErrorBody {
     /// Per-field problems, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<FieldDetail>>,
+    /// Seconds until a retry can succeed (429 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
     /// The request's id, as in the `X-Request-Id` header.
     pub request_id: String,
 }
@@ -61,6 +64,8 @@ pub struct ErrorReport {
     pub details: Option<Vec<FieldDetail>>,
     /// Detail for the operator's log only (never serialised).
     pub internal: Option<String>,
+    /// Seconds until a retry can succeed (429 only).
+    pub retry_after: Option<u64>,
 }
 
 /// An error on its way to becoming a response.
@@ -79,6 +84,7 @@ impl ApiError {
                 code,
                 details: None,
                 internal: None,
+                retry_after: None,
             },
         }
     }
@@ -160,6 +166,17 @@ impl ApiError {
         )
     }
 
+    /// 429 with the seconds until a retry can succeed.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too Many Requests",
+        );
+        error.report.retry_after = Some(retry_after);
+        error
+    }
+
     /// 500: the client sees a generic text; `detail` goes to the log.
     pub fn internal(detail: impl Into<String>) -> Self {
         let mut error = Self::new(
@@ -228,6 +245,7 @@ pub fn report_for_status(status: StatusCode) -> ErrorReport {
         code,
         details: None,
         internal: None,
+        retry_after: None,
     }
 }
 

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use koryphaios_core::Principal;
 use koryphaios_core::api_keys::{ApiKeyAuthError, ApiKeyAuthOutcome, ApiKeyService};
 use koryphaios_core::audit::RequestContext;
@@ -19,8 +19,8 @@ use crate::state::AppState;
 pub struct CurrentUser(pub Principal);
 
 /// The bearer token of `Authorization: Bearer <token>`, if any.
-fn bearer_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let malformed = || {
@@ -55,6 +55,37 @@ fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
     }
 }
 
+/// Authenticates a request by its headers: `X-API-Key`, or `Authorization: Bearer` with an API
+/// key (`kor_…`) or a session JWT. `Ok(None)` when it carries no credentials at all.
+pub async fn authenticate_headers(
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Option<Principal>, ApiError> {
+    let api_key_header = headers.get("x-api-key").map(|value| {
+        value
+            .to_str()
+            .ok()
+            .filter(|key| key.len() <= MAX_API_KEY_HEADER)
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let principal = match (api_key_header, bearer_token(headers)?) {
+        (Some(key), _) => state
+            .api_keys
+            .authenticate(&key)
+            .await
+            .map_err(api_key_error)?,
+        (None, Some(token)) if ApiKeyService::looks_like_key(token) => state
+            .api_keys
+            .authenticate(token)
+            .await
+            .map_err(api_key_error)?,
+        (None, Some(token)) => state.auth.authenticate(token).await?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(principal))
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
@@ -62,40 +93,23 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // The rate-limit middleware may have authenticated the request already.
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Self(principal.clone()));
         }
-        let api_key_header = parts.headers.get("x-api-key").map(|value| {
-            value
-                .to_str()
-                .ok()
-                .filter(|key| key.len() <= MAX_API_KEY_HEADER)
-                .unwrap_or_default()
-                .to_owned()
-        });
-        let principal = match (api_key_header, bearer_token(parts)?) {
-            (Some(key), _) => state
-                .api_keys
-                .authenticate(&key)
-                .await
-                .map_err(api_key_error)?,
-            (None, Some(token)) if ApiKeyService::looks_like_key(token) => state
-                .api_keys
-                .authenticate(token)
-                .await
-                .map_err(api_key_error)?,
-            (None, Some(token)) => state.auth.authenticate(token).await?,
-            (None, None) => {
-                return Err(ApiError::unauthenticated(
-                    "unauthenticated",
-                    "Authentication required",
-                ));
-            }
-        };
+        let principal = authenticate_headers(&parts.headers, state)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthenticated("unauthenticated", "Authentication required")
+            })?;
         parts.extensions.insert(principal.clone());
         Ok(Self(principal))
     }
 }
+
+/// The client's address as resolved by the `client_ip` middleware (trusted proxies honoured).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
 
 /// The longest user agent kept in audit records.
 const MAX_USER_AGENT: usize = 256;
@@ -110,8 +124,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let client_ip = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip().to_string());
+            .get::<ClientIp>()
+            .map(|ClientIp(ip)| ip.to_string())
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(address)| address.ip().to_string())
+            });
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)

@@ -56,6 +56,9 @@ impl TestApp {
             data_dir.path().join("data").display().to_string(),
         );
         map.insert("KORYPHAIOS_PORT".into(), "0".into());
+        // Most tests make many requests from one IP; the rate-limit tests switch limiting on.
+        map.entry("KORYPHAIOS_RATE_LIMIT_ENABLED".into())
+            .or_insert_with(|| "false".into());
         let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test config");
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
         let components = Components {
@@ -278,5 +281,71 @@ pub fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
             Some(value),
             "header {name}"
         );
+    }
+}
+
+/// A private `redis-server` on a free port, so tests can stop and restart it without touching
+/// the machine's shared Redis. Killed on drop.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/services.sh)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -16,3 +16,4 @@ mod harness;
 mod openapi_drift;
 mod pipeline;
 mod process;
+mod rate_limits;

@@ -48,6 +48,7 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         error: report.message,
         code: report.code.to_owned(),
         details: report.details,
+        retry_after: report.retry_after,
         request_id,
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {

@@ -3,5 +3,6 @@
 pub mod body_limit;
 pub mod cors;
 pub mod envelope;
+pub mod rate_limit;
 pub mod request_context;
 pub mod security_headers;

@@ -2,7 +2,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use koryphaios_core::session::SessionTokens;
+use axum::response::{IntoResponse, Response};
+use koryphaios_core::session::{AuthError, SessionTokens};
 use koryphaios_core::users::User;
 use koryphaios_core::{AuthMethod, Principal};
 use secrecy::{ExposeSecret, SecretString};
@@ -13,6 +14,7 @@ use utoipa::ToSchema;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::CurrentUser;
 use crate::http::json::ApiJson;
+use crate::http::middleware::rate_limit;
 use crate::state::AppState;
 
 /// `POST /api/auth/register` and `POST /api/auth/login` body.
@@ -203,14 +205,32 @@ pub async fn register(
         (status = 200, description = "Logged in", body = SessionResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 429, description = "Too many requests from this IP, or too many failed logins for this username", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CredentialsRequest>,
-) -> ApiResult<ApiJson<SessionResponse>> {
-    let tokens = state.auth.login(&body.username, &body.password).await?;
-    tracing::info!(user_id = %tokens.user.id, "login succeeded");
-    Ok(ApiJson(tokens.into()))
+) -> ApiResult<Response> {
+    if let Some(limits) = &state.rate_limits {
+        let decision = limits.login_allowed(&body.username).await;
+        if !decision.allowed {
+            tracing::warn!("login refused: too many failed attempts for this username");
+            return Ok(rate_limit::refusal(&decision));
+        }
+    }
+    match state.auth.login(&body.username, &body.password).await {
+        Ok(tokens) => {
+            tracing::info!(user_id = %tokens.user.id, "login succeeded");
+            Ok(ApiJson(SessionResponse::from(tokens)).into_response())
+        }
+        Err(AuthError::InvalidCredentials) => {
+            if let Some(limits) = &state.rate_limits {
+                limits.record_login_failure(&body.username).await;
+            }
+            Err(AuthError::InvalidCredentials.into())
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Exchanges a refresh token for a new access and refresh token. Presenting a spent refresh

@@ -111,8 +111,31 @@ pub async fn ready(
         latency_ms: kms_started.elapsed().as_secs_f64() * 1000.0,
         error: kms_error,
     };
+    let limiter = match &state.rate_limits {
+        None => ComponentState {
+            status: "off",
+            backend: "none",
+            latency_ms: 0.0,
+            error: None,
+        },
+        Some(limits) => {
+            let falling_back = limits.redis_configured() && limits.backend() == "memory";
+            ComponentState {
+                // Degraded still serves: limits hold per instance until Redis returns.
+                status: if falling_back { "degraded" } else { "up" },
+                backend: limits.backend(),
+                latency_ms: 0.0,
+                error: falling_back
+                    .then(|| "Redis unreachable: limiting in memory per instance".to_owned()),
+            }
+        }
+    };
     let ok = database.error.is_none() && kms.error.is_none();
-    let components = BTreeMap::from([("database", database), ("kms", kms)]);
+    let components = BTreeMap::from([
+        ("database", database),
+        ("kms", kms),
+        ("rateLimiter", limiter),
+    ]);
     let status = if ok {
         StatusCode::OK
     } else {

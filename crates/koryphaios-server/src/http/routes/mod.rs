@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use super::MAX_BODY_BYTES;
 use super::error::ApiError;
 use super::middleware::cors::{self, AllowedOrigins};
-use super::middleware::{body_limit, envelope, request_context, security_headers};
+use super::middleware::{body_limit, envelope, rate_limit, request_context, security_headers};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
@@ -94,6 +94,8 @@ pub fn router(state: AppState, settings: &PipelineSettings) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(body_limit::limit_body))
+        .layer(from_fn_with_state(state.clone(), rate_limit::rate_limit))
+        .layer(from_fn_with_state(state.clone(), rate_limit::client_ip))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,

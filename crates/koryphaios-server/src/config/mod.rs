@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
+
+mod rate_limit;
+
+pub use rate_limit::{BucketSetting, RateLimitConfig};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// A setting that could not be accepted.
@@ -85,6 +89,8 @@ pub struct Config {
     pub log_level: String,
     /// `KORYPHAIOS_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// Rate limiting and Redis.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// Every variable this build reads, so typos in the environment can be reported.
@@ -183,6 +189,7 @@ impl Config {
                     });
                 }
             },
+            rate_limit: rate_limit::parse(&get)?,
         })
     }
 
@@ -190,7 +197,12 @@ impl Config {
     pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
         names
             .into_iter()
-            .filter(|name| name.starts_with("KORYPHAIOS_") && !KNOWN_VARIABLES.contains(name))
+            .filter(|name| {
+                name.starts_with("KORYPHAIOS_")
+                    && !KNOWN_VARIABLES.contains(name)
+                    && !rate_limit::VARIABLES.contains(name)
+                    && !name.starts_with("KORYPHAIOS_TEST_")
+            })
             .collect()
     }
 }
@@ -210,7 +222,12 @@ fn parse_or<T: std::str::FromStr>(
     }
 }
 
-fn parse_in(variable: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+pub(crate) fn parse_in(
+    variable: &'static str,
+    raw: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     raw.parse::<u64>()
         .ok()
         .filter(|v| (min..=max).contains(v))
@@ -220,7 +237,7 @@ fn parse_in(variable: &'static str, raw: &str, min: u64, max: u64) -> Result<u64
         })
 }
 
-fn parse_bool(
+pub(crate) fn parse_bool(
     variable: &'static str,
     raw: Option<String>,
     default: bool,
@@ -473,6 +490,43 @@ mod tests {
         )])
         .unwrap();
         assert!(!format!("{config:?}").contains("hidden"));
+    }
+
+    #[test]
+    fn rate_limits_default_to_the_spec_and_take_overrides() {
+        let defaults = load(&[]).unwrap().rate_limit;
+        assert!(defaults.enabled && defaults.redis_url.is_none());
+        assert_eq!(
+            (
+                defaults.ip_per_minute,
+                defaults.auth_per_minute,
+                defaults.login_failures
+            ),
+            (1000, 10, 5)
+        );
+        assert_eq!(defaults.tier_per_minute, [60, 300, 1000, 5000]);
+        let custom = load(&[
+            ("KORYPHAIOS_REDIS_URL", "redis://:pw@127.0.0.1:6379/0"),
+            ("KORYPHAIOS_RATE_LIMIT_TIER_PRO", "42"),
+            ("KORYPHAIOS_RATE_LIMIT_SENSITIVE_FREE", "3:6"),
+            ("KORYPHAIOS_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            ("KORYPHAIOS_RATE_LIMIT_ENABLED", "false"),
+        ])
+        .unwrap()
+        .rate_limit;
+        assert_eq!(custom.tier_per_minute[2], 42);
+        assert_eq!(
+            custom.sensitive[0],
+            BucketSetting {
+                capacity: 3,
+                refill_per_minute: 6
+            }
+        );
+        assert_eq!(custom.trusted_proxies.len(), 2);
+        assert!(!custom.enabled);
+        let error = load(&[("KORYPHAIOS_REDIS_URL", "http://user:hunter2@cache")]).unwrap_err();
+        assert!(!error.to_string().contains("hunter2"));
+        assert!(!format!("{custom:?}").contains(":pw@"));
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! The service's rate-limit policy (SPEC §4): which checks a request gets, and the failed-login
+//! counter. The limiter itself (Redis with in-memory fallback) is `koryphaios-ratelimit`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use koryphaios_core::api_keys::Tier;
+use koryphaios_core::ratelimit::{Decision, Layer, LimitCheck, Mode, RateLimiter, Rule};
+use koryphaios_core::{AuthMethod, Principal};
+use koryphaios_ratelimit::FallbackLimiter;
+
+use crate::config::RateLimitConfig;
+
+/// Routes whose requests count against the per-IP auth layer.
+const AUTH_ROUTES: &[&str] = &["/api/auth/login", "/api/auth/register", "/api/auth/refresh"];
+
+/// (method, route template) of the sensitive operations, limited by a token bucket.
+const SENSITIVE: &[(&str, &str)] = &[
+    ("POST", "/api/v1/keys"),
+    ("POST", "/api/v1/keys/{id}/roll"),
+    ("DELETE", "/api/v1/keys/{id}"),
+    ("POST", "/api/v1/credentials"),
+    ("POST", "/api/v1/credentials/{id}/rotate"),
+    ("POST", "/api/v1/credentials/{id}/reveal"),
+    ("DELETE", "/api/v1/credentials/{id}"),
+];
+
+/// How often one limiter key's refusals are audited at most (a flood must not become a write flood).
+const DENIAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The policy and the limiter.
+#[derive(Debug)]
+pub struct RateLimits {
+    limiter: Arc<FallbackLimiter>,
+    config: RateLimitConfig,
+    audited: Mutex<HashMap<String, Instant>>,
+}
+
+/// Whose counter a principal uses, and at which tier.
+fn principal_identity(principal: &Principal, session_tier: Tier) -> (String, Tier) {
+    match &principal.method {
+        AuthMethod::ApiKey { key_id, tier } => (format!("key:{key_id}"), *tier),
+        AuthMethod::Session { .. } => (format!("user:{}", principal.user_id), session_tier),
+    }
+}
+
+impl RateLimits {
+    /// The policy over `limiter`.
+    pub fn new(limiter: Arc<FallbackLimiter>, config: RateLimitConfig) -> Self {
+        Self {
+            limiter,
+            config,
+            audited: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limiter (for its background maintenance and health).
+    pub fn limiter(&self) -> &Arc<FallbackLimiter> {
+        &self.limiter
+    }
+
+    /// The checks that apply to a request.
+    pub fn request_checks(
+        &self,
+        ip: IpAddr,
+        method: &Method,
+        route: Option<&str>,
+        principal: Option<&Principal>,
+    ) -> Vec<LimitCheck> {
+        let minute = 60_000;
+        let mut checks = vec![LimitCheck {
+            layer: Layer::Ip,
+            key: format!("ip:{ip}"),
+            rule: Rule::per_window(self.config.ip_per_minute, minute),
+            mode: Mode::Consume,
+        }];
+        if route.is_some_and(|route| AUTH_ROUTES.contains(&route)) {
+            checks.push(LimitCheck {
+                layer: Layer::Auth,
+                key: format!("ip:{ip}"),
+                rule: Rule::per_window(self.config.auth_per_minute, minute),
+                mode: Mode::Consume,
+            });
+        }
+        if let Some(principal) = principal {
+            let (identity, tier) = principal_identity(principal, self.config.session_tier);
+            checks.push(LimitCheck {
+                layer: Layer::Tier,
+                key: identity.clone(),
+                rule: Rule::per_window(self.config.tier_limit(tier), minute),
+                mode: Mode::Consume,
+            });
+            let sensitive = route.is_some_and(|route| {
+                SENSITIVE
+                    .iter()
+                    .any(|(m, r)| *m == method.as_str() && *r == route)
+            });
+            if sensitive {
+                let bucket = self.config.sensitive_bucket(tier);
+                checks.push(LimitCheck {
+                    layer: Layer::Sensitive,
+                    key: identity,
+                    rule: Rule::TokenBucket {
+                        capacity: bucket.capacity,
+                        refill_per_minute: bucket.refill_per_minute,
+                    },
+                    mode: Mode::Consume,
+                });
+            }
+        }
+        checks
+    }
+
+    fn login_check(&self, username: &str, mode: Mode) -> LimitCheck {
+        let window_ms =
+            i64::try_from(self.config.login_failure_window.as_millis()).unwrap_or(i64::MAX);
+        LimitCheck {
+            layer: Layer::LoginFailure,
+            key: format!("user:{}", username.to_lowercase()),
+            rule: Rule::per_window(self.config.login_failures, window_ms),
+            mode,
+        }
+    }
+
+    /// Decides checks (the fallback limiter always answers).
+    pub async fn decide(&self, checks: &[LimitCheck]) -> Decision {
+        match self.limiter.decide(checks).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                // Only the in-memory limiter can be left, and it never fails; admit rather than 500.
+                tracing::error!(%error, "rate limiter failed; admitting the request");
+                Decision {
+                    allowed: true,
+                    results: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Whether `username` may try to log in (too many recent failures refuse it).
+    pub async fn login_allowed(&self, username: &str) -> Decision {
+        self.decide(&[self.login_check(username, Mode::Peek)]).await
+    }
+
+    /// Counts a failed login for `username`.
+    pub async fn record_login_failure(&self, username: &str) {
+        self.decide(&[self.login_check(username, Mode::Force)])
+            .await;
+    }
+
+    /// Whether a refusal for this limiter key should be audited now (at most once a minute per key).
+    pub fn should_audit_denial(&self, key: &str) -> bool {
+        let mut audited = self.audited.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if audited.len() > 10_000 {
+            audited.retain(|_, at| now.duration_since(*at) < DENIAL_AUDIT_INTERVAL);
+        }
+        match audited.get(key) {
+            Some(at) if now.duration_since(*at) < DENIAL_AUDIT_INTERVAL => false,
+            _ => {
+                audited.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// The backend deciding now.
+    pub fn backend(&self) -> &'static str {
+        self.limiter.backend()
+    }
+
+    /// Whether Redis is configured (so `memory` means "falling back").
+    pub fn redis_configured(&self) -> bool {
+        self.limiter.has_redis()
+    }
+}
+
+/// The client's address: the peer, or — only when the peer is a trusted proxy — the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let hops: Vec<IpAddr> = header
+        .split(',')
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or_else(|| hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, Some("1.2.3.4"), &nets(&["10.0.0.0/8"])),
+            peer,
+            "an untrusted peer cannot spoof"
+        );
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(proxy, Some("1.2.3.4"), &nets(&["10.0.0.0/8"])).to_string(),
+            "1.2.3.4"
+        );
+        // A client-supplied hop in front of the real client is ignored: the right-most untrusted wins.
+        assert_eq!(
+            client_ip(
+                proxy,
+                Some("6.6.6.6, 1.2.3.4, 10.0.0.7"),
+                &nets(&["10.0.0.0/8"])
+            )
+            .to_string(),
+            "1.2.3.4"
+        );
+        assert_eq!(
+            client_ip(proxy, Some("garbage"), &nets(&["10.0.0.0/8"])),
+            proxy
+        );
+        assert_eq!(client_ip(proxy, None, &nets(&["10.0.0.0/8"])), proxy);
+    }
+}
