@@ -6,6 +6,10 @@
 #   scripts/loadtest.sh                          # every scenario, 10 s each, 64 connections
 #   scripts/loadtest.sh -d 5 -c 32 health me     # chosen scenarios and settings
 #
+# The rate limiter is on, in memory, with limits high enough that requests are admitted (the cost
+# measured is the limiter's decision, not the 429 path). LIMITER=off|memory|redis chooses; redis
+# uses REDIS_URL (default redis://127.0.0.1:6379).
+#
 # Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
 # apikey (the same read authenticated with an API key in X-API-Key),
 # reveal (POST /api/v1/credentials/{id}/reveal: unwrap + open + audit record), create (POST
@@ -39,6 +43,17 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 export KORYPHAIOS_DATA_DIR="$work/data" KORYPHAIOS_PORT="$port" KORYPHAIOS_LOG_LEVEL=warn
+high=10000000
+export KORYPHAIOS_RATE_LIMIT_IP_PER_MINUTE=$high KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE=$high \
+  KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM=$high KORYPHAIOS_RATE_LIMIT_TIER_ENTERPRISE=$high \
+  KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM="$high:$high" KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE="$high:$high"
+case "${LIMITER:-memory}" in
+  off) export KORYPHAIOS_RATE_LIMIT_ENABLED=false ;;
+  memory) ;;
+  redis) export KORYPHAIOS_REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" ;;
+  *) echo "LIMITER must be off, memory or redis" >&2; exit 2 ;;
+esac
+echo "rate limiter: ${LIMITER:-memory}" >&2
 
 start_server() {
   "$binary" serve 2>>"$work/server.log" &
