@@ -201,6 +201,8 @@ pub trait CredentialStore: Send + Sync {
         owner: &UserId,
         id: &CredentialId,
     ) -> StoreResult<Option<Credential>>;
+    /// Live (not deleted) credentials per provider, across all users (for metrics).
+    async fn count_credentials_by_provider(&self) -> StoreResult<Vec<(String, u64)>>;
     /// Whether the owner has (or had: soft-deleted ones count) this credential.
     async fn credential_belongs_to(&self, owner: &UserId, id: &CredentialId) -> StoreResult<bool>;
     /// One live credential of the owner with its current sealed version.

@@ -184,6 +184,7 @@ impl Application {
         let state = AppState {
             rate_limits: rate_limits.clone(),
             trusted_proxies: Arc::new(config.rate_limit.trusted_proxies.clone()),
+            metrics_token: config.metrics_token.clone(),
             api_keys: Arc::clone(&api_keys),
             auth: Arc::new(auth),
             credentials: Arc::new(credentials),
@@ -196,6 +197,7 @@ impl Application {
             hsts_max_age: config.hsts_max_age,
             request_timeout: config.request_timeout,
         };
+        crate::metrics::handle();
         let router = routes::router(state, &pipeline);
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address).await.with_context(|| {
@@ -238,6 +240,14 @@ impl Application {
         let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
         let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
         let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
+        crate::metrics::started();
+        let metrics_upkeep = tokio::spawn(async {
+            let mut interval = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                interval.tick().await;
+                crate::metrics::handle().run_upkeep();
+            }
+        });
         let stopping = Arc::new(Notify::new());
         let signal = Arc::clone(&stopping);
         let server = axum::serve(
@@ -263,6 +273,7 @@ impl Application {
         purge.abort();
         maintenance.abort();
         usage.abort();
+        metrics_upkeep.abort();
         if let Some(upkeep) = limiter_upkeep {
             upkeep.abort();
         }

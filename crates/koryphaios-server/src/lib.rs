@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod http;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limits;
 pub mod state;

@@ -62,6 +62,13 @@ impl RateLimits {
         &self.limiter
     }
 
+    /// The tier label a principal's requests count under.
+    pub fn tier_label(&self, principal: &Principal) -> &'static str {
+        principal_identity(principal, self.config.session_tier)
+            .1
+            .as_str()
+    }
+
     /// The checks that apply to a request.
     pub fn request_checks(
         &self,

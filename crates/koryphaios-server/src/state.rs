@@ -28,6 +28,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Rate limits; `None` when `KORYPHAIOS_RATE_LIMIT_ENABLED=false`.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// `KORYPHAIOS_METRICS_TOKEN`: when set, `/metrics` needs it.
+    pub metrics_token: Option<secrecy::SecretString>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }

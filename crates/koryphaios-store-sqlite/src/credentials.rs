@@ -174,6 +174,19 @@ impl CredentialStore for SqliteStore {
             .map_err(map_err)
     }
 
+    async fn count_credentials_by_provider(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT provider, COUNT(*) FROM credentials WHERE deleted_at IS NULL GROUP BY provider ORDER BY provider",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, n)| (provider, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     async fn credential_belongs_to(&self, owner: &UserId, id: &CredentialId) -> StoreResult<bool> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM credentials WHERE id = ? AND user_id = ?")

@@ -91,6 +91,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Rate limiting and Redis.
     pub rate_limit: RateLimitConfig,
+    /// `KORYPHAIOS_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// Every variable this build reads, so typos in the environment can be reported.
@@ -110,6 +112,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_SHUTDOWN_GRACE_SECS",
     "KORYPHAIOS_LOG_LEVEL",
     "KORYPHAIOS_LOG_FORMAT",
+    "KORYPHAIOS_METRICS_TOKEN",
 ];
 
 impl Config {
@@ -190,6 +193,15 @@ impl Config {
                 }
             },
             rate_limit: rate_limit::parse(&get)?,
+            metrics_token: match get("KORYPHAIOS_METRICS_TOKEN") {
+                Some(token) if token.len() < 16 => {
+                    return Err(ConfigError {
+                        variable: "KORYPHAIOS_METRICS_TOKEN",
+                        problem: "must be at least 16 characters (its value is not shown)".into(),
+                    });
+                }
+                other => other.map(SecretString::from),
+            },
         })
     }
 

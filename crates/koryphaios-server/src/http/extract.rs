@@ -69,21 +69,40 @@ pub async fn authenticate_headers(
             .unwrap_or_default()
             .to_owned()
     });
-    let principal = match (api_key_header, bearer_token(headers)?) {
-        (Some(key), _) => state
-            .api_keys
-            .authenticate(&key)
-            .await
-            .map_err(api_key_error)?,
-        (None, Some(token)) if ApiKeyService::looks_like_key(token) => state
-            .api_keys
-            .authenticate(token)
-            .await
-            .map_err(api_key_error)?,
-        (None, Some(token)) => state.auth.authenticate(token).await?,
-        (None, None) => return Ok(None),
+    let bearer = bearer_token(headers)?;
+    let presented_key = match (&api_key_header, bearer) {
+        (Some(key), _) => Some(key.as_str()),
+        (None, Some(token)) if ApiKeyService::looks_like_key(token) => Some(token),
+        _ => None,
     };
-    Ok(Some(principal))
+    if let Some(key) = presented_key {
+        let outcome = state.api_keys.authenticate(key).await;
+        crate::metrics::api_key_validation(match &outcome {
+            Ok(_) => "valid",
+            Err(ApiKeyAuthOutcome::Denied(reason)) => validation_label(*reason),
+            Err(ApiKeyAuthOutcome::Store(_)) => "error",
+        });
+        crate::metrics::auth_attempt("api_key", outcome.is_ok());
+        return outcome.map(Some).map_err(api_key_error);
+    }
+    match bearer {
+        Some(token) => {
+            let outcome = state.auth.authenticate(token).await;
+            crate::metrics::auth_attempt("jwt", outcome.is_ok());
+            Ok(Some(outcome?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The `result` label of `api_key_validations_total` for a refusal.
+pub fn validation_label(reason: ApiKeyAuthError) -> &'static str {
+    match reason {
+        ApiKeyAuthError::Malformed => "malformed",
+        ApiKeyAuthError::NotFound => "not_found",
+        ApiKeyAuthError::Expired => "expired",
+        ApiKeyAuthError::Revoked => "revoked",
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentUser {

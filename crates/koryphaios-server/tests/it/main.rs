@@ -13,6 +13,7 @@ mod credentials;
 mod credentials_bad_input;
 mod credentials_crypto;
 mod harness;
+mod metrics;
 mod openapi_drift;
 mod pipeline;
 mod process;

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use koryphaios_core::audit::{AuditEntry, RequestContext, actions};
-use koryphaios_core::ratelimit::{Decision, LayerResult};
+use koryphaios_core::ratelimit::{Decision, Layer, LayerResult};
 use serde_json::json;
 
 use crate::http::error::ApiError;
@@ -112,6 +112,16 @@ pub async fn rate_limit(
         .map(|p| p.as_str().to_owned());
     let checks = limits.request_checks(ip, request.method(), route.as_deref(), principal.as_ref());
     let decision = limits.decide(&checks).await;
+    let tier = principal.as_ref().map_or("none", |p| limits.tier_label(p));
+    for result in &decision.results {
+        let layer = result.layer.as_str();
+        let tier = if matches!(result.layer, Layer::Tier | Layer::Sensitive) {
+            tier
+        } else {
+            "none"
+        };
+        crate::metrics::rate_limit(layer, tier, result.allowed);
+    }
     if !decision.allowed {
         if let Some(refused) = decision
             .results

@@ -54,7 +54,9 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    crate::metrics::http_request(method.as_str(), &route, status, elapsed);
+    let latency_ms = elapsed * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(route, status, latency_ms, "request failed");

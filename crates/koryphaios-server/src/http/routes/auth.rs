@@ -218,7 +218,9 @@ pub async fn login(
             return Ok(rate_limit::refusal(&decision));
         }
     }
-    match state.auth.login(&body.username, &body.password).await {
+    let outcome = state.auth.login(&body.username, &body.password).await;
+    crate::metrics::auth_attempt("password", outcome.is_ok());
+    match outcome {
         Ok(tokens) => {
             tracing::info!(user_id = %tokens.user.id, "login succeeded");
             Ok(ApiJson(SessionResponse::from(tokens)).into_response())
@@ -245,7 +247,9 @@ pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> ApiResult<ApiJson<SessionResponse>> {
-    let tokens = state.auth.refresh(&body.refresh_token).await?;
+    let outcome = state.auth.refresh(&body.refresh_token).await;
+    crate::metrics::auth_attempt("refresh", outcome.is_ok());
+    let tokens = outcome?;
     Ok(ApiJson(tokens.into()))
 }
 

@@ -20,6 +20,12 @@ use crate::state::AppState;
 /// How many audit records the trail returns at most.
 const TRAIL_LIMIT: u32 = 100;
 
+/// Counts a credential operation's outcome in `credential_operations_total` and passes it on.
+fn counted<T, E>(operation: &'static str, result: Result<T, E>) -> Result<T, E> {
+    crate::metrics::credential_operation(operation, result.is_ok());
+    result
+}
+
 fn parse_id(raw: &str) -> Result<CredentialId, crate::http::error::ApiError> {
     CredentialId::parse(raw).map_err(|_| invalid_id("id", CredentialId::PREFIX))
 }
@@ -236,10 +242,10 @@ pub async fn create(
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
-    let credential = state
-        .credentials
-        .create(&principal, &context, input)
-        .await?;
+    let credential = counted(
+        "create",
+        state.credentials.create(&principal, &context, input).await,
+    )?;
     Ok((
         StatusCode::CREATED,
         ApiJson(CredentialView::new(credential, state.clock.now())),
@@ -264,10 +270,10 @@ pub async fn list(
         provider: query.provider,
         active: query.active,
     };
-    let credentials = state
-        .credentials
-        .list(&principal, &context, &filter)
-        .await?;
+    let credentials = counted(
+        "list",
+        state.credentials.list(&principal, &context, &filter).await,
+    )?;
     let now = state.clock.now();
     Ok(ApiJson(CredentialList {
         credentials: credentials
@@ -291,10 +297,13 @@ pub async fn get(
     RequestMeta(context): RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<CredentialView>> {
-    let credential = state
-        .credentials
-        .get(&principal, &context, &parse_id(&id)?)
-        .await?;
+    let credential = counted(
+        "get",
+        state
+            .credentials
+            .get(&principal, &context, &parse_id(&id)?)
+            .await,
+    )?;
     Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
@@ -315,10 +324,13 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateCredentialRequest>,
 ) -> ApiResult<ApiJson<CredentialView>> {
     let id = parse_id(&id)?;
-    let credential = state
-        .credentials
-        .update_metadata(&principal, &context, &id, &body.metadata)
-        .await?;
+    let credential = counted(
+        "update",
+        state
+            .credentials
+            .update_metadata(&principal, &context, &id, &body.metadata)
+            .await,
+    )?;
     Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
@@ -340,10 +352,13 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     let reason = body.and_then(|b| b.reason);
-    state
-        .credentials
-        .delete(&principal, &context, &id, reason.as_deref())
-        .await?;
+    counted(
+        "delete",
+        state
+            .credentials
+            .delete(&principal, &context, &id, reason.as_deref())
+            .await,
+    )?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -370,10 +385,13 @@ pub async fn rotate(
         secret: b.credential,
         reason: b.reason,
     });
-    let credential = state
-        .credentials
-        .rotate(&principal, &context, &id, input)
-        .await?;
+    let credential = counted(
+        "rotate",
+        state
+            .credentials
+            .rotate(&principal, &context, &id, input)
+            .await,
+    )?;
     Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
@@ -394,7 +412,10 @@ pub async fn reveal(
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<RevealedCredential>> {
     let id = parse_id(&id)?;
-    let (credential, secret) = state.credentials.reveal(&principal, &context, &id).await?;
+    let (credential, secret) = counted(
+        "reveal",
+        state.credentials.reveal(&principal, &context, &id).await,
+    )?;
     Ok(ApiJson(RevealedCredential {
         id: credential.id.to_string(),
         provider: credential.provider,
@@ -417,10 +438,13 @@ pub async fn audit(
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<AuditTrail>> {
     let id = parse_id(&id)?;
-    let records = state
-        .credentials
-        .audit_trail(&principal, &context, &id, TRAIL_LIMIT)
-        .await?;
+    let records = counted(
+        "audit",
+        state
+            .credentials
+            .audit_trail(&principal, &context, &id, TRAIL_LIMIT)
+            .await,
+    )?;
     Ok(ApiJson(AuditTrail {
         records: records.into_iter().map(AuditRecordView::from).collect(),
     }))

@@ -386,6 +386,10 @@ pub async fn verify(
         .api_keys
         .verify(&principal, &context, body.key.expose_secret())
         .await?;
+    crate::metrics::api_key_validation(match &verdict {
+        KeyVerification::Valid { .. } => "valid",
+        KeyVerification::Invalid(reason) => crate::http::extract::validation_label(*reason),
+    });
     let response = match verdict {
         KeyVerification::Valid { key, scopes } => VerifyResponse {
             valid: true,

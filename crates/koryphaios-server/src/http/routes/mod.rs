@@ -7,6 +7,7 @@ pub mod auth;
 pub mod credentials;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
+        .routes(routes!(metrics::scrape))
         .nest("/api/auth", auth)
         .nest("/api/v1", v1)
 }

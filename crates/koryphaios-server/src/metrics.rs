@@ -1,0 +1,102 @@
+//! Prometheus metrics (SPEC §7): the recorder, the names, and one small function per event, called
+//! where the event happens.
+//!
+//! The `metrics` facade keeps one recorder per process; it is installed on first use and shared by
+//! every application built in the process (tests build several).
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets for `http_request_duration_seconds` (0.5 ms … 10 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide recorder's handle, installing it on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("http_request_duration_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .map_or_else(
+                |_| PrometheusBuilder::new().build_recorder(),
+                PrometheusBuilder::build_recorder,
+            );
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+/// One served request, labelled by route template (never the raw path).
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned()).record(seconds);
+}
+
+/// An authentication attempt: `method` is password, refresh, jwt or api_key.
+pub fn auth_attempt(method: &'static str, success: bool) {
+    counter!("auth_attempts_total", "method" => method, "result" => if success { "success" } else { "failure" }).increment(1);
+}
+
+/// An API key checked (on a request or by `/keys/verify`): `result` is valid, malformed, not_found, expired or revoked.
+pub fn api_key_validation(result: &'static str) {
+    counter!("api_key_validations_total", "result" => result).increment(1);
+}
+
+/// A rate-limit layer's verdict for a request.
+pub fn rate_limit(layer: &'static str, tier: &'static str, allowed: bool) {
+    if allowed {
+        counter!("rate_limit_allowed_total", "layer" => layer, "tier" => tier).increment(1);
+    } else {
+        counter!("rate_limit_hits_total", "layer" => layer, "tier" => tier).increment(1);
+    }
+}
+
+/// A credential operation's outcome.
+pub fn credential_operation(operation: &'static str, success: bool) {
+    counter!("credential_operations_total", "operation" => operation, "result" => if success { "success" } else { "failure" }).increment(1);
+}
+
+/// Stored credentials by provider (set at scrape time from the store).
+pub fn credentials_stored(provider: &str, count: u64) {
+    gauge!("credentials_stored", "provider" => provider.to_owned()).set(count as f64);
+}
+
+/// Which rate-limit backend decides (1 for the one in use).
+pub fn rate_limit_backend(backend: &'static str) {
+    for candidate in ["redis", "memory", "off"] {
+        gauge!("rate_limit_backend", "backend" => candidate).set(if candidate == backend {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Process metrics read at scrape time.
+pub fn process() {
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let pages: Option<u64> = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok());
+        if let Some(pages) = pages {
+            gauge!("process_resident_memory_bytes").set((pages * 4096) as f64);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}
+
+/// Records the process start time once.
+pub fn started() {
+    gauge!("process_start_time_seconds")
+        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+}
