@@ -4,9 +4,10 @@
 //! The `metrics` facade keeps one recorder per process; it is installed on first use and shared by
 //! every application built in the process (tests build several).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -36,10 +37,39 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Metric handles of the hot path, resolved once per label set: recording then costs an atomic
+/// add instead of building a key and searching the registry on every request.
+type HttpEntry = ((String, String, u16), Counter, Histogram);
+static HTTP_HANDLES: OnceLock<(std::hash::RandomState, RwLock<HashMap<u64, HttpEntry>>)> =
+    OnceLock::new();
+type LimitKey = (&'static str, &'static str, bool);
+static LIMIT_HANDLES: OnceLock<RwLock<HashMap<LimitKey, Counter>>> = OnceLock::new();
+/// Label sets are bounded (route templates × methods × statuses); past this, stop caching.
+const MAX_CACHED: usize = 4096;
+
 /// One served request, labelled by route template (never the raw path).
 pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
-    counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
-    histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned()).record(seconds);
+    use std::hash::BuildHasher as _;
+    let (hasher, handles) =
+        HTTP_HANDLES.get_or_init(|| (std::hash::RandomState::new(), RwLock::new(HashMap::new())));
+    let hash = hasher.hash_one((method, route, status));
+    let cached = handles.read().ok().and_then(|map| {
+        map.get(&hash)
+            .filter(|((m, r, s), _, _)| *s == status && m == method && r == route)
+            .map(|(_, c, h)| (c.clone(), h.clone()))
+    });
+    let (requests, duration) = cached.unwrap_or_else(|| {
+        let requests = counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string());
+        let duration = histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned());
+        if let Ok(mut map) = handles.write()
+            && map.len() < MAX_CACHED
+        {
+            map.entry(hash).or_insert_with(|| ((method.to_owned(), route.to_owned(), status), requests.clone(), duration.clone()));
+        }
+        (requests, duration)
+    });
+    requests.increment(1);
+    duration.record(seconds);
 }
 
 /// An authentication attempt: `method` is password, refresh, jwt or api_key.
@@ -54,10 +84,20 @@ pub fn api_key_validation(result: &'static str) {
 
 /// A rate-limit layer's verdict for a request.
 pub fn rate_limit(layer: &'static str, tier: &'static str, allowed: bool) {
-    if allowed {
-        counter!("rate_limit_allowed_total", "layer" => layer, "tier" => tier).increment(1);
+    let handles = LIMIT_HANDLES.get_or_init(|| RwLock::new(HashMap::new()));
+    let key = (layer, tier, allowed);
+    if let Some(counter) = handles.read().ok().and_then(|map| map.get(&key).cloned()) {
+        counter.increment(1);
+        return;
+    }
+    let counter = if allowed {
+        counter!("rate_limit_allowed_total", "layer" => layer, "tier" => tier)
     } else {
-        counter!("rate_limit_hits_total", "layer" => layer, "tier" => tier).increment(1);
+        counter!("rate_limit_hits_total", "layer" => layer, "tier" => tier)
+    };
+    counter.increment(1);
+    if let Ok(mut map) = handles.write() {
+        map.insert(key, counter);
     }
 }
 
