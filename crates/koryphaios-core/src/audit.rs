@@ -123,6 +123,23 @@ impl AuditEntry {
         }
     }
 
+    /// The `access_denied` record of a caller refused for lacking `required`.
+    pub fn denial(
+        principal: &Principal,
+        context: &RequestContext,
+        required: &crate::scope::Scope,
+        attempted: &str,
+        resource: Option<(&str, &str)>,
+        at: OffsetDateTime,
+    ) -> Self {
+        let mut metadata = Map::new();
+        metadata.insert("attempted".into(), Value::String(attempted.to_owned()));
+        metadata.insert("requiredScope".into(), Value::String(required.to_string()));
+        Self::new(principal, context, actions::ACCESS_DENIED, resource, at)
+            .failed("missing scope")
+            .with_metadata(metadata)
+    }
+
     /// Marks the record as a failure with a reason.
     pub fn failed(mut self, reason: impl Into<String>) -> Self {
         self.success = false;

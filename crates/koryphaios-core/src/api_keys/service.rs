@@ -172,18 +172,15 @@ impl ApiKeyService {
         attempted: &str,
         id: Option<&ApiKeyId>,
     ) -> Result<T, ApiKeyError> {
-        let mut metadata = Map::new();
-        metadata.insert("attempted".into(), json!(attempted));
-        metadata.insert("requiredScope".into(), json!(scope.to_string()));
-        let entry = AuditEntry::new(
+        let resource = id.map(|id| (RESOURCE, id.as_str()));
+        let entry = AuditEntry::denial(
             principal,
             context,
-            crate::audit::actions::ACCESS_DENIED,
-            id.map(|id| (RESOURCE, id.as_str())),
+            &scope,
+            attempted,
+            resource,
             self.clock.now(),
-        )
-        .failed("missing scope")
-        .with_metadata(metadata);
+        );
         self.store.append_audit(&entry).await?;
         Err(ApiKeyError::Forbidden(scope))
     }

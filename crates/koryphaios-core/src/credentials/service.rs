@@ -124,18 +124,15 @@ impl CredentialService {
         if principal.allows(&scope) {
             return Ok(());
         }
-        let mut metadata = Map::new();
-        metadata.insert("attempted".into(), json!(attempted));
-        metadata.insert("requiredScope".into(), json!(scope.to_string()));
-        let entry = AuditEntry::new(
+        let resource = resource_id.map(|id| (RESOURCE, id));
+        let entry = AuditEntry::denial(
             principal,
             context,
-            actions::ACCESS_DENIED,
-            resource_id.map(|id| (RESOURCE, id)),
+            &scope,
+            attempted,
+            resource,
             self.clock.now(),
-        )
-        .failed("missing scope")
-        .with_metadata(metadata);
+        );
         self.store.append_audit(&entry).await?;
         Err(CredentialError::Forbidden(scope))
     }
