@@ -21,6 +21,14 @@ pub mod actions {
     pub const CREDENTIAL_ROTATE: &str = "credential_rotate";
     /// A credential's plaintext was revealed.
     pub const CREDENTIAL_ACCESS: &str = "credential_access";
+    /// A user registered.
+    pub const REGISTER: &str = "register";
+    /// A login attempt (success or failure).
+    pub const LOGIN: &str = "login";
+    /// A session (or, with `scope: all`, every session) ended.
+    pub const LOGOUT: &str = "logout";
+    /// A password was changed.
+    pub const PASSWORD_CHANGE: &str = "password_change";
     /// An authenticated caller was refused.
     pub const ACCESS_DENIED: &str = "access_denied";
     /// A request was refused by a rate limit.
@@ -121,6 +129,20 @@ impl AuditEntry {
             reason: None,
             metadata: Map::new(),
         }
+    }
+
+    /// A record of `action` by (or about) a user, outside a request principal (registration,
+    /// login).
+    pub fn for_user(
+        user: &UserId,
+        context: &RequestContext,
+        action: &str,
+        at: OffsetDateTime,
+    ) -> Self {
+        let mut entry = Self::anonymous(format!("user:{user}"), context, action, at);
+        entry.user_id = Some(user.clone());
+        entry.success = true;
+        entry
     }
 
     /// The `access_denied` record of a caller refused for lacking `required`.

@@ -96,11 +96,13 @@ pub struct SessionState {
 /// Users.
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Stores a new user; the first user of an empty store becomes admin, atomically.
+    /// Stores a new user with its `register` record; the first user of an empty store becomes
+    /// admin, atomically.
     async fn register_user(
         &self,
         user: NewUser,
         policy: RegistrationPolicy,
+        audit: &AuditEntry,
     ) -> Result<User, RegisterUserError>;
     /// The user with this name (case-insensitive) and their password hash.
     async fn find_credentials(&self, username: &str) -> StoreResult<Option<UserCredentials>>;
@@ -112,6 +114,7 @@ pub trait UserStore: Send + Sync {
         id: &UserId,
         hash: &PasswordHash,
         now: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> StoreResult<User>;
     /// How many users exist.
     async fn count_users(&self) -> StoreResult<u64>;
@@ -126,6 +129,7 @@ pub trait SessionStore: Send + Sync {
         user: &UserId,
         family: &FamilyId,
         first: &NewRefreshToken,
+        audit: &AuditEntry,
     ) -> StoreResult<()>;
     /// Spends `presented` and stores `next` in its family; detects reuse (SPEC §2.1).
     async fn rotate_refresh_token(
@@ -142,9 +146,15 @@ pub trait SessionStore: Send + Sync {
         jti: &str,
         token_expires_at: OffsetDateTime,
         now: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> StoreResult<()>;
     /// Ends every session of a user: bumps the epoch and revokes every family.
-    async fn end_all_sessions(&self, user: &UserId, now: OffsetDateTime) -> StoreResult<User>;
+    async fn end_all_sessions(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<User>;
     /// What decides whether an access token is still good.
     async fn session_state(
         &self,

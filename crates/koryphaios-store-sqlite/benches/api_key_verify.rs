@@ -42,6 +42,12 @@ fn verification(c: &mut Criterion) {
                     created_at: time::OffsetDateTime::now_utc(),
                 },
                 RegistrationPolicy::Open,
+                &koryphaios_core::audit::AuditEntry::anonymous(
+                    "bench".into(),
+                    &RequestContext::default(),
+                    "register",
+                    time::OffsetDateTime::now_utc(),
+                ),
             )
             .await
             .unwrap();

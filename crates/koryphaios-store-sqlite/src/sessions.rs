@@ -1,6 +1,7 @@
 //! [`SessionStore`] on SQLite: session families, refresh tokens, revoked access tokens.
 
 use async_trait::async_trait;
+use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::clock::to_unix_ms;
 use koryphaios_core::ids::{FamilyId, UserId};
 use koryphaios_core::secret::TokenHash;
@@ -90,6 +91,7 @@ impl SessionStore for SqliteStore {
         user: &UserId,
         family: &FamilyId,
         first: &NewRefreshToken,
+        audit: &AuditEntry,
     ) -> StoreResult<()> {
         let mut tx = self
             .writer
@@ -105,6 +107,7 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(map_err)?;
         insert_refresh_token(&mut tx, family.as_str(), first).await?;
+        crate::audit::insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -173,6 +176,7 @@ impl SessionStore for SqliteStore {
         jti: &str,
         token_expires_at: OffsetDateTime,
         now: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> StoreResult<()> {
         let mut tx = self
             .writer
@@ -196,10 +200,16 @@ impl SessionStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        crate::audit::insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }
 
-    async fn end_all_sessions(&self, user: &UserId, now: OffsetDateTime) -> StoreResult<User> {
+    async fn end_all_sessions(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<User> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -216,6 +226,7 @@ impl SessionStore for SqliteStore {
         .map_err(map_err)?
         .ok_or_else(|| StoreError::Internal(format!("user {user} vanished during logout-all")))?;
         revoke_all_families(&mut tx, user, now, "logout_all").await?;
+        crate::audit::insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)?;
         user_from_row(&row)
     }

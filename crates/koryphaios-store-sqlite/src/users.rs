@@ -1,6 +1,7 @@
 //! [`UserStore`] on SQLite.
 
 use async_trait::async_trait;
+use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::ids::UserId;
 use koryphaios_core::store::{RegisterUserError, StoreError, StoreResult, UserStore};
@@ -37,6 +38,7 @@ impl UserStore for SqliteStore {
         &self,
         user: NewUser,
         policy: RegistrationPolicy,
+        audit: &AuditEntry,
     ) -> Result<User, RegisterUserError> {
         let mut tx = self
             .writer
@@ -74,6 +76,7 @@ impl UserStore for SqliteStore {
             }
             other => other.map_err(map_err)?,
         };
+        crate::audit::insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(User {
             id: user.id,
@@ -118,6 +121,7 @@ impl UserStore for SqliteStore {
         id: &UserId,
         hash: &PasswordHash,
         now: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> StoreResult<User> {
         let mut tx = self
             .writer
@@ -138,6 +142,7 @@ impl UserStore for SqliteStore {
             StoreError::Internal(format!("user {id} vanished during password change"))
         })?;
         crate::sessions::revoke_all_families(&mut tx, id, now, "password_change").await?;
+        crate::audit::insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)?;
         user_from_row(&row)
     }

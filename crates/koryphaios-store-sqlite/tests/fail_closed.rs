@@ -33,6 +33,12 @@ async fn setup() -> (tempfile::TempDir, Arc<SqliteStore>, User) {
                 created_at: OffsetDateTime::now_utc(),
             },
             RegistrationPolicy::Open,
+            &koryphaios_core::audit::AuditEntry::anonymous(
+                "test".into(),
+                &RequestContext::default(),
+                "register",
+                OffsetDateTime::now_utc(),
+            ),
         )
         .await
         .unwrap();

@@ -7,6 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
 use super::access_token::{AccessTokenCodec, TokenError};
+use serde_json::{Map, json};
+
+use crate::audit::{AuditEntry, RequestContext, actions};
 use crate::clock::Clock;
 use crate::ids::{FamilyId, RefreshTokenId, UserId};
 use crate::principal::{AuthMethod, Principal};
@@ -148,6 +151,7 @@ impl AuthService {
     /// Registers a user. The first user of an empty install becomes admin.
     pub async fn register(
         &self,
+        context: &RequestContext,
         username: &str,
         password: &SecretString,
     ) -> Result<User, AuthError> {
@@ -178,8 +182,17 @@ impl AuthService {
             password_hash,
             created_at: self.clock.now(),
         };
+        let mut details = Map::new();
+        details.insert("username".into(), json!(new_user.username.as_str()));
+        let audit = AuditEntry::for_user(
+            &new_user.id,
+            context,
+            actions::REGISTER,
+            new_user.created_at,
+        )
+        .with_metadata(details);
         self.store
-            .register_user(new_user, policy)
+            .register_user(new_user, policy, &audit)
             .await
             .map_err(|error| match error {
                 RegisterUserError::UsernameTaken => AuthError::UsernameTaken,
@@ -191,6 +204,7 @@ impl AuthService {
     /// Checks a username and password and starts a session.
     pub async fn login(
         &self,
+        context: &RequestContext,
         username: &str,
         password: &SecretString,
     ) -> Result<SessionTokens, AuthError> {
@@ -201,12 +215,41 @@ impl AuthService {
         };
         let Some(stored) = stored else {
             self.hasher.verify_dummy(password).await?;
+            self.audit_login_failure(context, None, username).await?;
             return Err(AuthError::InvalidCredentials);
         };
         if !self.hasher.verify(password, &stored.password_hash).await? {
+            self.audit_login_failure(context, Some(&stored.user.id), username)
+                .await?;
             return Err(AuthError::InvalidCredentials);
         }
-        self.start_session(stored.user).await
+        let audit =
+            AuditEntry::for_user(&stored.user.id, context, actions::LOGIN, self.clock.now());
+        self.start_session(stored.user, &audit).await
+    }
+
+    /// Records a failed login: for a known user under their id, otherwise anonymously (the
+    /// attempted name, truncated, is kept: it is what an operator investigates).
+    async fn audit_login_failure(
+        &self,
+        context: &RequestContext,
+        user: Option<&UserId>,
+        username: &str,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let entry = match user {
+            Some(user) => AuditEntry::for_user(user, context, actions::LOGIN, now),
+            None => AuditEntry::anonymous("anonymous".into(), context, actions::LOGIN, now),
+        };
+        let mut details = Map::new();
+        details.insert(
+            "username".into(),
+            json!(username.chars().take(64).collect::<String>()),
+        );
+        self.store
+            .append_audit(&entry.failed("invalid credentials").with_metadata(details))
+            .await?;
+        Ok(())
     }
 
     /// Exchanges a refresh token for a new pair; a replayed token revokes its whole session.
@@ -272,7 +315,11 @@ impl AuthService {
     }
 
     /// Ends the caller's session: its refresh token and this access token stop working.
-    pub async fn logout(&self, principal: &Principal) -> Result<(), AuthError> {
+    pub async fn logout(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+    ) -> Result<(), AuthError> {
         let AuthMethod::Session {
             jti,
             family,
@@ -281,25 +328,30 @@ impl AuthService {
         else {
             return Err(AuthError::NotASession);
         };
+        let now = self.clock.now();
+        let audit = AuditEntry::new(principal, context, actions::LOGOUT, None, now);
         self.store
-            .end_session(
-                &principal.user_id,
-                family,
-                jti,
-                *expires_at,
-                self.clock.now(),
-            )
+            .end_session(&principal.user_id, family, jti, *expires_at, now, &audit)
             .await?;
         Ok(())
     }
 
     /// Ends every session of the caller's user.
-    pub async fn logout_all(&self, principal: &Principal) -> Result<(), AuthError> {
+    pub async fn logout_all(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+    ) -> Result<(), AuthError> {
         if !matches!(principal.method, AuthMethod::Session { .. }) {
             return Err(AuthError::NotASession);
         }
+        let now = self.clock.now();
+        let mut details = Map::new();
+        details.insert("scope".into(), json!("all"));
+        let audit =
+            AuditEntry::new(principal, context, actions::LOGOUT, None, now).with_metadata(details);
         self.store
-            .end_all_sessions(&principal.user_id, self.clock.now())
+            .end_all_sessions(&principal.user_id, now, &audit)
             .await?;
         Ok(())
     }
@@ -309,6 +361,7 @@ impl AuthService {
     pub async fn change_password(
         &self,
         principal: &Principal,
+        context: &RequestContext,
         current: &SecretString,
         new: &SecretString,
     ) -> Result<SessionTokens, AuthError> {
@@ -329,21 +382,39 @@ impl AuthService {
             .filter(|found| found.user.id == principal.user_id)
             .ok_or(AuthError::InvalidToken)?;
         if !self.hasher.verify(current, &stored.password_hash).await? {
+            let entry = AuditEntry::new(
+                principal,
+                context,
+                actions::PASSWORD_CHANGE,
+                None,
+                self.clock.now(),
+            )
+            .failed("wrong current password");
+            self.store.append_audit(&entry).await?;
             return Err(AuthError::InvalidCredentials);
         }
         let hash = self.hasher.hash(new).await?;
+        let now = self.clock.now();
+        let audit = AuditEntry::new(principal, context, actions::PASSWORD_CHANGE, None, now);
         let user = self
             .store
-            .change_password(&principal.user_id, &hash, self.clock.now())
+            .change_password(&principal.user_id, &hash, now, &audit)
             .await?;
-        self.start_session(user).await
+        let login = AuditEntry::for_user(&user.id, context, actions::LOGIN, now);
+        self.start_session(user, &login).await
     }
 
-    async fn start_session(&self, user: User) -> Result<SessionTokens, AuthError> {
+    async fn start_session(
+        &self,
+        user: User,
+        audit: &AuditEntry,
+    ) -> Result<SessionTokens, AuthError> {
         let now = self.clock.now();
         let family = FamilyId::generate();
         let (refresh_token, first) = self.new_refresh_token(now)?;
-        self.store.create_session(&user.id, &family, &first).await?;
+        self.store
+            .create_session(&user.id, &family, &first, audit)
+            .await?;
         let (access_token, expires_in) = self.issue_access_token(&user, &family, now)?;
         Ok(SessionTokens {
             access_token,

@@ -93,7 +93,7 @@ fn refresh(token: &str, issued_at: OffsetDateTime) -> NewRefreshToken {
 
 async fn user(store: &Arc<dyn Store>, name: &str) -> User {
     store
-        .register_user(new_user(name), RegistrationPolicy::Open)
+        .register_user(new_user(name), RegistrationPolicy::Open, &stub_audit())
         .await
         .unwrap_or_else(|e| panic!("register {name}: {e}"))
 }
@@ -101,7 +101,7 @@ async fn user(store: &Arc<dyn Store>, name: &str) -> User {
 async fn session(store: &Arc<dyn Store>, user: &User, token: &str) -> FamilyId {
     let family = FamilyId::generate();
     store
-        .create_session(&user.id, &family, &refresh(token, t0()))
+        .create_session(&user.id, &family, &refresh(token, t0()), &stub_audit())
         .await
         .expect("create session");
     family
@@ -129,14 +129,22 @@ pub async fn first_user_becomes_admin_and_later_ones_do_not(store: Arc<dyn Store
 /// Contract check.
 pub async fn closed_registration_refuses_a_second_user(store: Arc<dyn Store>) {
     let first = store
-        .register_user(new_user("first"), RegistrationPolicy::FirstUserOnly)
+        .register_user(
+            new_user("first"),
+            RegistrationPolicy::FirstUserOnly,
+            &stub_audit(),
+        )
         .await;
     assert_eq!(
         first.expect("first user is always allowed").role,
         Role::Admin
     );
     let second = store
-        .register_user(new_user("second"), RegistrationPolicy::FirstUserOnly)
+        .register_user(
+            new_user("second"),
+            RegistrationPolicy::FirstUserOnly,
+            &stub_audit(),
+        )
         .await;
     assert!(matches!(second, Err(RegisterUserError::RegistrationClosed)));
     assert_eq!(store.count_users().await.expect("count"), 1);
@@ -146,7 +154,7 @@ pub async fn closed_registration_refuses_a_second_user(store: Arc<dyn Store>) {
 pub async fn usernames_are_unique_ignoring_case(store: Arc<dyn Store>) {
     user(&store, "ada").await;
     let duplicate = store
-        .register_user(new_user("ADA"), RegistrationPolicy::Open)
+        .register_user(new_user("ADA"), RegistrationPolicy::Open, &stub_audit())
         .await;
     assert!(matches!(duplicate, Err(RegisterUserError::UsernameTaken)));
     assert_eq!(store.count_users().await.expect("count"), 1);
@@ -260,6 +268,7 @@ pub async fn ending_a_session_revokes_its_family_and_access_token(store: Arc<dyn
             "jti-1",
             t0() + Duration::minutes(15),
             t0(),
+            &stub_audit(),
         )
         .await
         .expect("end session");
@@ -297,7 +306,7 @@ pub async fn ending_all_sessions_bumps_the_epoch(store: Arc<dyn Store>) {
     let ada = user(&store, "ada").await;
     let family = session(&store, &ada, "rt-1").await;
     let updated = store
-        .end_all_sessions(&ada.id, t0())
+        .end_all_sessions(&ada.id, t0(), &stub_audit())
         .await
         .expect("end all");
     assert_eq!(updated.session_epoch, ada.session_epoch + 1);
@@ -317,7 +326,7 @@ pub async fn changing_the_password_ends_every_session(store: Arc<dyn Store>) {
     let new_hash = PasswordHash::from_stored("$argon2id$v=19$new".into());
     let later = t0() + Duration::hours(1);
     let updated = store
-        .change_password(&ada.id, &new_hash, later)
+        .change_password(&ada.id, &new_hash, later, &stub_audit())
         .await
         .expect("change");
     assert_eq!(updated.session_epoch, ada.session_epoch + 1);
@@ -347,6 +356,7 @@ pub async fn purge_removes_only_expired_session_data(store: Arc<dyn Store>) {
             "jti-1",
             t0() + Duration::minutes(15),
             t0(),
+            &stub_audit(),
         )
         .await
         .expect("end");
@@ -1110,4 +1120,13 @@ pub async fn rolling_an_api_key_keeps_the_old_secret_for_the_grace_period(store:
         .await
         .expect("roll");
     assert!(foreign.is_none());
+}
+
+fn stub_audit() -> AuditEntry {
+    AuditEntry::anonymous(
+        "contract".into(),
+        &RequestContext::default(),
+        "contract_check",
+        t0(),
+    )
 }

@@ -489,3 +489,72 @@ async fn a_configured_jwt_secret_is_used_instead_of_the_generated_one() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn auth_events_are_audited_without_secrets() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    app.post(
+        "/api/auth/login",
+        json!({"username": "ada", "password": "a wrong password!"}),
+    )
+    .await;
+    app.post(
+        "/api/auth/login",
+        json!({"username": "nobody", "password": "a wrong password!"}),
+    )
+    .await;
+    let change = app
+        .request(
+            Method::POST,
+            "/api/auth/password",
+            Some(&ada.access),
+            Some(json!({"currentPassword": PASSWORD, "newPassword": "brand new passphrase 9"})),
+        )
+        .await;
+    let fresh = session_from(change.json().await.unwrap());
+    app.request(Method::POST, "/api/auth/logout", Some(&fresh.access), None)
+        .await;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.data_path().join("koryphaios.db").display()
+    ))
+    .await
+    .unwrap();
+    let rows: Vec<(String, String, i64, Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor, success, user_id, metadata, client_ip FROM audit_events ORDER BY occurred_at, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let summary: Vec<(String, i64)> = rows.iter().map(|r| (r.0.clone(), r.2)).collect();
+    for expected in [
+        ("register", 1),
+        ("login", 1),
+        ("login", 0),
+        ("password_change", 1),
+        ("logout", 1),
+    ] {
+        assert!(
+            summary.contains(&(expected.0.to_owned(), expected.1)),
+            "{expected:?} missing from {summary:?}"
+        );
+    }
+    let unknown = rows
+        .iter()
+        .find(|r| r.0 == "login" && r.3.is_none())
+        .expect("the unknown user's failed login");
+    assert_eq!(unknown.1, "anonymous");
+    assert!(unknown.4.contains("nobody"));
+    assert!(rows.iter().all(|r| r.5.as_deref() == Some("127.0.0.1")));
+    let all = format!("{rows:?}");
+    for secret in [
+        PASSWORD,
+        "a wrong password!",
+        "brand new passphrase 9",
+        ada.access.as_str(),
+        ada.refresh.as_str(),
+    ] {
+        assert!(!all.contains(secret), "a secret in the audit log");
+    }
+}

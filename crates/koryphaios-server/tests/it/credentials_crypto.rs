@@ -293,6 +293,12 @@ async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
                 created_at: time::OffsetDateTime::now_utc(),
             },
             RegistrationPolicy::Open,
+            &koryphaios_core::audit::AuditEntry::anonymous(
+                "test".into(),
+                &RequestContext::default(),
+                "register",
+                time::OffsetDateTime::now_utc(),
+            ),
         )
         .await
         .unwrap();

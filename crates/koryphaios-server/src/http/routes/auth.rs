@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::CurrentUser;
+use crate::http::extract::{CurrentUser, RequestMeta};
 use crate::http::json::ApiJson;
 use crate::http::middleware::rate_limit;
 use crate::state::AppState;
@@ -187,9 +187,13 @@ impl From<&Principal> for MeResponse {
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    RequestMeta(context): RequestMeta,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> ApiResult<(StatusCode, ApiJson<RegisterResponse>)> {
-    let user = state.auth.register(&body.username, &body.password).await?;
+    let user = state
+        .auth
+        .register(&context, &body.username, &body.password)
+        .await?;
     tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
     Ok((
         StatusCode::CREATED,
@@ -209,6 +213,7 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    RequestMeta(context): RequestMeta,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> ApiResult<Response> {
     if let Some(limits) = &state.rate_limits {
@@ -218,7 +223,10 @@ pub async fn login(
             return Ok(rate_limit::refusal(&decision));
         }
     }
-    let outcome = state.auth.login(&body.username, &body.password).await;
+    let outcome = state
+        .auth
+        .login(&context, &body.username, &body.password)
+        .await;
     crate::metrics::auth_attempt("password", outcome.is_ok());
     match outcome {
         Ok(tokens) => {
@@ -261,9 +269,10 @@ pub async fn refresh(
     ))]
 pub async fn logout(
     State(state): State<AppState>,
+    RequestMeta(context): RequestMeta,
     CurrentUser(principal): CurrentUser,
 ) -> ApiResult<StatusCode> {
-    state.auth.logout(&principal).await?;
+    state.auth.logout(&principal, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,9 +284,10 @@ pub async fn logout(
     ))]
 pub async fn logout_all(
     State(state): State<AppState>,
+    RequestMeta(context): RequestMeta,
     CurrentUser(principal): CurrentUser,
 ) -> ApiResult<StatusCode> {
-    state.auth.logout_all(&principal).await?;
+    state.auth.logout_all(&principal, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -301,12 +311,18 @@ pub async fn me(CurrentUser(principal): CurrentUser) -> ApiJson<MeResponse> {
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
+    RequestMeta(context): RequestMeta,
     CurrentUser(principal): CurrentUser,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<ApiJson<SessionResponse>> {
     let tokens = state
         .auth
-        .change_password(&principal, &body.current_password, &body.new_password)
+        .change_password(
+            &principal,
+            &context,
+            &body.current_password,
+            &body.new_password,
+        )
         .await?;
     tracing::info!(user_id = %principal.user_id, "password changed");
     Ok(ApiJson(tokens.into()))
