@@ -490,6 +490,9 @@ async fn a_configured_jwt_secret_is_used_instead_of_the_generated_one() {
     .await;
 }
 
+/// action, actor, success, user_id, metadata, client_ip
+type AuditRow = (String, String, i64, Option<String>, String, Option<String>);
+
 #[tokio::test]
 async fn auth_events_are_audited_without_secrets() {
     let app = TestApp::spawn().await;
@@ -521,7 +524,7 @@ async fn auth_events_are_audited_without_secrets() {
     ))
     .await
     .unwrap();
-    let rows: Vec<(String, String, i64, Option<String>, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT action, actor, success, user_id, metadata, client_ip FROM audit_events ORDER BY occurred_at, id",
     )
     .fetch_all(&pool)
