@@ -39,11 +39,19 @@ pub struct RateLimits {
     audited: Mutex<HashMap<String, Instant>>,
 }
 
-/// Whose counter a principal uses, and at which tier.
-fn principal_identity(principal: &Principal, session_tier: Tier) -> (String, Tier) {
+/// The tier a principal's requests count under.
+fn principal_tier(principal: &Principal, session_tier: Tier) -> Tier {
     match &principal.method {
-        AuthMethod::ApiKey { key_id, tier } => (format!("key:{key_id}"), *tier),
-        AuthMethod::Session { .. } => (format!("user:{}", principal.user_id), session_tier),
+        AuthMethod::ApiKey { tier, .. } => *tier,
+        AuthMethod::Session { .. } => session_tier,
+    }
+}
+
+/// Whose counter a principal uses.
+fn principal_identity(principal: &Principal) -> String {
+    match &principal.method {
+        AuthMethod::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        AuthMethod::Session { .. } => format!("user:{}", principal.user_id),
     }
 }
 
@@ -64,9 +72,7 @@ impl RateLimits {
 
     /// The tier label a principal's requests count under.
     pub fn tier_label(&self, principal: &Principal) -> &'static str {
-        principal_identity(principal, self.config.session_tier)
-            .1
-            .as_str()
+        principal_tier(principal, self.config.session_tier).as_str()
     }
 
     /// The checks that apply to a request.
@@ -93,7 +99,8 @@ impl RateLimits {
             });
         }
         if let Some(principal) = principal {
-            let (identity, tier) = principal_identity(principal, self.config.session_tier);
+            let identity = principal_identity(principal);
+            let tier = principal_tier(principal, self.config.session_tier);
             checks.push(LimitCheck {
                 layer: Layer::Tier,
                 key: identity.clone(),

@@ -156,12 +156,11 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(map_err)?;
         insert_refresh_token(&mut tx, &family, next).await?;
-        let user_row = sqlx::query("SELECT id, username, role, session_epoch, created_at, updated_at FROM users WHERE id = ?")
-            .bind(&user_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let user: User = user_from_row(&user_row)?;
+        let user = crate::users::fetch_user(&mut tx, &user_id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Internal(format!("user {user_id} of a live session vanished"))
+            })?;
         tx.commit().await.map_err(map_err)?;
         Ok(RotateOutcome::Rotated {
             user,

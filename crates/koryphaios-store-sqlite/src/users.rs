@@ -32,6 +32,21 @@ pub(crate) fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
     read().map_err(map_err)
 }
 
+/// The user with this id, read on `conn` (a pool connection or the caller's transaction).
+pub(crate) async fn fetch_user(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+) -> StoreResult<Option<User>> {
+    let row = sqlx::query(
+        "SELECT id, username, role, session_epoch, created_at, updated_at FROM users WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(map_err)?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn register_user(
@@ -108,12 +123,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT id, username, role, session_epoch, created_at, updated_at FROM users WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        let mut conn = self.reader.acquire().await.map_err(map_err)?;
+        fetch_user(&mut conn, id.as_str()).await
     }
 
     async fn change_password(

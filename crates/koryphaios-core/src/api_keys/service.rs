@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use time::{Duration, OffsetDateTime};
 
@@ -607,11 +607,6 @@ impl ApiKeyService {
     /// Whether a presented token looks like an API key (so it is not tried as a JWT).
     pub fn looks_like_key(token: &str) -> bool {
         token.starts_with(format::KEY_PREFIX)
-    }
-
-    /// The secret of a freshly generated key, for callers that must show it once.
-    pub fn expose(secret: &SecretString) -> &str {
-        secret.expose_secret()
     }
 }
 

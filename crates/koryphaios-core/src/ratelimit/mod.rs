@@ -78,14 +78,6 @@ impl Rule {
             bucket_ms: (window_ms / 10).max(1),
         }
     }
-
-    /// The largest number of requests this rule ever admits at once.
-    pub fn limit(&self) -> u64 {
-        match *self {
-            Rule::SlidingWindow { limit, .. } => limit,
-            Rule::TokenBucket { capacity, .. } => capacity,
-        }
-    }
 }
 
 /// Whether a check consumes.

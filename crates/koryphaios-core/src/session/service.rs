@@ -143,11 +143,6 @@ impl AuthService {
         }
     }
 
-    /// The configured lifetimes and policy.
-    pub fn settings(&self) -> &AuthSettings {
-        &self.settings
-    }
-
     /// Registers a user. The first user of an empty install becomes admin.
     pub async fn register(
         &self,
