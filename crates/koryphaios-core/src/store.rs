@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::api_keys::{ApiKey, KeyLookup, Tier};
 use crate::audit::AuditEntry;
+use crate::audit::chain::{AuditKey, ChainAnchor, ChainRecord};
+use crate::audit::query::{ActivityCounts, AuditQuery, StoredAuditEntry};
 use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
 use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, UserId};
@@ -319,11 +321,51 @@ pub trait ApiKeyStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
-/// The audit log.
+/// What a retention purge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPurge {
+    /// Records deleted.
+    pub deleted: u64,
+    /// The anchor the remaining chain now starts from (unchanged when nothing was deleted).
+    pub anchor: Option<ChainAnchor>,
+}
+
+/// The audit log and its hash chain (see [`crate::audit::chain`]).
+///
+/// Every record written by any port method is linked into one chain: the adapter reads the
+/// chain's head and writes the new link inside the record's own transaction, serialised with
+/// every other writer (also across processes), with the key given to [`AuditStore::install_audit_key`].
+/// Until a key is installed, audited writes fail (closed).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Gives the store the chain key and links any records written before the chain existed.
+    /// Returns how many such records were linked.
+    async fn install_audit_key(&self, key: std::sync::Arc<AuditKey>) -> StoreResult<u64>;
+    /// The wrapped audit key, if one was stored.
+    async fn audit_key_wrap(&self) -> StoreResult<Option<WrappedDek>>;
+    /// Stores `wrapped` unless a key is already stored; returns the stored one (first writer wins).
+    async fn store_audit_key_wrap(&self, wrapped: &WrappedDek) -> StoreResult<WrappedDek>;
+    /// Replaces the audit key's wrap if it is still `old` (compare-and-swap).
+    async fn replace_audit_key_wrap(&self, old: &WrappedDek, new: &WrappedDek)
+    -> StoreResult<bool>;
     /// Appends a record on its own (denials and failures, which change nothing else).
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Records matching `query`, newest first (by chain position).
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEntry>>;
+    /// Per-user counts of failed logins, reveals, denials and distinct IPs since `since`, for
+    /// users with at least one such event.
+    async fn audit_activity(&self, since: OffsetDateTime) -> StoreResult<Vec<ActivityCounts>>;
+    /// Up to `limit` chain records after position `after_seq`, in chain order.
+    async fn audit_chain_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainRecord>>;
+    /// Where the chain starts after purges.
+    async fn audit_chain_anchor(&self) -> StoreResult<Option<ChainAnchor>>;
+    /// Deletes the longest prefix of the chain whose records are all older than `cutoff` and
+    /// moves the anchor to its last link, in one transaction.
+    async fn purge_audit_before(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<AuditPurge>;
     /// The owner's records about one resource, newest first.
     async fn audit_for_resource(
         &self,

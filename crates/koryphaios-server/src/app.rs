@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use koryphaios_core::api_keys::ApiKeyService;
+use koryphaios_core::audit::service::AuditService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::envelope::rotation;
@@ -32,6 +33,9 @@ use crate::state::AppState;
 
 /// How often expired sessions and token revocations are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often audit records past retention are purged.
+const AUDIT_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// How often the key material is re-read (to pick up `koryphaios kms rotate`) and data keys
 /// under older versions are re-wrapped.
 const KEY_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
@@ -66,6 +70,7 @@ pub struct Application {
     store: Arc<dyn Store>,
     kms: Arc<dyn KeyProvider>,
     api_keys: Arc<ApiKeyService>,
+    audit: Arc<AuditService>,
     rate_limits: Option<Arc<RateLimits>>,
     clock: Arc<dyn Clock>,
     shutdown_grace: Duration,
@@ -142,6 +147,29 @@ fn jwt_secret(config: &Config) -> anyhow::Result<JwtSecret> {
     JwtSecret::new(bytes).context("KORYPHAIOS_JWT_SECRET")
 }
 
+/// Opens the store (migrated), the key provider and the audit use cases, for the `audit` CLI.
+pub async fn open_audit(config: &Config) -> anyhow::Result<AuditService> {
+    let store = open_store(config).await?;
+    store
+        .migrate_up()
+        .await
+        .context("database migration failed")?;
+    let kms = open_kms(config).await?;
+    start_audit(config, store, kms.as_ref(), Arc::new(SystemClock)).await
+}
+
+async fn start_audit(
+    config: &Config,
+    store: Arc<dyn Store>,
+    kms: &dyn KeyProvider,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<AuditService> {
+    let retention = i64::try_from(config.audit_retention_days).unwrap_or(365);
+    AuditService::start(store, kms, clock, time::Duration::days(retention))
+        .await
+        .context("cannot load the audit chain key")
+}
+
 impl Application {
     /// Builds the production application.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
@@ -159,6 +187,15 @@ impl Application {
             tracing::info!(?applied, "database migrated");
         }
         let kms = open_kms(config).await?;
+        let audit = Arc::new(
+            start_audit(
+                config,
+                Arc::clone(&store),
+                kms.as_ref(),
+                Arc::clone(&components.clock),
+            )
+            .await?,
+        );
         let codec = AccessTokenCodec::new(&jwt_secret(config)?);
         let settings = AuthSettings {
             allow_registration: config.allow_registration,
@@ -188,6 +225,7 @@ impl Application {
             api_keys: Arc::clone(&api_keys),
             auth: Arc::new(auth),
             credentials: Arc::new(credentials),
+            audit: Arc::clone(&audit),
             store: Arc::clone(&store),
             kms: Arc::clone(&kms),
             clock: Arc::clone(&components.clock),
@@ -209,6 +247,7 @@ impl Application {
             store,
             kms,
             api_keys,
+            audit,
             rate_limits,
             clock: components.clock,
             shutdown_grace: config.shutdown_grace,
@@ -231,6 +270,7 @@ impl Application {
             store,
             kms,
             api_keys,
+            audit,
             rate_limits,
             clock,
             shutdown_grace,
@@ -240,6 +280,7 @@ impl Application {
         let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
         let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
         let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
+        let retention = tokio::spawn(purge_audit_periodically(audit));
         crate::metrics::started();
         let metrics_upkeep = tokio::spawn(async {
             let mut interval = tokio::time::interval(Duration::from_secs(5));
@@ -273,6 +314,7 @@ impl Application {
         purge.abort();
         maintenance.abort();
         usage.abort();
+        retention.abort();
         metrics_upkeep.abort();
         if let Some(upkeep) = limiter_upkeep {
             upkeep.abort();
@@ -282,6 +324,22 @@ impl Application {
         }
         store.close().await;
         result
+    }
+}
+
+async fn purge_audit_periodically(audit: Arc<AuditService>) {
+    let mut interval = tokio::time::interval(AUDIT_PURGE_INTERVAL);
+    loop {
+        interval.tick().await;
+        match audit.purge_expired().await {
+            Ok(purge) if purge.deleted > 0 => tracing::info!(
+                deleted = purge.deleted,
+                anchor_seq = purge.anchor.map(|a| a.seq),
+                "purged audit records past retention"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "audit retention purge failed; retrying later"),
+        }
     }
 }
 

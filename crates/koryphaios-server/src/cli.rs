@@ -41,6 +41,12 @@ pub enum Command {
         #[command(subcommand)]
         action: KmsAction,
     },
+    /// Verify or purge the audit log.
+    Audit {
+        /// verify or purge.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Print the OpenAPI document as YAML.
     Openapi {
         /// Write to this file instead of standard output.
@@ -61,6 +67,20 @@ pub enum MigrateAction {
         /// How many to revert.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         steps: u32,
+    },
+}
+
+/// `koryphaios audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Recompute the hash chain; exits non-zero and names the first broken link if any.
+    Verify,
+    /// Delete records older than KORYPHAIOS_AUDIT_RETENTION_DAYS (or --older-than-days), keeping
+    /// an anchor so the rest still verifies.
+    Purge {
+        /// Override the configured retention for this run.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+        older_than_days: Option<u64>,
     },
 }
 
@@ -99,6 +119,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate { action } => migrate(action, &config).await,
         Command::Kms { action } => kms(action, &config).await,
+        Command::Audit { action } => audit(action, config).await,
         Command::Openapi { output } => {
             let yaml = crate::openapi::yaml()?;
             match output {
@@ -137,6 +158,54 @@ async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<()> {
                 out,
                 "reverted {} migration(s): {reverted:?}",
                 reverted.len()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn audit(action: AuditAction, mut config: Config) -> anyhow::Result<()> {
+    if let AuditAction::Purge {
+        older_than_days: Some(days),
+    } = action
+    {
+        config.audit_retention_days = days;
+    }
+    let audit = app::open_audit(&config).await?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        AuditAction::Verify => {
+            let report = audit.verify_unchecked().await?;
+            match &report.first_broken {
+                None => writeln!(
+                    out,
+                    "audit chain valid: {} record(s) checked from position {} to {}",
+                    report.checked,
+                    report.anchor_seq + 1,
+                    report.last_seq
+                )?,
+                Some(broken) => {
+                    writeln!(
+                        out,
+                        "audit chain BROKEN at position {} (record {} at position {}): {}; {} record(s) before it verified",
+                        broken.expected_seq,
+                        broken.id,
+                        broken.seq,
+                        broken.kind.as_str(),
+                        report.checked
+                    )?;
+                    anyhow::bail!("the audit chain does not verify");
+                }
+            }
+        }
+        AuditAction::Purge { .. } => {
+            let purge = audit.purge_expired().await?;
+            writeln!(
+                out,
+                "purged {} audit record(s) older than {} day(s); the chain now starts after position {}",
+                purge.deleted,
+                audit.retention().whole_days(),
+                purge.anchor.map_or(0, |a| a.seq)
             )?;
         }
     }

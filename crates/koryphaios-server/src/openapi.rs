@@ -22,6 +22,7 @@ use crate::http::error::{ErrorBody, FieldDetail};
         (name = "auth", description = "Users and sessions"),
         (name = "credentials", description = "Provider credentials under envelope encryption"),
         (name = "keys", description = "API keys: issue, verify, roll, revoke"),
+        (name = "audit", description = "The tamper-evident audit log: query, verify, export"),
     )
 )]
 pub struct ApiDoc;

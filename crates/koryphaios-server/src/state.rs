@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use koryphaios_core::Clock;
 use koryphaios_core::api_keys::ApiKeyService;
+use koryphaios_core::audit::service::AuditService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::session::AuthService;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// API key use cases (and request authentication by key).
     pub api_keys: Arc<ApiKeyService>,
+    /// Audit log use cases.
+    pub audit: Arc<AuditService>,
     /// Credential use cases.
     pub credentials: Arc<CredentialService>,
     /// The store, for readiness checks.

@@ -14,7 +14,7 @@ use koryphaios_core::api_keys::{ApiKeyService, NewApiKeyInput, format};
 use koryphaios_core::audit::RequestContext;
 use koryphaios_core::clock::SystemClock;
 use koryphaios_core::ids::{FamilyId, UserId};
-use koryphaios_core::store::{SchemaMigrator, Store};
+use koryphaios_core::store::{AuditStore, SchemaMigrator, Store};
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
 use koryphaios_core::{AuthMethod, Principal};
 use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
@@ -32,6 +32,12 @@ fn verification(c: &mut Criterion) {
             .await
             .unwrap();
         sqlite.migrate_up().await.unwrap();
+        sqlite
+            .install_audit_key(::std::sync::Arc::new(
+                koryphaios_core::testing::contract_audit_key(),
+            ))
+            .await
+            .unwrap();
         let store: Arc<dyn Store> = Arc::new(sqlite);
         let user = store
             .register_user(

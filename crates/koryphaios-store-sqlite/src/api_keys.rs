@@ -14,7 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
-use crate::audit::insert_audit;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 
 fn decode_err(message: String) -> sqlx::Error {
@@ -101,8 +101,8 @@ impl ApiKeyStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await
     }
 
     async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>> {
@@ -159,8 +159,8 @@ impl ApiKeyStore for SqliteStore {
         .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         let key = key_from_row(&row).map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(key))
     }
 
@@ -188,8 +188,8 @@ impl ApiKeyStore for SqliteStore {
         if revoked == 0 {
             return Ok(false);
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(true)
     }
 
@@ -243,8 +243,8 @@ impl ApiKeyStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(key))
     }
 

@@ -14,7 +14,7 @@ use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
-use crate::audit::insert_audit;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 use crate::group_commit::WriteJob;
 
@@ -245,8 +245,8 @@ impl CredentialStore for SqliteStore {
         .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         let credential = credential_from_row(&row).map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(credential))
     }
 
@@ -279,8 +279,8 @@ impl CredentialStore for SqliteStore {
         if deleted == 0 {
             return Ok(false);
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(true)
     }
 
@@ -321,8 +321,8 @@ impl CredentialStore for SqliteStore {
         .await
         .map_err(map_err)?;
         let credential = credential_from_row(&row).map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(VersionAdded::Added(credential))
     }
 

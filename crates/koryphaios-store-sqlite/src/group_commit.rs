@@ -6,7 +6,7 @@
 //! instead of queueing for the single SQLite writer one `BEGIN … COMMIT` at a time. If any write
 //! of a batch fails, the batch rolls back and every caller in it gets the error.
 
-use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::to_unix_ms;
 use koryphaios_core::credentials::{Credential, SealedVersion};
 use koryphaios_core::ids::{CredentialId, UserId};
@@ -15,7 +15,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::insert_audit;
+use crate::audit::{Chain, insert_audit};
 use crate::credentials::insert_credential_rows;
 use crate::error::map_err;
 
@@ -35,6 +35,16 @@ pub(crate) enum WriteJob {
     InsertCredential(Box<(Credential, SealedVersion, AuditEntry)>),
 }
 
+impl WriteJob {
+    fn audit_entry(&self) -> &AuditEntry {
+        match self {
+            Self::Audit(entry) => entry,
+            Self::Access(job) => &job.3,
+            Self::InsertCredential(job) => &job.2,
+        }
+    }
+}
+
 type Job = (WriteJob, oneshot::Sender<StoreResult<()>>);
 
 /// The handle callers submit writes through.
@@ -45,9 +55,9 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer task on `writer` (the single-connection write pool).
-    pub(crate) fn start(writer: SqlitePool) -> Self {
+    pub(crate) fn start(writer: SqlitePool, chain: Chain) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(writer, receiver));
+        tokio::spawn(run(writer, chain, receiver));
         Self { sender }
     }
 
@@ -63,7 +73,7 @@ impl GroupCommit {
     }
 }
 
-async fn run(writer: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
+async fn run(writer: SqlitePool, chain: Chain, mut receiver: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -73,7 +83,7 @@ async fn run(writer: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = apply(&writer, &batch).await;
+        let result = apply(&writer, &chain, &batch).await;
         if let Err(error) = &result {
             tracing::error!(%error, writes = batch.len(), "group commit failed; every write of the batch is refused");
         }
@@ -83,20 +93,22 @@ async fn run(writer: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-async fn apply(writer: &SqlitePool, batch: &[Job]) -> StoreResult<()> {
+async fn apply(writer: &SqlitePool, chain: &Chain, batch: &[Job]) -> StoreResult<()> {
     let mut tx = writer
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(map_err)?;
     for (job, _) in batch {
-        apply_one(&mut tx, job).await?;
+        apply_one(chain, &mut tx, job).await?;
     }
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    observe_committed(batch.iter().map(|(job, _)| job.audit_entry()));
+    Ok(())
 }
 
-async fn apply_one(conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<()> {
+async fn apply_one(chain: &Chain, conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<()> {
     match job {
-        WriteJob::Audit(entry) => insert_audit(conn, entry).await,
+        WriteJob::Audit(entry) => insert_audit(chain, conn, entry).await,
         WriteJob::Access(job) => {
             let (owner, id, now, audit) = job.as_ref();
             sqlx::query("UPDATE credentials SET last_used_at = ? WHERE id = ? AND user_id = ?")
@@ -106,12 +118,12 @@ async fn apply_one(conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<(
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            insert_audit(conn, audit).await
+            insert_audit(chain, conn, audit).await
         }
         WriteJob::InsertCredential(job) => {
             let (credential, first, audit) = job.as_ref();
             insert_credential_rows(conn, credential, first).await?;
-            insert_audit(conn, audit).await
+            insert_audit(chain, conn, audit).await
         }
     }
 }

@@ -55,6 +55,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     group_commit: group_commit::GroupCommit,
+    chain: audit::Chain,
 }
 
 impl SqliteStore {
@@ -79,11 +80,13 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(map_err)?;
-        let group_commit = group_commit::GroupCommit::start(writer.clone());
+        let chain = audit::Chain::default();
+        let group_commit = group_commit::GroupCommit::start(writer.clone(), chain.clone());
         Ok(Self {
             writer,
             reader,
             group_commit,
+            chain,
         })
     }
 }

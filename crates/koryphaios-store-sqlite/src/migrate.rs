@@ -34,6 +34,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0003_api_keys.up.sql"),
         down: include_str!("../migrations/0003_api_keys.down.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit_chain",
+        up: include_str!("../migrations/0004_audit_chain.up.sql"),
+        down: include_str!("../migrations/0004_audit_chain.down.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

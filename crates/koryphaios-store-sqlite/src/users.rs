@@ -13,6 +13,7 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::{is_unique_violation, map_err};
 
 pub(crate) fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
@@ -91,8 +92,8 @@ impl UserStore for SqliteStore {
             }
             other => other.map_err(map_err)?,
         };
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(User {
             id: user.id,
             username: user.username.as_str().to_owned(),
@@ -153,8 +154,8 @@ impl UserStore for SqliteStore {
             StoreError::Internal(format!("user {id} vanished during password change"))
         })?;
         crate::sessions::revoke_all_families(&mut tx, id, now, "password_change").await?;
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         user_from_row(&row)
     }
 

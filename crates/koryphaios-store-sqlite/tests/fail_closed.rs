@@ -24,6 +24,12 @@ async fn setup() -> (tempfile::TempDir, Arc<SqliteStore>, User) {
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
+    store
+        .install_audit_key(::std::sync::Arc::new(
+            koryphaios_core::testing::contract_audit_key(),
+        ))
+        .await
+        .unwrap();
     let user = store
         .register_user(
             NewUser {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{KeyProvider, KmsError};
+use crate::audit::chain::{AuditKey, AuditKeyError};
 use crate::ids::CredentialId;
 use crate::store::{DekCount, Store, StoreError};
 
@@ -87,6 +88,20 @@ pub async fn rewrap_all(
         }
         progress(&report);
     }
+    // The audit chain's key is wrapped like a DEK and must not pin an old version either.
+    match AuditKey::rewrap(store.as_ref(), kms.as_ref()).await {
+        Ok(true) => report.rewrapped += 1,
+        Ok(false) => {}
+        Err(AuditKeyError::Kms(KmsError::Unavailable(detail))) => {
+            return Err(KmsError::Unavailable(detail).into());
+        }
+        Err(AuditKeyError::Store(error)) => return Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, "cannot re-wrap the audit key");
+            report.failed += 1;
+        }
+    }
+    progress(&report);
     Ok(report)
 }
 

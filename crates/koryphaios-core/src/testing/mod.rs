@@ -8,6 +8,8 @@
     reason = "test-support code: a failed check must panic"
 )]
 
+mod audit;
+
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
@@ -26,6 +28,8 @@ use crate::secret::TokenHash;
 use crate::store::VersionAdded;
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Username};
+
+pub use audit::*;
 
 /// Generates one test per contract check for a backend.
 #[macro_export]
@@ -52,6 +56,11 @@ macro_rules! store_contract_tests {
             api_keys_are_found_by_secret_hash_with_their_owner,
             api_key_updates_revocation_and_usage_are_stored,
             rolling_an_api_key_keeps_the_old_secret_for_the_grace_period,
+            concurrent_audited_writes_form_one_verifying_chain,
+            retention_purges_a_prefix_and_the_rest_still_verifies,
+            audit_queries_filter_and_page_newest_first,
+            activity_counts_failed_logins_reveals_denials_and_ips,
+            the_audit_key_wrap_is_stored_once_and_swapped_only_if_unchanged,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -59,6 +68,10 @@ macro_rules! store_contract_tests {
             #[tokio::test]
             async fn $check() {
                 let store: ::std::sync::Arc<dyn $crate::store::Store> = $make;
+                store
+                    .install_audit_key(::std::sync::Arc::new($crate::testing::contract_audit_key()))
+                    .await
+                    .expect("install the audit key");
                 $crate::testing::$check(store).await;
             }
         )+

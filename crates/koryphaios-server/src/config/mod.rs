@@ -93,6 +93,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// `KORYPHAIOS_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<SecretString>,
+    /// `KORYPHAIOS_AUDIT_RETENTION_DAYS`: audit records older than this are purged (default 365).
+    pub audit_retention_days: u64,
 }
 
 /// Every variable this build reads, so typos in the environment can be reported.
@@ -113,6 +115,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_LOG_LEVEL",
     "KORYPHAIOS_LOG_FORMAT",
     "KORYPHAIOS_METRICS_TOKEN",
+    "KORYPHAIOS_AUDIT_RETENTION_DAYS",
 ];
 
 impl Config {
@@ -193,6 +196,10 @@ impl Config {
                 }
             },
             rate_limit: rate_limit::parse(&get)?,
+            audit_retention_days: get("KORYPHAIOS_AUDIT_RETENTION_DAYS")
+                .map(|v| parse_in("KORYPHAIOS_AUDIT_RETENTION_DAYS", &v, 1, 36_500))
+                .transpose()?
+                .unwrap_or(365),
             metrics_token: match get("KORYPHAIOS_METRICS_TOKEN") {
                 Some(token) if token.len() < 16 => {
                     return Err(ConfigError {
@@ -421,6 +428,8 @@ mod tests {
                 "no path",
             ),
             ("KORYPHAIOS_REQUEST_TIMEOUT_SECS", "0", "1 to 300"),
+            ("KORYPHAIOS_AUDIT_RETENTION_DAYS", "0", "1 to 36500"),
+            ("KORYPHAIOS_AUDIT_RETENTION_DAYS", "a year", "1 to 36500"),
             (
                 "KORYPHAIOS_DATABASE_URL",
                 "mysql://root:hunter2@db/x",

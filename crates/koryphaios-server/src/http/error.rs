@@ -8,6 +8,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use koryphaios_core::api_keys::ApiKeyError;
+use koryphaios_core::audit::service::AuditError;
 use koryphaios_core::credentials::CredentialError;
 use koryphaios_core::session::AuthError;
 use koryphaios_core::store::StoreError;
@@ -126,6 +127,13 @@ impl ApiError {
             message: detail.into(),
         }]);
         error
+    }
+
+    /// 403 for a caller without `scope`.
+    pub fn missing_scope(scope: &koryphaios_core::Scope) -> Self {
+        let mut denied = Self::forbidden("insufficient_scope", "This caller may not do that");
+        denied.report.message = format!("Missing scope {scope}");
+        denied
     }
 
     /// 401 with a code saying why.
@@ -308,12 +316,7 @@ impl From<CredentialError> for ApiError {
         match error {
             CredentialError::Validation(errors) => errors.into(),
             CredentialError::NotFound => Self::not_found(),
-            CredentialError::Forbidden(scope) => {
-                let mut denied =
-                    Self::forbidden("insufficient_scope", "This caller may not do that");
-                denied.report.message = format!("Missing scope {scope}");
-                denied
-            }
+            CredentialError::Forbidden(scope) => Self::missing_scope(&scope),
             CredentialError::Conflict => {
                 Self::conflict("conflict", "The credential changed concurrently; retry")
             }
@@ -331,6 +334,15 @@ impl From<CredentialError> for ApiError {
             CredentialError::KmsUnavailable(detail) => Self::unavailable(detail),
             CredentialError::Store(store) => store.into(),
             CredentialError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(error: AuditError) -> Self {
+        match error {
+            AuditError::Forbidden(scope) => Self::missing_scope(&scope),
+            AuditError::Store(store) => store.into(),
         }
     }
 }

@@ -8,7 +8,7 @@ use koryphaios_core::clock::ManualClock;
 use koryphaios_core::credentials::{CredentialError, CredentialService, NewCredentialInput};
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::ids::FamilyId;
-use koryphaios_core::store::{SchemaMigrator, Store};
+use koryphaios_core::store::{AuditStore, SchemaMigrator, Store};
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
 use koryphaios_core::{AuthMethod, Principal, Scope, ScopeSet, UserId};
 use koryphaios_kms::LocalKeyRing;
@@ -167,8 +167,9 @@ async fn master_key_rotation_rewrap_and_retirement_keep_every_credential_readabl
     }
     let data = app.data_path();
     let status = run_cli(&data, &["kms", "status"]);
+    // Five credentials and the audit chain's key.
     assert!(
-        status.contains("current") && status.contains(" 5"),
+        status.contains("current") && status.contains(" 6"),
         "{status}"
     );
 
@@ -191,7 +192,7 @@ async fn master_key_rotation_rewrap_and_retirement_keep_every_credential_readabl
     assert!(String::from_utf8_lossy(&retire_early.stderr).contains("still wraps"));
 
     let rewrap = run_cli(&data, &["kms", "rewrap", "--batch", "2"]);
-    assert!(rewrap.contains("5 re-wrapped under version 2"), "{rewrap}");
+    assert!(rewrap.contains("6 re-wrapped under version 2"), "{rewrap}");
     let again = run_cli(&data, &["kms", "rewrap"]);
     assert!(
         again.contains("0 re-wrapped"),
@@ -276,6 +277,12 @@ async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
         .await
         .unwrap();
     sqlite.migrate_up().await.unwrap();
+    sqlite
+        .install_audit_key(::std::sync::Arc::new(
+            koryphaios_core::testing::contract_audit_key(),
+        ))
+        .await
+        .unwrap();
     let store: Arc<dyn Store> = Arc::new(sqlite);
     let kms: Arc<dyn KeyProvider> =
         Arc::new(LocalKeyRing::open(&dir.path().join("kms/local.keyring"), None).unwrap());

@@ -47,6 +47,15 @@ impl TestApp {
 
     /// An instance on an existing data directory (a restart).
     pub async fn spawn_in(data_dir: Arc<TempDir>, vars: &[(&str, &str)]) -> Self {
+        Self::spawn_at(data_dir, vars, time::OffsetDateTime::now_utc()).await
+    }
+
+    /// An instance whose manual clock starts at `start`.
+    pub async fn spawn_at(
+        data_dir: Arc<TempDir>,
+        vars: &[(&str, &str)],
+        start: time::OffsetDateTime,
+    ) -> Self {
         let mut map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
@@ -60,7 +69,7 @@ impl TestApp {
         map.entry("KORYPHAIOS_RATE_LIMIT_ENABLED".into())
             .or_insert_with(|| "false".into());
         let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test config");
-        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let clock = Arc::new(ManualClock::new(start));
         let components = Components {
             clock: clock.clone(),
             password_hasher: PasswordHasher::insecure_fast_for_tests(),

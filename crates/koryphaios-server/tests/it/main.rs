@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod api_keys_bad_input;
+mod audit;
 mod auth_bad_input;
 mod auth_sessions;
 mod credentials;

@@ -170,6 +170,18 @@ async fn every_named_metric_moves_when_its_event_happens() {
             &[("layer", "tier"), ("tier", "free")]
         ) >= 1.0
     );
+    assert!(
+        moved(
+            "audit_events_total",
+            &[("action", "credential_access"), ("result", "success")]
+        ) >= 1.0
+    );
+    assert!(
+        moved(
+            "audit_events_total",
+            &[("action", "login"), ("result", "failure")]
+        ) >= 1.0
+    );
     assert!(value(&after, "credentials_stored", &[("provider", "openai")]) >= 1.0);
     assert_eq!(
         value(&after, "rate_limit_backend", &[("backend", "memory")]),

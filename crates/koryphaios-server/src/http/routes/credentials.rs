@@ -4,7 +4,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use koryphaios_core::CredentialId;
-use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::credentials::{Credential, CredentialFilter, NewCredentialInput, RotateInput};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -12,6 +11,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
+use super::audit::AuditRecordView;
 use crate::http::error::{ApiResult, ErrorBody, invalid_id};
 use crate::http::extract::{CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery, MaybeJson};
@@ -163,52 +163,6 @@ pub struct RevealedCredential {
     pub credential: String,
     /// The version revealed.
     pub version: i64,
-}
-
-/// One audit record.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditRecordView {
-    /// The record's id.
-    pub id: String,
-    /// When it happened.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub occurred_at: OffsetDateTime,
-    /// What happened.
-    pub action: String,
-    /// Who acted.
-    pub actor: String,
-    /// Whether it succeeded.
-    pub success: bool,
-    /// Why it failed, or the stated reason.
-    pub reason: Option<String>,
-    /// The client's IP.
-    pub client_ip: Option<String>,
-    /// The client's user agent.
-    pub user_agent: Option<String>,
-    /// The request id.
-    pub request_id: Option<String>,
-    /// Sanitised details.
-    #[schema(value_type = Object)]
-    pub metadata: Map<String, Value>,
-}
-
-impl From<AuditEntry> for AuditRecordView {
-    fn from(entry: AuditEntry) -> Self {
-        Self {
-            id: entry.id.to_string(),
-            occurred_at: entry.occurred_at,
-            action: entry.action,
-            actor: entry.actor,
-            success: entry.success,
-            reason: entry.reason,
-            client_ip: entry.client_ip,
-            user_agent: entry.user_agent,
-            request_id: entry.request_id,
-            metadata: entry.metadata,
-        }
-    }
 }
 
 /// `GET /api/v1/credentials/{id}/audit` response.

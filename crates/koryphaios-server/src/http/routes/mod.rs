@@ -3,6 +3,7 @@
 //! Order of the layers, outermost first: security headers → request id and access log →
 //! error envelope → CORS (preflight guard, then tower-http) → timeout → body limit → routes.
 
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod health;
@@ -62,7 +63,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::verify))
         .routes(routes!(keys::get, keys::update, keys::revoke))
-        .routes(routes!(keys::roll));
+        .routes(routes!(keys::roll))
+        .routes(routes!(audit::query))
+        .routes(routes!(audit::mine))
+        .routes(routes!(audit::suspicious))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::export));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

@@ -3,6 +3,10 @@
 //! This module owns the record's shape, the stable action names, and the metadata sanitiser that
 //! keeps secrets out of every record.
 
+pub mod chain;
+pub mod query;
+pub mod service;
+
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -33,6 +37,10 @@ pub mod actions {
     pub const ACCESS_DENIED: &str = "access_denied";
     /// A request was refused by a rate limit.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// An admin exported audit records.
+    pub const AUDIT_EXPORT: &str = "audit_export";
+    /// Retention deleted old audit records.
+    pub const AUDIT_PURGE: &str = "audit_purge";
 }
 
 /// Where a request came from, for the record.
@@ -207,6 +215,17 @@ fn is_secret_key(key: &str) -> bool {
         .flat_map(char::to_lowercase)
         .collect();
     SECRET_WORDS.iter().any(|word| folded.contains(word))
+}
+
+/// Counts committed records in `audit_events_total{action,result}`. Stores call it once the
+/// transaction holding `entries` has committed, so rolled-back records are never counted.
+pub fn observe_committed<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) {
+    for entry in entries {
+        let result = if entry.success { "success" } else { "failure" };
+        // Action names come from `actions` (a fixed set), so the label set stays bounded.
+        metrics::counter!("audit_events_total", "action" => entry.action.clone(), "result" => result)
+            .increment(1);
+    }
 }
 
 /// Replaces the values of secret-looking keys (camelCase or snake_case, at any depth) with

@@ -1,0 +1,305 @@
+//! The audit part of the storage contract: one verifying chain under concurrent writers,
+//! retention with an anchor, queries, activity counts and the audit key's storage.
+
+use std::sync::Arc;
+
+use time::Duration;
+
+use super::{credential, t0, user};
+use crate::audit::chain::{AuditKey, verify};
+use crate::audit::query::{AuditQuery, PageStart};
+use crate::audit::{AuditEntry, RequestContext};
+use crate::envelope::WrappedDek;
+use crate::store::Store;
+
+/// The key the contract installs in every store it checks (fixed, so checks can verify).
+pub fn contract_audit_key() -> AuditKey {
+    AuditKey::from_bytes(&[42; 32]).expect("32-byte key")
+}
+
+fn record(action: &str, minutes: i64) -> AuditEntry {
+    let context = RequestContext {
+        client_ip: Some(format!("192.0.2.{}", minutes.rem_euclid(200))),
+        user_agent: Some("contract".into()),
+        request_id: Some(format!("req-{minutes}")),
+    };
+    AuditEntry::anonymous(
+        "ip:192.0.2.1".into(),
+        &context,
+        action,
+        t0() + Duration::minutes(minutes),
+    )
+}
+
+async fn verified(store: &Arc<dyn Store>) -> crate::audit::chain::ChainReport {
+    let report = verify(store.as_ref(), &contract_audit_key())
+        .await
+        .expect("verify");
+    assert!(report.is_valid(), "chain must verify: {report:?}");
+    report
+}
+
+/// Contract check.
+pub async fn concurrent_audited_writes_form_one_verifying_chain(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store.append_audit(&record("access_denied", i)).await
+        }));
+    }
+    for _ in 0..10 {
+        let store = Arc::clone(&store);
+        let ada = ada.clone();
+        tasks.push(tokio::spawn(async move {
+            credential(&store, &ada, "openai", None).await;
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join").expect("write");
+    }
+    let report = verified(&store).await;
+    assert_eq!(report.checked, 41, "register + 30 denials + 10 creates");
+    assert_eq!((report.anchor_seq, report.last_seq), (0, 41));
+}
+
+/// Contract check.
+pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dyn Store>) {
+    // Minutes 0..=3, then a late-written record stamped 9, then an old-stamped one (2): the purge
+    // stops at the first record inside retention, so the old one behind it stays.
+    for minutes in [0, 1, 2, 3, 9, 2, 10] {
+        store
+            .append_audit(&record("login", minutes))
+            .await
+            .expect("append");
+    }
+    assert_eq!(verified(&store).await.checked, 7);
+    let now = t0() + Duration::days(1);
+    let purge = store
+        .purge_audit_before(t0() + Duration::minutes(5), now)
+        .await
+        .expect("purge");
+    assert_eq!(purge.deleted, 4);
+    let anchor = purge.anchor.expect("anchor");
+    assert_eq!(anchor.seq, 4);
+    assert_eq!(
+        store.audit_chain_anchor().await.expect("anchor"),
+        Some(anchor)
+    );
+    let report = verified(&store).await;
+    assert_eq!(
+        (report.anchor_seq, report.checked, report.last_seq),
+        (4, 3, 7)
+    );
+
+    // Nothing more to purge: a no-op that keeps the anchor.
+    let again = store
+        .purge_audit_before(t0() + Duration::minutes(5), now)
+        .await
+        .expect("purge again");
+    assert_eq!(again.deleted, 0);
+    assert_eq!(again.anchor.map(|a| a.seq), Some(4));
+
+    // Purging everything leaves an empty chain that new records continue from the anchor.
+    let all = store
+        .purge_audit_before(t0() + Duration::days(30), now)
+        .await
+        .expect("purge all");
+    assert_eq!(all.deleted, 3);
+    assert_eq!(verified(&store).await.checked, 0);
+    store
+        .append_audit(&record("login", 20))
+        .await
+        .expect("append");
+    let report = verified(&store).await;
+    assert_eq!(
+        (report.anchor_seq, report.checked, report.last_seq),
+        (7, 1, 8)
+    );
+}
+
+/// Contract check.
+pub async fn audit_queries_filter_and_page_newest_first(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let bob = user(&store, "bob").await;
+    let ada_cred = credential(&store, &ada, "openai", None).await;
+    credential(&store, &bob, "anthropic", None).await;
+    for minutes in 0..5 {
+        let mut failure = record("login", minutes);
+        failure.user_id = Some(ada.id.clone());
+        failure.success = false;
+        store.append_audit(&failure).await.expect("append");
+    }
+    let query = |build: &dyn Fn(&mut AuditQuery)| {
+        let mut query = AuditQuery::default();
+        build(&mut query);
+        query
+    };
+    let all = store
+        .query_audit(&AuditQuery::default())
+        .await
+        .expect("all");
+    assert_eq!(all.len(), 9);
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+
+    let ada_only = store
+        .query_audit(&query(&|q| q.user_id = Some(ada.id.clone())))
+        .await
+        .expect("ada");
+    assert!(
+        ada_only
+            .iter()
+            .all(|r| r.entry.user_id.as_ref() == Some(&ada.id))
+    );
+    assert_eq!(ada_only.len(), 6);
+
+    let failures = store
+        .query_audit(&query(&|q| {
+            q.action = Some("login".into());
+            q.success = Some(false);
+        }))
+        .await
+        .expect("failures");
+    assert_eq!(failures.len(), 5);
+
+    let on_resource = store
+        .query_audit(&query(&|q| {
+            q.resource_type = Some("credential".into());
+            q.resource_id = Some(ada_cred.id.to_string());
+        }))
+        .await
+        .expect("resource");
+    assert_eq!(on_resource.len(), 1);
+    assert_eq!(on_resource[0].entry.action, "credential_create");
+
+    let window = store
+        .query_audit(&query(&|q| {
+            q.action = Some("login".into());
+            q.start = Some(t0() + Duration::minutes(1));
+            q.end = Some(t0() + Duration::minutes(3));
+        }))
+        .await
+        .expect("window");
+    assert_eq!(window.len(), 3, "start and end are inclusive");
+
+    // Offset pages and cursor pages walk the same records.
+    let by_offset: Vec<_> = [0, 4, 8]
+        .into_iter()
+        .map(|offset| {
+            query(&move |q| {
+                q.limit = 4;
+                q.page = PageStart::Offset(offset);
+            })
+        })
+        .collect();
+    let mut offset_ids = Vec::new();
+    for page in &by_offset {
+        offset_ids.extend(
+            store
+                .query_audit(page)
+                .await
+                .expect("page")
+                .into_iter()
+                .map(|r| r.seq),
+        );
+    }
+    let mut cursor_ids = Vec::new();
+    let mut start = PageStart::Offset(0);
+    loop {
+        let page = store
+            .query_audit(&query(&move |q| {
+                q.limit = 4;
+                q.page = start;
+            }))
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        start = PageStart::Before(last.seq);
+        cursor_ids.extend(page.iter().map(|r| r.seq));
+    }
+    assert_eq!(offset_ids, cursor_ids);
+    assert_eq!(offset_ids, all.iter().map(|r| r.seq).collect::<Vec<_>>());
+}
+
+/// Contract check.
+pub async fn activity_counts_failed_logins_reveals_denials_and_ips(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    for (action, success, minutes) in [
+        ("login", false, 1),
+        ("login", false, 2),
+        ("login", true, 3),
+        ("credential_access", true, 4),
+        ("access_denied", false, 5),
+        ("rate_limited", false, 6),
+    ] {
+        let mut entry = record(action, minutes);
+        entry.user_id = Some(ada.id.clone());
+        entry.success = success;
+        store.append_audit(&entry).await.expect("append");
+    }
+    let mut old = record("login", -120);
+    old.user_id = Some(ada.id.clone());
+    store.append_audit(&old).await.expect("append");
+
+    let counts = store
+        .audit_activity(t0() - Duration::minutes(60))
+        .await
+        .expect("activity");
+    let ada_counts = counts.iter().find(|c| c.user_id == ada.id).expect("ada");
+    assert_eq!(ada_counts.failed_logins, 2);
+    assert_eq!(ada_counts.reveals, 1);
+    assert_eq!(ada_counts.denials, 2);
+    // Six records from six IPs, plus the registration's (no IP).
+    assert_eq!(ada_counts.distinct_ips, 6);
+}
+
+/// Contract check.
+pub async fn the_audit_key_wrap_is_stored_once_and_swapped_only_if_unchanged(
+    store: Arc<dyn Store>,
+) {
+    assert!(store.audit_key_wrap().await.expect("read").is_none());
+    let wrap = |version: i64, byte: u8| WrappedDek {
+        provider: "local".into(),
+        kek_id: "local".into(),
+        kek_version: version,
+        ciphertext: vec![byte; 60],
+    };
+    let first = store
+        .store_audit_key_wrap(&wrap(1, 1))
+        .await
+        .expect("store");
+    assert_eq!(first.ciphertext, wrap(1, 1).ciphertext);
+    let second = store
+        .store_audit_key_wrap(&wrap(1, 2))
+        .await
+        .expect("store again");
+    assert_eq!(
+        second.ciphertext,
+        wrap(1, 1).ciphertext,
+        "the first key wins"
+    );
+
+    let inventory = store.dek_inventory().await.expect("inventory");
+    assert!(
+        inventory
+            .iter()
+            .any(|row| row.kek_version == 1 && row.count == 1)
+    );
+
+    assert!(
+        !store
+            .replace_audit_key_wrap(&wrap(1, 9), &wrap(2, 3))
+            .await
+            .expect("stale swap")
+    );
+    assert!(
+        store
+            .replace_audit_key_wrap(&wrap(1, 1), &wrap(2, 3))
+            .await
+            .expect("swap")
+    );
+    let now = store.audit_key_wrap().await.expect("read").expect("stored");
+    assert_eq!((now.kek_version, now.ciphertext), (2, vec![3; 60]));
+}
