@@ -44,7 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
 /// (the ASCII bytes of "korymigr").
 pub const MIGRATION_LOCK: i64 = 0x6b6f_7279_6d69_6772;
 
-const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+const CREATE_TABLE: &str = "CREATE TABLE schema_migrations (
     version    BIGINT PRIMARY KEY,
     name       TEXT NOT NULL,
     checksum   TEXT NOT NULL,
@@ -65,11 +65,18 @@ async fn locked(store: &PostgresStore) -> Result<Transaction<'static, Postgres>,
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    // Created under the lock: concurrent `CREATE TABLE IF NOT EXISTS` can otherwise collide.
-    sqlx::query(CREATE_TABLE)
-        .execute(&mut *tx)
+    // Created under the lock (concurrent creations could otherwise collide), and only when
+    // missing, so a routine start does not log "already exists" notices.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
+    if !exists {
+        sqlx::query(CREATE_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
     Ok(tx)
 }
 
