@@ -26,7 +26,11 @@
 //! - **Migrations.** Embedded SQL with the same versions and names as SQLite, each applied in its
 //!   own transaction holding `pg_advisory_xact_lock(MIGRATION_LOCK)` and re-reading
 //!   `schema_migrations`, so processes starting together apply each migration exactly once.
+//!   Migration transactions run without the statement timeout (`SET LOCAL statement_timeout = 0`).
 //!   [`PostgresStore::connect`] does not migrate: the caller calls `migrate_up`.
+//! - **Errors.** Pool timeouts, I/O, and SQLSTATEs meaning "not now" (connection classes, too many
+//!   connections, shutdown, statement/lock timeout, deadlock, serialization failure) become
+//!   `StoreError::Unavailable`; everything else `Internal`.
 //! - **Schema.** Instants are BIGINT Unix milliseconds and JSON is TEXT, as in SQLite; booleans are
 //!   BOOLEAN and blobs BYTEA. Text keys are `COLLATE "C"` (bytewise, like SQLite's BINARY), and
 //!   usernames are unique on `lower(username)` under "C", which folds ASCII only, like NOCASE.
