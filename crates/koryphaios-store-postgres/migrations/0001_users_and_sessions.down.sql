@@ -1,0 +1,4 @@
+DROP TABLE revoked_access_tokens;
+DROP TABLE refresh_tokens;
+DROP TABLE session_families;
+DROP TABLE users;

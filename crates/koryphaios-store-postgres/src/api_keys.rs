@@ -1,0 +1,302 @@
+//! [`ApiKeyStore`] on PostgreSQL: keys, their secret hashes, batched usage.
+
+use async_trait::async_trait;
+use koryphaios_core::api_keys::{ApiKey, KeyLookup, Tier};
+use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
+use koryphaios_core::ids::{ApiKeyId, UserId};
+use koryphaios_core::scope::{Scope, ScopeSet};
+use koryphaios_core::secret::TokenHash;
+use koryphaios_core::store::{ApiKeyStore, StoreError, StoreResult};
+use koryphaios_core::users::Role;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use time::OffsetDateTime;
+
+use crate::PostgresStore;
+use crate::audit::insert_audit;
+use crate::error::map_err;
+
+fn decode_err(message: String) -> sqlx::Error {
+    sqlx::Error::Decode(message.into())
+}
+
+fn scopes_text(scopes: &ScopeSet) -> String {
+    scopes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn key_from_row(row: &PgRow) -> Result<ApiKey, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    let scopes: String = row.try_get("scopes")?;
+    let tier: String = row.try_get("tier")?;
+    let metadata: String = row.try_get("metadata")?;
+    let optional = |column: &str| {
+        row.try_get::<Option<i64>, _>(column)
+            .map(|v| v.map(from_unix_ms))
+    };
+    Ok(ApiKey {
+        id: ApiKeyId::parse(&id).map_err(|e| decode_err(e.to_string()))?,
+        user_id: UserId::parse(&user_id).map_err(|e| decode_err(e.to_string()))?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        scopes: ScopeSet::new(
+            scopes
+                .split_whitespace()
+                .map(str::parse::<Scope>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| decode_err(e.to_string()))?,
+        ),
+        tier: Tier::parse(&tier).ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| decode_err(e.to_string()))?,
+        created_at: from_unix_ms(row.try_get("created_at")?),
+        updated_at: from_unix_ms(row.try_get("updated_at")?),
+        expires_at: optional("expires_at")?,
+        revoked_at: optional("revoked_at")?,
+        last_used_at: optional("last_used_at")?,
+        usage_count: row.try_get("usage_count")?,
+    })
+}
+
+#[async_trait]
+impl ApiKeyStore for PostgresStore {
+    async fn insert_api_key(
+        &self,
+        key: &ApiKey,
+        secret_hash: &TokenHash,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let metadata = serde_json::to_string(&key.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, scopes, tier, metadata, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.user_id.as_str())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(scopes_text(&key.scopes))
+        .bind(key.tier.as_str())
+        .bind(metadata)
+        .bind(to_unix_ms(key.created_at))
+        .bind(to_unix_ms(key.updated_at))
+        .bind(key.expires_at.map(to_unix_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO api_key_secrets (key_hash, key_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(secret_hash.as_str())
+        .bind(key.id.as_str())
+        .bind(to_unix_ms(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(key_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
+    }
+
+    async fn find_api_key(&self, owner: &UserId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1 AND user_id = $2")
+            .bind(id.as_str())
+            .bind(owner.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(key_from_row).transpose().map_err(map_err)
+    }
+
+    async fn update_api_key(
+        &self,
+        owner: &UserId,
+        id: &ApiKeyId,
+        name: Option<&str>,
+        scopes: Option<&ScopeSet>,
+        tier: Option<Tier>,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<ApiKey>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // `revoked_at IS NULL` is re-checked after a concurrent revoke commits.
+        let row = sqlx::query(
+            "UPDATE api_keys SET name = COALESCE($1, name), scopes = COALESCE($2, scopes),
+                                 tier = COALESCE($3, tier), updated_at = $4
+             WHERE id = $5 AND user_id = $6 AND revoked_at IS NULL RETURNING *",
+        )
+        .bind(name)
+        .bind(scopes.map(scopes_text))
+        .bind(tier.map(Tier::as_str))
+        .bind(to_unix_ms(now))
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let key = key_from_row(&row).map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(key))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        owner: &UserId,
+        id: &ApiKeyId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Of two concurrent revokes, the second re-checks `revoked_at IS NULL` and matches nothing.
+        let revoked = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1, updated_at = $1
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(to_unix_ms(now))
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if revoked == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn roll_api_key(
+        &self,
+        owner: &UserId,
+        id: &ApiKeyId,
+        new_hash: &TokenHash,
+        new_prefix: &str,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<ApiKey>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Locks the key row first: concurrent rolls (and a revoke) of one key queue here, and
+        // the secret changes below happen under that lock.
+        let row = sqlx::query(
+            "UPDATE api_keys SET prefix = $1, updated_at = $2
+             WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL RETURNING *",
+        )
+        .bind(new_prefix)
+        .bind(to_unix_ms(now))
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let key = key_from_row(&row).map_err(map_err)?;
+        // Current secrets end with the grace period (earlier ends are kept).
+        sqlx::query(
+            "UPDATE api_key_secrets SET expires_at = LEAST(COALESCE(expires_at, $1), $1) WHERE key_id = $2",
+        )
+        .bind(to_unix_ms(old_expires_at))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        // Secrets whose grace ended long ago are of no use any more.
+        sqlx::query(
+            "DELETE FROM api_key_secrets WHERE key_id = $1 AND expires_at IS NOT NULL AND expires_at <= $2",
+        )
+        .bind(id.as_str())
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO api_key_secrets (key_hash, key_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(new_hash.as_str())
+        .bind(id.as_str())
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(key))
+    }
+
+    async fn lookup_api_key(&self, hash: &TokenHash) -> StoreResult<Option<KeyLookup>> {
+        let row = sqlx::query(
+            "SELECT k.*, s.key_hash AS secret_hash, s.expires_at AS secret_expires_at,
+                    u.role AS owner_role, u.username AS owner_username
+             FROM api_key_secrets s
+             JOIN api_keys k ON k.id = s.key_id
+             JOIN users u ON u.id = k.user_id
+             WHERE s.key_hash = $1",
+        )
+        .bind(hash.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let read = || -> Result<KeyLookup, sqlx::Error> {
+            let role: String = row.try_get("owner_role")?;
+            Ok(KeyLookup {
+                key: key_from_row(&row)?,
+                owner_role: Role::parse(&role)
+                    .ok_or_else(|| decode_err(format!("unknown role {role:?}")))?,
+                owner_username: row.try_get("owner_username")?,
+                secret_expires_at: row
+                    .try_get::<Option<i64>, _>("secret_expires_at")?
+                    .map(from_unix_ms),
+                stored_hash: TokenHash::from_stored(row.try_get("secret_hash")?),
+            })
+        };
+        read().map(Some).map_err(map_err)
+    }
+
+    async fn record_api_key_usage(
+        &self,
+        usage: &[(ApiKeyId, u64, OffsetDateTime)],
+    ) -> StoreResult<()> {
+        // Rows are locked in key-id order, so two instances flushing at once cannot deadlock.
+        let mut ordered: Vec<&(ApiKeyId, u64, OffsetDateTime)> = usage.iter().collect();
+        ordered.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for (id, count, last_used) in ordered {
+            sqlx::query(
+                "UPDATE api_keys SET usage_count = usage_count + $1,
+                                     last_used_at = GREATEST(COALESCE(last_used_at, 0), $2)
+                 WHERE id = $3",
+            )
+            .bind(i64::try_from(*count).unwrap_or(i64::MAX))
+            .bind(to_unix_ms(*last_used))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}

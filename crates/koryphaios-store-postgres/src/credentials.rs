@@ -1,0 +1,325 @@
+//! [`CredentialStore`] on PostgreSQL: credentials, their sealed versions, each change with its
+//! audit record in one transaction.
+
+use async_trait::async_trait;
+use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
+use koryphaios_core::credentials::{Credential, CredentialFilter, SealedVersion};
+use koryphaios_core::envelope::WrappedDek;
+use koryphaios_core::ids::{CredentialId, UserId};
+use koryphaios_core::store::{CredentialStore, StoreError, StoreResult, VersionAdded};
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+
+use crate::PostgresStore;
+use crate::audit::insert_audit;
+use crate::error::map_err;
+
+fn decode_err(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(error))
+}
+
+fn credential_from_row(row: &PgRow) -> Result<Credential, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    let metadata: String = row.try_get("metadata")?;
+    let optional = |column: &str| {
+        row.try_get::<Option<i64>, _>(column)
+            .map(|v| v.map(from_unix_ms))
+    };
+    Ok(Credential {
+        id: CredentialId::parse(&id).map_err(decode_err)?,
+        user_id: UserId::parse(&user_id).map_err(decode_err)?,
+        provider: row.try_get("provider")?,
+        kind: row.try_get("kind")?,
+        metadata: serde_json::from_str(&metadata).map_err(decode_err)?,
+        current_version: row.try_get("current_version")?,
+        created_at: from_unix_ms(row.try_get("created_at")?),
+        updated_at: from_unix_ms(row.try_get("updated_at")?),
+        expires_at: optional("expires_at")?,
+        last_used_at: optional("last_used_at")?,
+    })
+}
+
+fn version_from_row(row: &PgRow) -> Result<SealedVersion, sqlx::Error> {
+    Ok(SealedVersion {
+        version: row.try_get("v_version")?,
+        sealed: row.try_get("sealed")?,
+        wrapped_dek: WrappedDek {
+            provider: row.try_get("kms_provider")?,
+            kek_id: row.try_get("kek_id")?,
+            kek_version: row.try_get("kek_version")?,
+            ciphertext: row.try_get("wrapped_dek")?,
+        },
+        created_at: from_unix_ms(row.try_get("v_created_at")?),
+    })
+}
+
+async fn insert_version(
+    conn: &mut PgConnection,
+    id: &CredentialId,
+    version: &SealedVersion,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO credential_versions (credential_id, version, sealed, wrapped_dek, kms_provider, kek_id, kek_version, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id.as_str())
+    .bind(version.version)
+    .bind(&version.sealed)
+    .bind(&version.wrapped_dek.ciphertext)
+    .bind(&version.wrapped_dek.provider)
+    .bind(&version.wrapped_dek.kek_id)
+    .bind(version.wrapped_dek.kek_version)
+    .bind(to_unix_ms(version.created_at))
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn metadata_json(metadata: &Map<String, Value>) -> StoreResult<String> {
+    serde_json::to_string(metadata).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+#[async_trait]
+impl CredentialStore for PostgresStore {
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        first: &SealedVersion,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO credentials (id, user_id, provider, kind, metadata, current_version, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(credential.id.as_str())
+        .bind(credential.user_id.as_str())
+        .bind(&credential.provider)
+        .bind(&credential.kind)
+        .bind(metadata_json(&credential.metadata)?)
+        .bind(credential.current_version)
+        .bind(to_unix_ms(credential.created_at))
+        .bind(to_unix_ms(credential.updated_at))
+        .bind(credential.expires_at.map(to_unix_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_version(&mut tx, &credential.id, first).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_credentials(
+        &self,
+        owner: &UserId,
+        filter: &CredentialFilter,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Credential>> {
+        let rows = sqlx::query(
+            "SELECT * FROM credentials
+             WHERE user_id = $1 AND deleted_at IS NULL
+               AND ($2::text IS NULL OR provider = $2)
+               AND ($3::boolean IS NULL
+                    OR ($3 AND (expires_at IS NULL OR expires_at > $4))
+                    OR (NOT $3 AND expires_at IS NOT NULL AND expires_at <= $4))
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(owner.as_str())
+        .bind(filter.provider.as_deref())
+        .bind(filter.active)
+        .bind(to_unix_ms(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(credential_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
+    }
+
+    async fn find_credential(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+    ) -> StoreResult<Option<Credential>> {
+        let row = sqlx::query(
+            "SELECT * FROM credentials WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref()
+            .map(credential_from_row)
+            .transpose()
+            .map_err(map_err)
+    }
+
+    async fn count_credentials_by_provider(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT provider, COUNT(*) FROM credentials WHERE deleted_at IS NULL GROUP BY provider ORDER BY provider",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, n)| (provider, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn credential_belongs_to(&self, owner: &UserId, id: &CredentialId) -> StoreResult<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM credentials WHERE id = $1 AND user_id = $2)",
+        )
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn find_current_version(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+    ) -> StoreResult<Option<(Credential, SealedVersion)>> {
+        let row = sqlx::query(
+            "SELECT c.*, v.version AS v_version, v.sealed, v.wrapped_dek, v.kms_provider, v.kek_id, v.kek_version,
+                    v.created_at AS v_created_at
+             FROM credentials c JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version
+             WHERE c.id = $1 AND c.user_id = $2 AND c.deleted_at IS NULL",
+        )
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|row| Ok((credential_from_row(&row)?, version_from_row(&row)?)))
+            .transpose()
+            .map_err(map_err)
+    }
+
+    async fn update_credential_metadata(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        metadata: &Map<String, Value>,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<Credential>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let row = sqlx::query(
+            "UPDATE credentials SET metadata = $1, updated_at = $2
+             WHERE id = $3 AND user_id = $4 AND deleted_at IS NULL RETURNING *",
+        )
+        .bind(metadata_json(metadata)?)
+        .bind(to_unix_ms(now))
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let credential = credential_from_row(&row).map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(credential))
+    }
+
+    async fn delete_credential(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // The guard is re-checked after any concurrent delete commits: one of two deletes wins.
+        let deleted = sqlx::query(
+            "UPDATE credentials SET deleted_at = $1, deleted_reason = $2, updated_at = $1
+             WHERE id = $3 AND user_id = $4 AND deleted_at IS NULL",
+        )
+        .bind(to_unix_ms(now))
+        .bind(reason)
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn add_credential_version(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        expected_current: i64,
+        version: &SealedVersion,
+        audit: &AuditEntry,
+    ) -> StoreResult<VersionAdded> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Compare-and-swap: the row stays locked until commit, so a concurrent rotation waits
+        // here and then reads the version this one made current (Conflict), or finds it deleted.
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT current_version FROM credentials
+             WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE",
+        )
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        match current {
+            None => return Ok(VersionAdded::NotFound),
+            Some(current) if current != expected_current => return Ok(VersionAdded::Conflict),
+            Some(_) => {}
+        }
+        insert_version(&mut tx, id, version).await?;
+        let row = sqlx::query(
+            "UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3 RETURNING *",
+        )
+        .bind(version.version)
+        .bind(to_unix_ms(version.created_at))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let credential = credential_from_row(&row).map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(VersionAdded::Added(credential))
+    }
+
+    async fn record_credential_access(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("UPDATE credentials SET last_used_at = $1 WHERE id = $2 AND user_id = $3")
+            .bind(to_unix_ms(now))
+            .bind(id.as_str())
+            .bind(owner.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}

@@ -1,0 +1,107 @@
+//! [`KeyWrapStore`] on PostgreSQL: what is wrapped under which key version, and re-wrapping.
+
+use async_trait::async_trait;
+use koryphaios_core::envelope::WrappedDek;
+use koryphaios_core::ids::{CredentialId, UserId};
+use koryphaios_core::store::{DekCount, KeyWrapStore, StoreResult, WrapRecord};
+use sqlx::Row;
+
+use crate::PostgresStore;
+use crate::error::map_err;
+
+#[async_trait]
+impl KeyWrapStore for PostgresStore {
+    async fn dek_inventory(&self) -> StoreResult<Vec<DekCount>> {
+        let rows = sqlx::query(
+            "SELECT kms_provider, kek_id, kek_version, COUNT(*) AS n FROM credential_versions
+             GROUP BY kms_provider, kek_id, kek_version ORDER BY kms_provider, kek_version, kek_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DekCount {
+                    provider: row.try_get("kms_provider")?,
+                    kek_id: row.try_get("kek_id")?,
+                    kek_version: row.try_get("kek_version")?,
+                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
+    async fn wraps_to_rewrap(
+        &self,
+        provider: &str,
+        kek_id: &str,
+        current: i64,
+        after: Option<&(CredentialId, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<WrapRecord>> {
+        let (after_id, after_version) =
+            after.map_or(("", 0), |(id, version)| (id.as_str(), *version));
+        // Keyset pagination: credential_id is COLLATE "C", so `>` and ORDER BY agree bytewise.
+        let rows = sqlx::query(
+            "SELECT v.credential_id, v.version, c.user_id, v.kms_provider, v.kek_id, v.kek_version, v.wrapped_dek
+             FROM credential_versions v JOIN credentials c ON c.id = v.credential_id
+             WHERE v.kms_provider = $1 AND (v.kek_version <> $3 OR v.kek_id <> $2)
+               AND (v.credential_id > $4 OR (v.credential_id = $4 AND v.version > $5))
+             ORDER BY v.credential_id, v.version LIMIT $6",
+        )
+        .bind(provider)
+        .bind(kek_id)
+        .bind(current)
+        .bind(after_id)
+        .bind(after_version)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let decode = |e: koryphaios_core::ids::InvalidId| sqlx::Error::Decode(Box::new(e));
+                let credential_id: String = row.try_get("credential_id")?;
+                let owner: String = row.try_get("user_id")?;
+                Ok(WrapRecord {
+                    credential_id: CredentialId::parse(&credential_id).map_err(decode)?,
+                    version: row.try_get("version")?,
+                    owner: UserId::parse(&owner).map_err(decode)?,
+                    wrapped: WrappedDek {
+                        provider: row.try_get("kms_provider")?,
+                        kek_id: row.try_get("kek_id")?,
+                        kek_version: row.try_get("kek_version")?,
+                        ciphertext: row.try_get("wrapped_dek")?,
+                    },
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
+    async fn replace_wrap(&self, old: &WrapRecord, new: &WrappedDek) -> StoreResult<bool> {
+        // One guarded UPDATE is the compare-and-swap: a racer waits for the row lock, PostgreSQL
+        // re-checks the WHERE on the row's newest version, and the loser matches nothing.
+        let replaced = sqlx::query(
+            "UPDATE credential_versions SET wrapped_dek = $1, kms_provider = $2, kek_id = $3, kek_version = $4
+             WHERE credential_id = $5 AND version = $6 AND kms_provider = $7 AND kek_id = $8 AND kek_version = $9
+               AND wrapped_dek = $10",
+        )
+        .bind(&new.ciphertext)
+        .bind(&new.provider)
+        .bind(&new.kek_id)
+        .bind(new.kek_version)
+        .bind(old.credential_id.as_str())
+        .bind(old.version)
+        .bind(&old.wrapped.provider)
+        .bind(&old.wrapped.kek_id)
+        .bind(old.wrapped.kek_version)
+        .bind(&old.wrapped.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        Ok(replaced == 1)
+    }
+}
