@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
 use crate::PostgresStore;
-use crate::audit::insert_audit;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 
 fn decode_err(message: String) -> sqlx::Error {
@@ -99,8 +99,8 @@ impl ApiKeyStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await
     }
 
     async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>> {
@@ -155,8 +155,8 @@ impl ApiKeyStore for PostgresStore {
         .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         let key = key_from_row(&row).map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(key))
     }
 
@@ -183,8 +183,8 @@ impl ApiKeyStore for PostgresStore {
         if revoked == 0 {
             return Ok(false);
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(true)
     }
 
@@ -241,8 +241,8 @@ impl ApiKeyStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(key))
     }
 

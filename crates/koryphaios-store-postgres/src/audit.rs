@@ -1,25 +1,86 @@
 //! [`AuditStore`] on PostgreSQL, and [`insert_audit`]: the one function every audit write goes
-//! through, inside the transaction of the change it records.
+//! through, inside the transaction of the change it records. Writers of the one chain are
+//! serialised by a transaction-scoped advisory lock ([`AUDIT_CHAIN_LOCK`]), across instances.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::audit::chain::{
+    AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS, InstalledKey,
+};
+use koryphaios_core::audit::query::{ActivityCounts, AuditQuery, PageStart, StoredAuditEntry};
+use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
+use koryphaios_core::envelope::WrappedDek;
 use koryphaios_core::ids::{AuditEventId, UserId};
-use koryphaios_core::store::{AuditStore, StoreError, StoreResult};
+use koryphaios_core::store::{AuditPurge, AuditStore, StoreError, StoreResult};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use time::OffsetDateTime;
 
 use crate::PostgresStore;
 use crate::error::map_err;
 
-/// Writes `entry` on `conn` (the caller's transaction): if this fails, the change fails with it.
-pub(crate) async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> StoreResult<()> {
+/// The chain key once installed, shared by the store and its group-commit writer.
+pub(crate) type Chain = InstalledKey;
+
+/// The chain's last link: the newest record, else the purge anchor, else genesis.
+async fn chain_head(conn: &mut PgConnection) -> StoreResult<(i64, Vec<u8>)> {
+    let newest = sqlx::query(
+        "SELECT seq, hash FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let head = match newest {
+        Some(row) => Some(row),
+        None => sqlx::query("SELECT seq, hash FROM audit_chain_anchor WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?,
+    };
+    match head {
+        Some(row) => Ok((
+            row.try_get("seq").map_err(map_err)?,
+            row.try_get("hash").map_err(map_err)?,
+        )),
+        None => Ok((0, GENESIS.to_vec())),
+    }
+}
+
+/// The advisory lock every chain writer holds until its transaction ends, on every instance.
+pub const AUDIT_CHAIN_LOCK: i64 = 0x6b6f_7279_6175_6474;
+
+async fn lock_chain(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_CHAIN_LOCK)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Writes `entry` on `conn` (the caller's transaction) as the chain's next link: if this fails,
+/// the change fails with it. The chain lock, held to the end of the caller's transaction, keeps
+/// one chain across connections and instances; callers write their record last, so the lock is
+/// held only for the insert and the commit.
+pub(crate) async fn insert_audit(
+    chain: &Chain,
+    conn: &mut PgConnection,
+    entry: &AuditEntry,
+) -> StoreResult<()> {
+    let key = chain.get()?;
+    lock_chain(conn).await?;
     let metadata =
         serde_json::to_string(&entry.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let (head_seq, prev_hash) = chain_head(conn).await?;
+    let seq = head_seq + 1;
+    let hash = key.link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata));
     sqlx::query(
         "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
-                                   client_ip, user_agent, request_id, success, reason, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                   client_ip, user_agent, request_id, success, reason, metadata,
+                                   seq, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(entry.id.as_str())
     .bind(to_unix_ms(entry.occurred_at))
@@ -34,10 +95,67 @@ pub(crate) async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) ->
     .bind(entry.success)
     .bind(entry.reason.as_deref())
     .bind(metadata)
+    .bind(seq)
+    .bind(prev_hash)
+    .bind(hash.as_slice())
     .execute(conn)
     .await
     .map_err(map_err)?;
     Ok(())
+}
+
+/// Commits `tx` and then counts its audit records.
+pub(crate) async fn commit_audited(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    entry: &AuditEntry,
+) -> StoreResult<()> {
+    tx.commit().await.map_err(map_err)?;
+    observe_committed([entry]);
+    Ok(())
+}
+
+fn chain_record_from_row(row: &PgRow) -> Result<ChainRecord, sqlx::Error> {
+    Ok(ChainRecord {
+        seq: row.try_get("seq")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+        ..chain_record_from_row_unlinked(row)?
+    })
+}
+
+/// A record not yet linked (`seq`, `prev_hash` and `hash` are NULL): its content only.
+fn chain_record_from_row_unlinked(row: &PgRow) -> Result<ChainRecord, sqlx::Error> {
+    Ok(ChainRecord {
+        seq: 0,
+        prev_hash: Vec::new(),
+        hash: Vec::new(),
+        id: row.try_get("id")?,
+        occurred_at_ms: row.try_get("occurred_at")?,
+        user_id: row.try_get("user_id")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        resource_type: row.try_get("resource_type")?,
+        resource_id: row.try_get("resource_id")?,
+        client_ip: row.try_get("client_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        request_id: row.try_get("request_id")?,
+        success: row.try_get("success")?,
+        reason: row.try_get("reason")?,
+        metadata_json: row.try_get("metadata")?,
+    })
+}
+
+fn wrap_from_row(row: &PgRow) -> Result<WrappedDek, sqlx::Error> {
+    Ok(WrappedDek {
+        provider: row.try_get("kms_provider")?,
+        kek_id: row.try_get("kek_id")?,
+        kek_version: row.try_get("kek_version")?,
+        ciphertext: row.try_get("wrapped_key")?,
+    })
+}
+
+fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
+    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
 }
 
 fn entry_from_row(row: &PgRow) -> Result<AuditEntry, sqlx::Error> {
@@ -67,10 +185,259 @@ fn entry_from_row(row: &PgRow) -> Result<AuditEntry, sqlx::Error> {
 
 #[async_trait]
 impl AuditStore for PostgresStore {
+    async fn install_audit_key(&self, key: Arc<AuditKey>) -> StoreResult<u64> {
+        self.chain.install(key)?;
+        // Records written before the chain existed (an upgraded install) join it now, in the
+        // order they were written.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        lock_chain(&mut tx).await?;
+        let rows =
+            sqlx::query("SELECT * FROM audit_events WHERE seq IS NULL ORDER BY occurred_at, id")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let key = self.chain.get()?;
+        for row in &rows {
+            let mut record = chain_record_from_row_unlinked(row).map_err(map_err)?;
+            let (head_seq, prev_hash) = chain_head(&mut tx).await?;
+            record.seq = head_seq + 1;
+            let hash = key.link(record.seq, &prev_hash, &record.canonical());
+            sqlx::query(
+                "UPDATE audit_events SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4",
+            )
+            .bind(record.seq)
+            .bind(prev_hash)
+            .bind(hash.as_slice())
+            .bind(&record.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn audit_key_wrap(&self) -> StoreResult<Option<WrappedDek>> {
+        let row = sqlx::query("SELECT * FROM audit_key WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(wrap_from_row).transpose().map_err(map_err)
+    }
+
+    async fn store_audit_key_wrap(&self, wrapped: &WrappedDek) -> StoreResult<WrappedDek> {
+        sqlx::query(
+            "INSERT INTO audit_key (id, wrapped_key, kms_provider, kek_id, kek_version, created_at)
+             VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&wrapped.ciphertext)
+        .bind(&wrapped.provider)
+        .bind(&wrapped.kek_id)
+        .bind(wrapped.kek_version)
+        .bind(to_unix_ms(time::OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        self.audit_key_wrap()
+            .await?
+            .ok_or_else(|| StoreError::Internal("the audit key vanished after insert".into()))
+    }
+
+    async fn replace_audit_key_wrap(
+        &self,
+        old: &WrappedDek,
+        new: &WrappedDek,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE audit_key SET wrapped_key = $1, kms_provider = $2, kek_id = $3, kek_version = $4
+             WHERE id = 1 AND wrapped_key = $5 AND kms_provider = $6 AND kek_id = $7 AND kek_version = $8",
+        )
+        .bind(&new.ciphertext)
+        .bind(&new.provider)
+        .bind(&new.kek_id)
+        .bind(new.kek_version)
+        .bind(&old.ciphertext)
+        .bind(&old.provider)
+        .bind(&old.kek_id)
+        .bind(old.kek_version)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        insert_audit(&mut tx, entry).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, entry).await?;
+        commit_audited(tx, entry).await
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEntry>> {
+        let mut sql =
+            QueryBuilder::<Postgres>::new("SELECT * FROM audit_events WHERE seq IS NOT NULL");
+        if let Some(user) = &query.user_id {
+            sql.push(" AND user_id = ").push_bind(user.as_str());
+        }
+        if let Some(action) = &query.action {
+            sql.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(kind) = &query.resource_type {
+            sql.push(" AND resource_type = ").push_bind(kind.as_str());
+        }
+        if let Some(id) = &query.resource_id {
+            sql.push(" AND resource_id = ").push_bind(id.as_str());
+        }
+        if let Some(start) = query.start {
+            sql.push(" AND occurred_at >= ")
+                .push_bind(to_unix_ms(start));
+        }
+        if let Some(end) = query.end {
+            sql.push(" AND occurred_at <= ").push_bind(to_unix_ms(end));
+        }
+        if let Some(success) = query.success {
+            sql.push(" AND success = ").push_bind(success);
+        }
+        if let PageStart::Before(seq) = query.page {
+            sql.push(" AND seq < ").push_bind(seq);
+        }
+        sql.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        if let PageStart::Offset(offset) = query.page {
+            sql.push(" OFFSET ")
+                .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        }
+        let rows = sql.build().fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredAuditEntry {
+                    seq: row.try_get("seq")?,
+                    entry: entry_from_row(row)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
+    async fn audit_activity(&self, since: OffsetDateTime) -> StoreResult<Vec<ActivityCounts>> {
+        let rows = sqlx::query(
+            "SELECT user_id,
+                    SUM(CASE WHEN action = 'login' AND NOT success THEN 1 ELSE 0 END) AS failed_logins,
+                    SUM(CASE WHEN action = 'credential_access' AND success THEN 1 ELSE 0 END) AS reveals,
+                    SUM(CASE WHEN action IN ('access_denied', 'rate_limited') THEN 1 ELSE 0 END) AS denials,
+                    COUNT(DISTINCT client_ip) AS distinct_ips
+             FROM audit_events WHERE occurred_at >= $1 AND user_id IS NOT NULL
+             GROUP BY user_id ORDER BY user_id",
+        )
+        .bind(to_unix_ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let user: String = row.try_get("user_id")?;
+                Ok(ActivityCounts {
+                    user_id: UserId::parse(&user).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    failed_logins: count(row, "failed_logins")?,
+                    reveals: count(row, "reveals")?,
+                    denials: count(row, "denials")?,
+                    distinct_ips: count(row, "distinct_ips")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
+    async fn audit_chain_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(chain_record_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
+    }
+
+    async fn audit_chain_anchor(&self) -> StoreResult<Option<ChainAnchor>> {
+        let row = sqlx::query("SELECT seq, hash, purged_at FROM audit_chain_anchor WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|row| {
+            Ok(ChainAnchor {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+                purged_at_ms: row.try_get("purged_at")?,
+            })
+        })
+        .transpose()
+        .map_err(map_err)
+    }
+
+    async fn purge_audit_before(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<AuditPurge> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        lock_chain(&mut tx).await?;
+        // The longest all-old prefix: everything before the oldest record still in retention.
+        let bounds = sqlx::query(
+            "SELECT (SELECT MIN(seq) FROM audit_events WHERE occurred_at >= $1 AND seq IS NOT NULL) AS first_kept,
+                    (SELECT MAX(seq) FROM audit_events) AS newest",
+        )
+        .bind(to_unix_ms(cutoff))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let first_kept: Option<i64> = bounds.try_get("first_kept").map_err(map_err)?;
+        let newest: Option<i64> = bounds.try_get("newest").map_err(map_err)?;
+        let last_purged = match (first_kept, newest) {
+            (Some(first), _) => first - 1,
+            (None, Some(newest)) => newest,
+            (None, None) => 0,
+        };
+        let last = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+            .bind(last_purged)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some(last) = last else {
+            tx.commit().await.map_err(map_err)?;
+            return Ok(AuditPurge {
+                deleted: 0,
+                anchor: self.audit_chain_anchor().await?,
+            });
+        };
+        let anchor = ChainAnchor {
+            seq: last_purged,
+            hash: last.try_get("hash").map_err(map_err)?,
+            purged_at_ms: to_unix_ms(now),
+        };
+        let deleted = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+            .bind(last_purged)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO audit_chain_anchor (id, seq, hash, purged_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                                            purged_at = excluded.purged_at",
+        )
+        .bind(anchor.seq)
+        .bind(&anchor.hash)
+        .bind(anchor.purged_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(AuditPurge {
+            deleted,
+            anchor: Some(anchor),
+        })
     }
 
     async fn audit_for_resource(

@@ -14,7 +14,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
 use crate::PostgresStore;
-use crate::audit::insert_audit;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 
 fn decode_err(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
@@ -110,8 +110,8 @@ impl CredentialStore for PostgresStore {
         .await
         .map_err(map_err)?;
         insert_version(&mut tx, &credential.id, first).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await
     }
 
     async fn list_credentials(
@@ -228,8 +228,8 @@ impl CredentialStore for PostgresStore {
         .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         let credential = credential_from_row(&row).map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(Some(credential))
     }
 
@@ -258,8 +258,8 @@ impl CredentialStore for PostgresStore {
         if deleted == 0 {
             return Ok(false);
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(true)
     }
 
@@ -299,8 +299,8 @@ impl CredentialStore for PostgresStore {
         .await
         .map_err(map_err)?;
         let credential = credential_from_row(&row).map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(VersionAdded::Added(credential))
     }
 
@@ -319,7 +319,7 @@ impl CredentialStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await
     }
 }

@@ -13,7 +13,10 @@ use crate::error::map_err;
 impl KeyWrapStore for PostgresStore {
     async fn dek_inventory(&self) -> StoreResult<Vec<DekCount>> {
         let rows = sqlx::query(
-            "SELECT kms_provider, kek_id, kek_version, COUNT(*) AS n FROM credential_versions
+            // The audit chain's key counts like a DEK: retiring its version would lose the chain.
+            "SELECT kms_provider, kek_id, kek_version, COUNT(*) AS n FROM (
+                 SELECT kms_provider, kek_id, kek_version FROM credential_versions
+                 UNION ALL SELECT kms_provider, kek_id, kek_version FROM audit_key) AS wraps
              GROUP BY kms_provider, kek_id, kek_version ORDER BY kms_provider, kek_version, kek_id",
         )
         .fetch_all(&self.pool)

@@ -89,6 +89,7 @@ impl Default for PostgresSettings {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    chain: koryphaios_core::audit::chain::InstalledKey,
 }
 
 impl PostgresStore {
@@ -112,7 +113,10 @@ impl PostgresStore {
             .await
             .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))?
             .map_err(map_err)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            chain: koryphaios_core::audit::chain::InstalledKey::default(),
+        })
     }
 }
 

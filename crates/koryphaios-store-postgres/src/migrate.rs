@@ -38,6 +38,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0003_api_keys.up.sql"),
         down: include_str!("../migrations/0003_api_keys.down.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit_chain",
+        up: include_str!("../migrations/0004_audit_chain.up.sql"),
+        down: include_str!("../migrations/0004_audit_chain.down.sql"),
+    },
 ];
 
 /// The advisory lock key every Koryphaios process migrating this database queues on

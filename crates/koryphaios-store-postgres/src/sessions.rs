@@ -13,6 +13,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
 use crate::PostgresStore;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 use crate::users::user_from_row;
 
@@ -109,8 +110,8 @@ impl SessionStore for PostgresStore {
         .await
         .map_err(map_err)?;
         insert_refresh_token(&mut tx, family.as_str(), first).await?;
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await
     }
 
     async fn rotate_refresh_token(
@@ -219,8 +220,8 @@ impl SessionStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await
     }
 
     async fn end_all_sessions(
@@ -241,8 +242,8 @@ impl SessionStore for PostgresStore {
         .map_err(map_err)?
         .ok_or_else(|| StoreError::Internal(format!("user {user} vanished during logout-all")))?;
         revoke_all_families(&mut tx, user, now, "logout_all").await?;
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         user_from_row(&row)
     }
 

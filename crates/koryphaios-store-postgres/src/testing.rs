@@ -63,6 +63,19 @@ pub async fn fresh_store() -> PostgresStore {
     store
 }
 
+/// A fresh, migrated store with the storage contract's audit key installed (ready for writes).
+pub async fn keyed_store() -> PostgresStore {
+    use koryphaios_core::store::AuditStore as _;
+    let store = fresh_store().await;
+    store
+        .install_audit_key(std::sync::Arc::new(
+            koryphaios_core::testing::contract_audit_key(),
+        ))
+        .await
+        .expect("install the audit key");
+    store
+}
+
 /// Pool settings for tests: small pools, since many tests run at once against one server.
 pub fn test_settings() -> PostgresSettings {
     PostgresSettings {

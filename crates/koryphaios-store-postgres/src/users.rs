@@ -13,6 +13,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
 use crate::PostgresStore;
+use crate::audit::{commit_audited, insert_audit};
 use crate::error::{is_unique_violation, map_err};
 
 pub(crate) fn user_from_row(row: &PgRow) -> StoreResult<User> {
@@ -86,8 +87,8 @@ impl UserStore for PostgresStore {
             }
             other => other.map_err(map_err)?,
         };
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         Ok(User {
             id: user.id,
             username: user.username.as_str().to_owned(),
@@ -146,8 +147,8 @@ impl UserStore for PostgresStore {
             StoreError::Internal(format!("user {id} vanished during password change"))
         })?;
         crate::sessions::revoke_all_families(&mut tx, id, now, "password_change").await?;
-        crate::audit::insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
         user_from_row(&row)
     }
 

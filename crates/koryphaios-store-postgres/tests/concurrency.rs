@@ -20,13 +20,13 @@ use koryphaios_core::store::{
 };
 use koryphaios_core::users::{RegistrationPolicy, Role};
 use koryphaios_store_postgres::PostgresStore;
-use koryphaios_store_postgres::testing::fresh_store;
+use koryphaios_store_postgres::testing::keyed_store;
 use time::{Duration, OffsetDateTime};
 
 const RACERS: usize = 8;
 
 async fn store() -> Arc<PostgresStore> {
-    Arc::new(fresh_store().await)
+    Arc::new(keyed_store().await)
 }
 
 /// Runs `RACERS` copies of `f` at once and collects their results.

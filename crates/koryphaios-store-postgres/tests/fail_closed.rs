@@ -25,6 +25,12 @@ async fn setup() -> (String, PostgresStore) {
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
+    store
+        .install_audit_key(std::sync::Arc::new(
+            koryphaios_core::testing::contract_audit_key(),
+        ))
+        .await
+        .unwrap();
     (url, store)
 }
 

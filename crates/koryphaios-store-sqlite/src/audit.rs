@@ -1,9 +1,11 @@
 //! [`AuditStore`] on SQLite, and the insert every write path calls inside its own transaction.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use koryphaios_core::audit::chain::{AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS};
+use koryphaios_core::audit::chain::{
+    AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS, InstalledKey,
+};
 use koryphaios_core::audit::query::{ActivityCounts, AuditQuery, PageStart, StoredAuditEntry};
 use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
@@ -18,16 +20,7 @@ use crate::SqliteStore;
 use crate::error::map_err;
 
 /// The chain key once installed, shared by the store and its group-commit writer.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Chain(Arc<OnceLock<Arc<AuditKey>>>);
-
-impl Chain {
-    fn key(&self) -> StoreResult<&AuditKey> {
-        self.0.get().map(Arc::as_ref).ok_or_else(|| {
-            StoreError::Internal("the audit chain key is not installed; refusing to write".into())
-        })
-    }
-}
+pub(crate) type Chain = InstalledKey;
 
 /// The chain's last link: the newest record, else the purge anchor, else genesis.
 async fn chain_head(conn: &mut SqliteConnection) -> StoreResult<(i64, Vec<u8>)> {
@@ -60,7 +53,7 @@ pub(crate) async fn insert_audit(
     conn: &mut SqliteConnection,
     entry: &AuditEntry,
 ) -> StoreResult<()> {
-    let key = chain.key()?;
+    let key = chain.get()?;
     let metadata =
         serde_json::to_string(&entry.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
     let (head_seq, prev_hash) = chain_head(conn).await?;
@@ -176,10 +169,7 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn install_audit_key(&self, key: Arc<AuditKey>) -> StoreResult<u64> {
-        self.chain
-            .0
-            .set(key)
-            .map_err(|_| StoreError::Internal("the audit chain key is already installed".into()))?;
+        self.chain.install(key)?;
         // Records written before the chain existed (an upgraded install) join it now, in the
         // order they were written.
         let mut tx = self
@@ -191,7 +181,7 @@ impl AuditStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-        let key = self.chain.key()?;
+        let key = self.chain.get()?;
         for row in &rows {
             let mut record = chain_record_from_row_unlinked(row).map_err(map_err)?;
             let (head_seq, prev_hash) = chain_head(&mut tx).await?;

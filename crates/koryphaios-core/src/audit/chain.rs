@@ -101,6 +101,27 @@ impl AuditKey {
     }
 }
 
+/// Where a store keeps its installed chain key: empty until the service installs it, after which
+/// every audited write links with it. Writing with an empty slot fails (closed).
+#[derive(Debug, Clone, Default)]
+pub struct InstalledKey(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<AuditKey>>>);
+
+impl InstalledKey {
+    /// Installs `key`; a second install is refused (the chain has one key).
+    pub fn install(&self, key: std::sync::Arc<AuditKey>) -> Result<(), StoreError> {
+        self.0
+            .set(key)
+            .map_err(|_| StoreError::Internal("the audit chain key is already installed".into()))
+    }
+
+    /// The installed key.
+    pub fn get(&self) -> Result<&AuditKey, StoreError> {
+        self.0.get().map(std::sync::Arc::as_ref).ok_or_else(|| {
+            StoreError::Internal("the audit chain key is not installed; refusing to write".into())
+        })
+    }
+}
+
 /// Why the audit key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditKeyError {
