@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts (or installs) the services the tests
-# need, then runs every test of the workspace. Extra arguments go to `cargo test`.
+# need, runs every test of the workspace (SQLite, plus the PostgreSQL store's own suite), then
+# runs the HTTP suite a second time with every instance on PostgreSQL. One build serves both
+# passes. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 export KORYPHAIOS_TEST_REDIS_URL="${KORYPHAIOS_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
-export KORYPHAIOS_TEST_DATABASE_URL="${KORYPHAIOS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export KORYPHAIOS_TEST_POSTGRES_URL="${KORYPHAIOS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
+# Test databases of earlier runs (each test creates its own `kor_test_…` database).
+psql "$KORYPHAIOS_TEST_POSTGRES_URL" -Atqc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'kor\_test\_%'" 2>/dev/null |
+    while read -r name; do
+        psql "$KORYPHAIOS_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null 2>&1 || true
+    done || true
+
+echo "test: pass 1 of 2: the workspace (HTTP suite on SQLite)"
 cargo test --workspace --locked "$@"
+echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
+KORYPHAIOS_TEST_DATABASE=postgres cargo test --locked -p koryphaios-server --test it "$@"

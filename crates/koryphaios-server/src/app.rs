@@ -20,6 +20,7 @@ use koryphaios_core::users::PasswordHasher;
 use koryphaios_core::{Clock, SystemClock};
 use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
 use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter};
+use koryphaios_store_postgres::{PostgresSettings, PostgresStore};
 use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
@@ -85,6 +86,24 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let store = SqliteStore::open(path, &SqliteSettings::default())
                 .await
                 .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        DatabaseConfig::Postgres {
+            url,
+            max_connections,
+            acquire_timeout,
+            statement_timeout,
+        } => {
+            let settings = PostgresSettings {
+                max_connections: *max_connections,
+                acquire_timeout: *acquire_timeout,
+                statement_timeout: *statement_timeout,
+                ..PostgresSettings::default()
+            };
+            // The error names the cause, never the URL (it may hold a password).
+            let store = PostgresStore::connect(url.expose_secret(), &settings)
+                .await
+                .context("cannot connect to PostgreSQL (KORYPHAIOS_DATABASE_URL)")?;
             Ok(Arc::new(store))
         }
     }

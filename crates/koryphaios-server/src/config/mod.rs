@@ -34,10 +34,21 @@ pub enum LogFormat {
 }
 
 /// Where data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DatabaseConfig {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL server shared by every instance.
+    Postgres {
+        /// The `postgres://` URL (it may hold a password, so it is kept secret).
+        url: SecretString,
+        /// `KORYPHAIOS_DATABASE_MAX_CONNECTIONS` (default 16).
+        max_connections: u32,
+        /// `KORYPHAIOS_DATABASE_ACQUIRE_TIMEOUT_SECS`: wait for a free connection (default 5).
+        acquire_timeout: Duration,
+        /// `KORYPHAIOS_DATABASE_STATEMENT_TIMEOUT_SECS`: server-side limit per statement (default 30).
+        statement_timeout: Duration,
+    },
 }
 
 /// Which key provider wraps data keys.
@@ -103,6 +114,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_HOST",
     "KORYPHAIOS_PORT",
     "KORYPHAIOS_DATABASE_URL",
+    "KORYPHAIOS_DATABASE_MAX_CONNECTIONS",
+    "KORYPHAIOS_DATABASE_ACQUIRE_TIMEOUT_SECS",
+    "KORYPHAIOS_DATABASE_STATEMENT_TIMEOUT_SECS",
     "KORYPHAIOS_JWT_SECRET",
     "KORYPHAIOS_ALLOW_REGISTRATION",
     "KORYPHAIOS_KMS_PROVIDER",
@@ -135,7 +149,7 @@ impl Config {
             PathBuf::from(get("KORYPHAIOS_DATA_DIR").unwrap_or_else(|| "./.koryphaios".into()));
         let database = match get("KORYPHAIOS_DATABASE_URL") {
             None => DatabaseConfig::Sqlite(data_dir.join("koryphaios.db")),
-            Some(url) => parse_database_url(&url)?,
+            Some(url) => parse_database_url(&url, &get)?,
         };
         let jwt_secret = match get("KORYPHAIOS_JWT_SECRET") {
             Some(secret) if secret.len() < 32 => {
@@ -272,8 +286,29 @@ pub(crate) fn parse_bool(
     }
 }
 
-fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
+fn parse_database_url(
+    url: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<DatabaseConfig, ConfigError> {
     let variable = "KORYPHAIOS_DATABASE_URL";
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let seconds = |name: &'static str, default: u64, max: u64| {
+            get(name)
+                .map(|v| parse_in(name, &v, 1, max))
+                .transpose()
+                .map(|v| Duration::from_secs(v.unwrap_or(default)))
+        };
+        let max_connections = get("KORYPHAIOS_DATABASE_MAX_CONNECTIONS")
+            .map(|v| parse_in("KORYPHAIOS_DATABASE_MAX_CONNECTIONS", &v, 1, 1000))
+            .transpose()?
+            .unwrap_or(16);
+        return Ok(DatabaseConfig::Postgres {
+            url: SecretString::from(url.to_owned()),
+            max_connections: u32::try_from(max_connections).unwrap_or(16),
+            acquire_timeout: seconds("KORYPHAIOS_DATABASE_ACQUIRE_TIMEOUT_SECS", 5, 300)?,
+            statement_timeout: seconds("KORYPHAIOS_DATABASE_STATEMENT_TIMEOUT_SECS", 30, 3600)?,
+        });
+    }
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -293,7 +328,9 @@ fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
     // The URL may hold a password: name only its scheme.
     Err(ConfigError {
         variable,
-        problem: format!("unsupported scheme {scheme:?}; this build supports sqlite://PATH"),
+        problem: format!(
+            "unsupported scheme {scheme:?}; expected sqlite://PATH or postgres://USER@HOST/DATABASE"
+        ),
     })
 }
 
@@ -382,9 +419,47 @@ fn parse_log_level(raw: Option<String>) -> Result<String, ConfigError> {
 mod tests {
     use std::collections::HashMap;
 
+    use std::path::Path;
+
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn postgres_urls_select_the_postgres_store_with_pool_settings() {
+        let config = load(&[
+            (
+                "KORYPHAIOS_DATABASE_URL",
+                "postgres://app:pw@db:5432/koryphaios",
+            ),
+            ("KORYPHAIOS_DATABASE_MAX_CONNECTIONS", "40"),
+            ("KORYPHAIOS_DATABASE_STATEMENT_TIMEOUT_SECS", "10"),
+        ])
+        .unwrap();
+        let DatabaseConfig::Postgres {
+            url,
+            max_connections,
+            acquire_timeout,
+            statement_timeout,
+        } = &config.database
+        else {
+            panic!("expected postgres: {:?}", config.database);
+        };
+        assert_eq!(url.expose_secret(), "postgres://app:pw@db:5432/koryphaios");
+        assert_eq!(*max_connections, 40);
+        assert_eq!(*acquire_timeout, Duration::from_secs(5));
+        assert_eq!(*statement_timeout, Duration::from_secs(10));
+        assert!(
+            !format!("{config:?}").contains("pw@"),
+            "the URL's password never prints"
+        );
+        let error = load(&[
+            ("KORYPHAIOS_DATABASE_URL", "postgres://app:pw@db/k"),
+            ("KORYPHAIOS_DATABASE_MAX_CONNECTIONS", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "KORYPHAIOS_DATABASE_MAX_CONNECTIONS");
+    }
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
@@ -400,10 +475,10 @@ mod tests {
         assert_eq!(config.port, 3000);
         assert_eq!(config.host.to_string(), "127.0.0.1");
         assert_eq!(config.data_dir, PathBuf::from("./.koryphaios"));
-        assert_eq!(
-            config.database,
-            DatabaseConfig::Sqlite(PathBuf::from("./.koryphaios/koryphaios.db"))
-        );
+        assert!(matches!(
+            &config.database,
+            DatabaseConfig::Sqlite(path) if path == Path::new("./.koryphaios/koryphaios.db")
+        ));
         assert!(
             config.jwt_secret.is_none()
                 && !config.allow_registration
@@ -496,10 +571,10 @@ mod tests {
         assert!(config.allow_registration);
         assert_eq!(config.cors_origins.len(), 2);
         assert_eq!(config.jwt_secret.unwrap().expose_secret().len(), 32);
-        assert_eq!(
-            config.database,
-            DatabaseConfig::Sqlite(PathBuf::from("/tmp/k.db"))
-        );
+        assert!(matches!(
+            &config.database,
+            DatabaseConfig::Sqlite(path) if path == Path::new("/tmp/k.db")
+        ));
         assert_eq!(config.log_format, LogFormat::Json);
     }
 

@@ -40,25 +40,6 @@ async fn traced(
     request.send().await.unwrap()
 }
 
-fn run_cli(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_koryphaios"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KORYPHAIOS_DATA_DIR", data_dir)
-        .output()
-        .unwrap()
-}
-
-async fn tamper(app: &TestApp, sql: &'static str) {
-    use sqlx::Connection as _;
-    let path = app.data_path().join("koryphaios.db");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-}
-
 #[tokio::test]
 async fn every_sensitive_operation_and_denial_leaves_one_record_with_context_and_no_secret() {
     let app = TestApp::spawn().await;
@@ -213,20 +194,22 @@ async fn verify_names_the_edited_row_and_the_cli_agrees() {
     assert_eq!(report["valid"], true, "{report}");
     let checked = report["checked"].as_u64().unwrap();
     assert!(checked >= 5, "{report}");
-    let ok = run_cli(&app.data_path(), &["audit", "verify"]);
+    let cli = app.cli_env();
+    let ok = cli.run(&["audit", "verify"]);
     assert!(
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
 
-    tamper(&app, "UPDATE audit_events SET success = 0 WHERE seq = 3").await;
+    let edit = "UPDATE audit_events SET success = NOT success WHERE seq = 3";
+    app.execute_sql(edit, edit).await;
     let report = get_json(&app, "/api/v1/audit/verify", &admin.access).await;
     assert_eq!(report["valid"], false);
     assert_eq!(report["firstBroken"]["seq"], 3);
     assert_eq!(report["firstBroken"]["reason"], "content_mismatch");
     assert_eq!(report["checked"], 2);
-    let broken = run_cli(&app.data_path(), &["audit", "verify"]);
+    let broken = cli.run(&["audit", "verify"]);
     assert!(!broken.status.success());
     assert!(String::from_utf8_lossy(&broken.stdout).contains("BROKEN at position 3"));
 }
@@ -247,10 +230,10 @@ async fn retention_purges_old_records_and_the_rest_still_verifies() {
         .await;
     let before = get_json(&app, "/api/v1/audit?limit=1000", &admin.access).await;
     let total = records(&before).len();
-    let data = app.data_path();
+    let cli = app.cli_env();
     app.stop().await;
 
-    let purge = run_cli(&data, &["audit", "purge"]);
+    let purge = cli.run(&["audit", "purge"]);
     assert!(
         purge.status.success(),
         "{}",
@@ -258,7 +241,7 @@ async fn retention_purges_old_records_and_the_rest_still_verifies() {
     );
     let said = String::from_utf8_lossy(&purge.stdout).into_owned();
     assert!(said.contains("purged 3 audit record(s)"), "{said}");
-    let verified = run_cli(&data, &["audit", "verify"]);
+    let verified = cli.run(&["audit", "verify"]);
     assert!(
         verified.status.success(),
         "{}",
@@ -514,10 +497,13 @@ async fn suspicious_flags_users_with_many_failed_logins() {
 async fn a_failing_audit_write_blocks_the_change() {
     let app = TestApp::spawn().await;
     let admin = app.user("root").await;
-    tamper(
-        &app,
+    app.execute_sql(
         "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events
          BEGIN SELECT RAISE(ABORT, 'audit refused'); END;",
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
     )
     .await;
     let response = app
@@ -528,7 +514,11 @@ async fn a_failing_audit_write_blocks_the_change() {
         )
         .await;
     assert_error(response, 500, "internal_error").await;
-    tamper(&app, "DROP TRIGGER refuse_audit").await;
+    app.execute_sql(
+        "DROP TRIGGER refuse_audit",
+        "DROP TRIGGER refuse_audit ON audit_events",
+    )
+    .await;
     let list = get_json(&app, "/api/v1/credentials", &admin.access).await;
     assert_eq!(
         list["credentials"].as_array().map(Vec::len),

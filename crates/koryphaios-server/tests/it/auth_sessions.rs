@@ -518,18 +518,39 @@ async fn auth_events_are_audited_without_secrets() {
     let fresh = session_from(change.json().await.unwrap());
     app.request(Method::POST, "/api/auth/logout", Some(&fresh.access), None)
         .await;
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.data_path().join("koryphaios.db").display()
-    ))
-    .await
-    .unwrap();
-    let rows: Vec<AuditRow> = sqlx::query_as(
-        "SELECT action, actor, success, user_id, metadata, client_ip FROM audit_events ORDER BY occurred_at, id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    // Ada registered first, so she is the admin and reads every record through the API.
+    let reader = session_from(
+        app.post(
+            "/api/auth/login",
+            json!({"username": "ada", "password": "brand new passphrase 9"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap(),
+    );
+    let page: serde_json::Value = app
+        .get_authed("/api/v1/audit?limit=1000", &reader.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows: Vec<AuditRow> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["actor"].as_str().unwrap().to_owned(),
+                i64::from(r["success"].as_bool().unwrap()),
+                r["userId"].as_str().map(str::to_owned),
+                r["metadata"].to_string(),
+                r["clientIp"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
     let summary: Vec<(String, i64)> = rows.iter().map(|r| (r.0.clone(), r.2)).collect();
     for expected in [
         ("register", 1),

@@ -19,6 +19,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 #[derive(Debug)]
 pub struct TestApp {
     pub base: String,
+    /// The PostgreSQL database this instance uses, when the suite runs on PostgreSQL.
+    pub database_url: Option<String>,
     pub client: reqwest::Client,
     pub data_dir: Arc<TempDir>,
     pub clock: Arc<ManualClock>,
@@ -65,6 +67,17 @@ impl TestApp {
             data_dir.path().join("data").display().to_string(),
         );
         map.insert("KORYPHAIOS_PORT".into(), "0".into());
+        if on_postgres() && !map.contains_key("KORYPHAIOS_DATABASE_URL") {
+            map.insert(
+                "KORYPHAIOS_DATABASE_URL".into(),
+                postgres_database_for(&data_dir).await,
+            );
+            map.insert("KORYPHAIOS_DATABASE_MAX_CONNECTIONS".into(), "8".into());
+        }
+        let database_url = map
+            .get("KORYPHAIOS_DATABASE_URL")
+            .filter(|url| url.starts_with("postgres"))
+            .cloned();
         // Most tests make many requests from one IP; the rate-limit tests switch limiting on.
         map.entry("KORYPHAIOS_RATE_LIMIT_ENABLED".into())
             .or_insert_with(|| "false".into());
@@ -84,6 +97,7 @@ impl TestApp {
         }));
         Self {
             base,
+            database_url,
             client: reqwest::Client::new(),
             data_dir,
             clock,
@@ -197,6 +211,37 @@ impl TestApp {
         self.clock.now()
     }
 
+    /// The environment a `koryphaios` CLI run needs to work on this instance's data.
+    pub fn cli_env(&self) -> CliEnv {
+        CliEnv {
+            data_dir: self.data_path(),
+            database_url: self.database_url.clone(),
+        }
+    }
+
+    /// Runs SQL directly on this instance's database (`sqlite` or `postgres` dialect), as an
+    /// attacker or operator with database access would.
+    pub async fn execute_sql(&self, sqlite: &'static str, postgres: &'static str) {
+        use sqlx::Connection as _;
+        match &self.database_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::raw_sql(postgres)
+                    .execute(&mut conn)
+                    .await
+                    .expect("sql");
+            }
+            None => {
+                let path = self.data_path().join("koryphaios.db");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                        .await
+                        .expect("connect");
+                sqlx::raw_sql(sqlite).execute(&mut conn).await.expect("sql");
+            }
+        }
+    }
+
     /// The data directory of this instance.
     pub fn data_path(&self) -> std::path::PathBuf {
         self.data_dir.path().join("data")
@@ -228,6 +273,58 @@ impl TestApp {
     pub async fn user(&self, username: &str) -> Session {
         self.register(username).await;
         self.login(username).await
+    }
+}
+
+/// Whether the suite runs on PostgreSQL (`KORYPHAIOS_TEST_DATABASE=postgres`, set by
+/// `scripts/test.sh` for its second pass) instead of the embedded SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("KORYPHAIOS_TEST_DATABASE").as_deref() == Ok("postgres")
+}
+
+/// The PostgreSQL database of a data directory: created on first use and remembered in the
+/// directory, so a restart on the same directory finds the same data.
+async fn postgres_database_for(data_dir: &TempDir) -> String {
+    let marker = data_dir.path().join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return url;
+    }
+    let url = koryphaios_store_postgres::testing::fresh_database_url().await;
+    std::fs::write(&marker, &url).expect("remember the test database");
+    url
+}
+
+/// What a CLI run needs to find an instance's data.
+#[derive(Debug, Clone)]
+pub struct CliEnv {
+    pub data_dir: std::path::PathBuf,
+    pub database_url: Option<String>,
+}
+
+impl CliEnv {
+    /// Runs `koryphaios <args>` with only this environment.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_koryphaios"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KORYPHAIOS_DATA_DIR", &self.data_dir);
+        if let Some(url) = &self.database_url {
+            command.env("KORYPHAIOS_DATABASE_URL", url);
+        }
+        command.output().expect("run the koryphaios binary")
+    }
+
+    /// Runs `koryphaios <args>`, asserts it succeeded, and returns its standard output.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 

@@ -56,7 +56,12 @@ async fn readiness_reports_the_database_up() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["ok"], true);
     assert_eq!(body["data"]["components"]["database"]["status"], "up");
-    assert_eq!(body["data"]["components"]["database"]["backend"], "sqlite");
+    let backend = if crate::harness::on_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(body["data"]["components"]["database"]["backend"], backend);
 }
 
 #[tokio::test]
