@@ -19,3 +19,4 @@ mod openapi_drift;
 mod pipeline;
 mod process;
 mod rate_limits;
+mod scale_out;

@@ -1,0 +1,303 @@
+//! Scale-out: two `koryphaios serve` processes on one PostgreSQL and one Redis behave as one
+//! service. Keys work across instances, revocation reaches the other instance within 1 s, limits
+//! are counted once, concurrent writes on both keep one verifying audit chain, both can start at
+//! once on an empty database, and `kill -9` loses no acknowledged write.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::Client;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::harness::{PASSWORD, PrivateRedis, session_from};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// One instance: the shared data dir holds the key ring and JWT secret every replica uses.
+fn instance(data_dir: &Path, database: &str, redis: &str, port: u16) -> Child {
+    let log = std::fs::File::create(data_dir.with_file_name(format!("instance-{port}.log")))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_koryphaios"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KORYPHAIOS_DATA_DIR", data_dir)
+        .env("KORYPHAIOS_DATABASE_URL", database)
+        .env("KORYPHAIOS_REDIS_URL", redis)
+        .env("KORYPHAIOS_PORT", port.to_string())
+        .env("KORYPHAIOS_ALLOW_REGISTRATION", "true")
+        .env("KORYPHAIOS_RATE_LIMIT_IP_PER_MINUTE", "100000")
+        .env("KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE", "1000")
+        .env("KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM", "100000")
+        .env("KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM", "100000:100000")
+        .env("KORYPHAIOS_RATE_LIMIT_TIER_FREE", "20")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start koryphaios")
+}
+
+async fn wait_ready(client: &Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let response = client.get(format!("{base}/health/ready")).send().await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{base} did not become ready");
+}
+
+async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
+    let database = koryphaios_store_postgres::testing::fresh_database_url().await;
+    let redis = PrivateRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (port_a, port_b) = (free_port(), free_port());
+    // Both start at once on an empty database.
+    let mut a = instance(&data, &database, &redis.url(), port_a);
+    let b = instance(&data, &database, &redis.url(), port_b);
+    let (url_a, url_b) = (
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    );
+    let client = Client::new();
+    wait_ready(&client, &url_a).await;
+    wait_ready(&client, &url_b).await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let applied: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        applied,
+        vec![(1,), (2,), (3,), (4,)],
+        "each migration applied once"
+    );
+
+    // A session from A works on B (one JWT secret in the shared data dir).
+    let registered = client
+        .post(format!("{url_a}/api/auth/register"))
+        .json(&json!({"username": "root", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login = client
+        .post(format!("{url_a}/api/auth/login"))
+        .json(&json!({"username": "root", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let admin = session_from(login.json().await.unwrap());
+    let me = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{url_b}/api/auth/me"),
+        &admin.access,
+        None,
+    )
+    .await;
+    assert_eq!(me.status(), 200);
+
+    // A key created on A works on B, and their combined rate is limited once (free: 20/min).
+    let key = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{url_a}/api/v1/keys"),
+        &admin.access,
+        Some(json!({"name": "shared", "scopes": ["read"], "rateLimitTier": "free"})),
+    )
+    .await;
+    assert_eq!(key.status(), 201);
+    let key: Value = key.json().await.unwrap();
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let mut admitted = 0;
+    for i in 0..30 {
+        let base = if i % 2 == 0 { &url_b } else { &url_a };
+        let response = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{base}/api/auth/me"),
+            &secret,
+            None,
+        )
+        .await;
+        match response.status().as_u16() {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(admitted, 20, "the two instances share one limit");
+
+    // Revoked on A, refused on B within 1 s (B has the key in its verification cache).
+    let other = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{url_a}/api/v1/keys"),
+        &admin.access,
+        Some(json!({"name": "to-revoke", "scopes": ["read"], "rateLimitTier": "enterprise"})),
+    )
+    .await;
+    let other: Value = other.json().await.unwrap();
+    let other_secret = other["key"].as_str().unwrap().to_owned();
+    let warm = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{url_b}/api/auth/me"),
+        &other_secret,
+        None,
+    )
+    .await;
+    assert_eq!(warm.status(), 200);
+    let revoked = call(
+        &client,
+        reqwest::Method::DELETE,
+        format!("{url_a}/api/v1/keys/{}", other["id"].as_str().unwrap()),
+        &admin.access,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    let revoked_at = Instant::now();
+    loop {
+        let response = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{url_b}/api/auth/me"),
+            &other_secret,
+            None,
+        )
+        .await;
+        if response.status() == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "revocation must reach B within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Concurrent writes on both instances keep one verifying chain.
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        let client = client.clone();
+        let base = if i % 2 == 0 {
+            url_a.clone()
+        } else {
+            url_b.clone()
+        };
+        let token = admin.access.clone();
+        writes.push(tokio::spawn(async move {
+            call(
+                &client,
+                reqwest::Method::POST,
+                format!("{base}/api/v1/credentials"),
+                &token,
+                Some(json!({"provider": "openai", "credential": format!("sk-{i}")})),
+            )
+            .await
+            .status()
+        }));
+    }
+    for write in writes {
+        assert_eq!(write.await.unwrap(), 201);
+    }
+    let report: Value = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{url_b}/api/v1/audit/verify"),
+        &admin.access,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+
+    // kill -9 A during writes: every write A acknowledged is there.
+    let writer = {
+        let client = client.clone();
+        let base = url_a.clone();
+        let token = admin.access.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..10_000 {
+                let response = client
+                    .post(format!("{base}/api/v1/credentials"))
+                    .bearer_auth(&token)
+                    .json(&json!({"provider": "anthropic", "credential": format!("sk-k9-{i}")}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == 201 => {
+                        let body: Value = r.json().await.unwrap_or_default();
+                        if let Some(id) = body["id"].as_str() {
+                            acknowledged.push(id.to_owned());
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        !acknowledged.is_empty(),
+        "A acknowledged writes before it died"
+    );
+    for id in &acknowledged {
+        let found = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{url_b}/api/v1/credentials/{id}"),
+            &admin.access,
+            None,
+        )
+        .await;
+        assert_eq!(found.status(), 200, "acknowledged write {id} is lost");
+    }
+    let report: Value = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{url_b}/api/v1/audit/verify"),
+        &admin.access,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    drop(b);
+}
