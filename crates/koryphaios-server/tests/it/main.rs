@@ -13,6 +13,7 @@ mod auth_sessions;
 mod credentials;
 mod credentials_bad_input;
 mod credentials_crypto;
+mod deploy_files;
 mod harness;
 mod metrics;
 mod openapi_drift;
