@@ -20,4 +20,5 @@ psql "$KORYPHAIOS_TEST_POSTGRES_URL" -Atqc \
 echo "test: pass 1 of 2: the workspace (HTTP suite on SQLite)"
 cargo test --workspace --locked "$@"
 echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
-KORYPHAIOS_TEST_DATABASE=postgres cargo test --locked -p koryphaios-server --test it "$@"
+# `--workspace` keeps the feature set of pass 1, so its test binary is reused, not rebuilt.
+KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked --test it "$@"
