@@ -338,8 +338,9 @@ pub struct AuditPurge {
 /// Until a key is installed, audited writes fail (closed).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Gives the store the chain key and links any records written before the chain existed.
-    /// Returns how many such records were linked.
+    /// Gives the store the chain key. When the log has no chain yet (no linked record, no
+    /// anchor), records written before the chain existed are linked now; returns how many.
+    /// Later unlinked records are never adopted: verification reports them.
     async fn install_audit_key(&self, key: std::sync::Arc<AuditKey>) -> StoreResult<u64>;
     /// The wrapped audit key, if one was stored.
     async fn audit_key_wrap(&self) -> StoreResult<Option<WrappedDek>>;
@@ -359,12 +360,18 @@ pub trait AuditStore: Send + Sync {
     async fn audit_chain_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainRecord>>;
     /// Where the chain starts after purges.
     async fn audit_chain_anchor(&self) -> StoreResult<Option<ChainAnchor>>;
-    /// Deletes the longest prefix of the chain whose records are all older than `cutoff` and
-    /// moves the anchor to its last link, in one transaction.
+    /// Ids of records outside the chain (no position), at most `limit`.
+    async fn unlinked_audit_ids(&self, limit: u32) -> StoreResult<Vec<String>>;
+    /// In one transaction: deletes at most `max_records` of the longest prefix of the chain whose
+    /// records are all older than `cutoff`, moves the anchor (with its MAC) to the last deleted
+    /// link, and appends `record` with the count in its metadata (`deleted`). Nothing is written
+    /// when nothing is deleted.
     async fn purge_audit_before(
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        max_records: u32,
+        record: &AuditEntry,
     ) -> StoreResult<AuditPurge>;
     /// The owner's records about one resource, newest first.
     async fn audit_for_resource(

@@ -191,6 +191,21 @@ impl AuditStore for PostgresStore {
         // order they were written.
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         lock_chain(&mut tx).await?;
+        let chained = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NOT NULL)
+                 OR EXISTS (SELECT 1 FROM audit_chain_anchor) AS chained",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .try_get::<bool, _>("chained")
+        .map_err(map_err)?;
+        if chained {
+            // Unlinked rows in a chained log were not written by this service: verification
+            // reports them instead of this signing them.
+            tx.commit().await.map_err(map_err)?;
+            return Ok(0);
+        }
         let rows =
             sqlx::query("SELECT * FROM audit_events WHERE seq IS NULL ORDER BY occurred_at, id")
                 .fetch_all(&mut *tx)
@@ -361,32 +376,52 @@ impl AuditStore for PostgresStore {
     }
 
     async fn audit_chain_anchor(&self) -> StoreResult<Option<ChainAnchor>> {
-        let row = sqlx::query("SELECT seq, hash, purged_at FROM audit_chain_anchor WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let row =
+            sqlx::query("SELECT seq, hash, purged_at, mac FROM audit_chain_anchor WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
         row.map(|row| {
             Ok(ChainAnchor {
                 seq: row.try_get("seq")?,
                 hash: row.try_get("hash")?,
                 purged_at_ms: row.try_get("purged_at")?,
+                mac: row.try_get("mac")?,
             })
         })
         .transpose()
         .map_err(map_err)
     }
 
+    async fn unlinked_audit_ids(&self, limit: u32) -> StoreResult<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT id FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        rows.iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
+    }
+
     async fn purge_audit_before(
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        max_records: u32,
+        record: &AuditEntry,
     ) -> StoreResult<AuditPurge> {
+        let key = self.chain.get()?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         lock_chain(&mut tx).await?;
-        // The longest all-old prefix: everything before the oldest record still in retention.
+        // The longest all-old prefix (everything before the oldest record still in retention),
+        // at most `max_records` of it.
         let bounds = sqlx::query(
             "SELECT (SELECT MIN(seq) FROM audit_events WHERE occurred_at >= $1 AND seq IS NOT NULL) AS first_kept,
-                    (SELECT MAX(seq) FROM audit_events) AS newest",
+                    (SELECT MAX(seq) FROM audit_events) AS newest,
+                    (SELECT MIN(seq) FROM audit_events) AS oldest",
         )
         .bind(to_unix_ms(cutoff))
         .fetch_one(&mut *tx)
@@ -394,11 +429,15 @@ impl AuditStore for PostgresStore {
         .map_err(map_err)?;
         let first_kept: Option<i64> = bounds.try_get("first_kept").map_err(map_err)?;
         let newest: Option<i64> = bounds.try_get("newest").map_err(map_err)?;
-        let last_purged = match (first_kept, newest) {
+        let oldest: Option<i64> = bounds.try_get("oldest").map_err(map_err)?;
+        let prefix_end = match (first_kept, newest) {
             (Some(first), _) => first - 1,
             (None, Some(newest)) => newest,
             (None, None) => 0,
         };
+        let last_purged = oldest.map_or(prefix_end, |oldest| {
+            prefix_end.min(oldest.saturating_add(i64::from(max_records)) - 1)
+        });
         let last = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
             .bind(last_purged)
             .fetch_optional(&mut *tx)
@@ -411,10 +450,13 @@ impl AuditStore for PostgresStore {
                 anchor: self.audit_chain_anchor().await?,
             });
         };
+        let hash: Vec<u8> = last.try_get("hash").map_err(map_err)?;
+        let purged_at_ms = to_unix_ms(now);
         let anchor = ChainAnchor {
             seq: last_purged,
-            hash: last.try_get("hash").map_err(map_err)?,
-            purged_at_ms: to_unix_ms(now),
+            mac: key.anchor_mac(last_purged, &hash, purged_at_ms).to_vec(),
+            hash,
+            purged_at_ms,
         };
         let deleted = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
             .bind(last_purged)
@@ -423,17 +465,22 @@ impl AuditStore for PostgresStore {
             .map_err(map_err)?
             .rows_affected();
         sqlx::query(
-            "INSERT INTO audit_chain_anchor (id, seq, hash, purged_at) VALUES (1, $1, $2, $3)
+            "INSERT INTO audit_chain_anchor (id, seq, hash, purged_at, mac) VALUES (1, $1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-                                            purged_at = excluded.purged_at",
+                                            purged_at = excluded.purged_at, mac = excluded.mac",
         )
         .bind(anchor.seq)
         .bind(&anchor.hash)
         .bind(anchor.purged_at_ms)
+        .bind(&anchor.mac)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        // The purge's own record, in the same transaction: no deletion goes unrecorded.
+        let mut record = record.clone();
+        record.metadata.insert("deleted".into(), deleted.into());
+        insert_audit(&self.chain, &mut tx, &record).await?;
+        commit_audited(tx, &record).await?;
         Ok(AuditPurge {
             deleted,
             anchor: Some(anchor),

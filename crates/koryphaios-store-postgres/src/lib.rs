@@ -100,10 +100,15 @@ impl PostgresStore {
             // The URL may hold a password: report only that it is malformed.
             .map_err(|_| StoreError::Internal("invalid PostgreSQL connection URL".into()))?
             .application_name("koryphaios")
-            .options([(
-                "statement_timeout",
-                settings.statement_timeout.as_millis().to_string(),
-            )]);
+            .options([
+                (
+                    "statement_timeout",
+                    settings.statement_timeout.as_millis().to_string(),
+                ),
+                // The locks in this crate rely on READ COMMITTED (each statement sees what the
+                // previous lock holder committed), whatever the server's default is.
+                ("default_transaction_isolation", "read committed".to_owned()),
+            ]);
         let connecting = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .min_connections(settings.min_connections)

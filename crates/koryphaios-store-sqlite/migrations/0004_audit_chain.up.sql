@@ -1,5 +1,5 @@
 -- The audit hash chain (SPEC §5): each record's position, its predecessor's hash and its own
--- HMAC; the anchor retention leaves behind; and the wrapped key the chain is computed with.
+-- HMAC; the anchor retention leaves behind (with its own HMAC); and the wrapped key the chain is computed with.
 -- Records written before this migration are linked when the service installs the key.
 ALTER TABLE audit_events ADD COLUMN seq INTEGER;
 ALTER TABLE audit_events ADD COLUMN prev_hash BLOB;
@@ -13,7 +13,8 @@ CREATE TABLE audit_chain_anchor (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     seq       INTEGER NOT NULL,
     hash      BLOB NOT NULL,
-    purged_at INTEGER NOT NULL
+    purged_at INTEGER NOT NULL,
+    mac       BLOB NOT NULL
 ) STRICT;
 
 CREATE TABLE audit_key (

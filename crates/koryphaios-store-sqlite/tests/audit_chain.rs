@@ -125,18 +125,24 @@ async fn a_forged_anchor_is_detected() {
     tamper(
         &path,
         "DELETE FROM audit_events WHERE seq <= 2;
-         INSERT INTO audit_chain_anchor (id, seq, hash, purged_at) VALUES (1, 2, zeroblob(32), 0);",
+         INSERT INTO audit_chain_anchor (id, seq, hash, purged_at, mac)
+             VALUES (1, 2, (SELECT prev_hash FROM audit_events WHERE seq = 3), 0, zeroblob(32));",
     )
     .await;
-    assert_eq!(first_break(&store).await, Some((3, BreakKind::BrokenLink)));
+    assert_eq!(
+        first_break(&store).await,
+        Some((3, BreakKind::ForgedAnchor))
+    );
 }
 
 #[tokio::test]
-async fn records_from_before_the_chain_are_linked_when_the_key_is_installed() {
+async fn records_from_before_the_chain_are_linked_when_the_key_is_first_installed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
-    let store = chain_of_five(&path).await;
-    drop(store);
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    store.migrate_up().await.unwrap();
     // An upgraded install: rows written by a version without the chain have no links.
     tamper(
         &path,
@@ -145,9 +151,6 @@ async fn records_from_before_the_chain_are_linked_when_the_key_is_installed() {
                 ('aud_0190000000007000800000000000000b', 2, 'user:x', 'logout', 1, '{}');",
     )
     .await;
-    let store = SqliteStore::open(&path, &SqliteSettings::default())
-        .await
-        .unwrap();
     assert_eq!(
         store
             .install_audit_key(std::sync::Arc::new(contract_audit_key()))
@@ -158,7 +161,38 @@ async fn records_from_before_the_chain_are_linked_when_the_key_is_installed() {
     store.append_audit(&record(9)).await.unwrap();
     let report = verify(&store, &contract_audit_key()).await.unwrap();
     assert!(report.is_valid(), "{report:?}");
-    assert_eq!(report.checked, 8);
+    assert_eq!(report.checked, 3);
+}
+
+#[tokio::test]
+async fn rows_slipped_into_a_chained_log_are_reported_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = chain_of_five(&path).await;
+    drop(store);
+    // Unlinking the tail (to hide an edit in it) or inserting rows without links.
+    tamper(
+        &path,
+        "UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL WHERE seq >= 4",
+    )
+    .await;
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .install_audit_key(std::sync::Arc::new(contract_audit_key()))
+            .await
+            .unwrap(),
+        0,
+        "a chained log never adopts rows"
+    );
+    let broken = verify(&store, &contract_audit_key())
+        .await
+        .unwrap()
+        .first_broken
+        .unwrap();
+    assert_eq!(broken.kind, BreakKind::Unlinked);
 }
 
 #[tokio::test]

@@ -35,8 +35,9 @@ impl KeyCache {
             .map(|(_, lookup)| lookup.clone())
     }
 
-    /// Remembers a lookup.
-    pub fn put(&self, hash: String, lookup: KeyLookup) {
+    /// Remembers a lookup read from the store by a query that started at `queried_at` (the
+    /// entry ages from then, so the revocation bound holds however slow the query was).
+    pub fn put(&self, hash: String, lookup: KeyLookup, queried_at: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= Self::MAX_ENTRIES {
             entries.retain(|_, (fetched, _)| fetched.elapsed() < Self::TTL);
@@ -44,7 +45,7 @@ impl KeyCache {
                 entries.clear();
             }
         }
-        entries.insert(hash, (Instant::now(), lookup));
+        entries.insert(hash, (queried_at, lookup));
     }
 
     /// Forgets every entry of one key (after revoke, roll or update on this instance).

@@ -495,13 +495,15 @@ impl ApiKeyService {
         let found = match self.cache.get(hash.as_str()) {
             Some(found) => found,
             None => {
+                let queried_at = std::time::Instant::now();
                 let found = self
                     .store
                     .lookup_api_key(&hash)
                     .await
                     .map_err(ApiKeyAuthOutcome::Store)?
                     .ok_or(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::NotFound))?;
-                self.cache.put(hash.as_str().to_owned(), found.clone());
+                self.cache
+                    .put(hash.as_str().to_owned(), found.clone(), queried_at);
                 found
             }
         };

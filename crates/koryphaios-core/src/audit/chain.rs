@@ -24,6 +24,8 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// Domain separation for the link MAC (a new canonical form gets a new tag).
 const LINK_TAG: &[u8] = b"koryphaios/audit/v1";
+/// Domain separation for the anchor MAC.
+const ANCHOR_TAG: &[u8] = b"koryphaios/audit-anchor/v1";
 
 /// The owner the audit key is wrapped for: no user, so no user's KEK context can unwrap it.
 pub fn audit_key_owner() -> UserId {
@@ -63,6 +65,17 @@ impl AuditKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// The MAC that makes an anchor unforgeable: only a purge holding the key can move it.
+    pub fn anchor_mac(&self, seq: i64, hash: &[u8], purged_at_ms: i64) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(ANCHOR_TAG);
+        mac.update(&seq.to_be_bytes());
+        field(&mut mac, Some(hash));
+        mac.update(&purged_at_ms.to_be_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Unwraps the stored key, or creates, wraps and stores one if the store has none (when two
     /// instances race, the store keeps the first and both use it).
     pub async fn load_or_create(
@@ -73,6 +86,13 @@ impl AuditKey {
         let wrapped = match store.audit_key_wrap().await? {
             Some(wrapped) => wrapped,
             None => {
+                // A chain without its key cannot be continued or verified: a new key would
+                // silently start a second chain over the evidence of the first.
+                if store.audit_chain_anchor().await?.is_some()
+                    || !store.audit_chain_page(0, 1).await?.is_empty()
+                {
+                    return Err(AuditKeyError::Missing);
+                }
                 let fresh = Dek::generate()?;
                 let wrapped = kms.wrap(&fresh, &owner).await?;
                 store.store_audit_key_wrap(&wrapped).await?
@@ -134,6 +154,11 @@ pub enum AuditKeyError {
     /// Storage failed.
     #[error("audit key: {0}")]
     Store(#[from] StoreError),
+    /// Records are linked but the key they were linked with is gone from the store.
+    #[error(
+        "the audit log is chained but its key is missing from the database; restore the audit_key row from a backup"
+    )]
+    Missing,
 }
 
 fn field(mac: &mut Hmac<Sha256>, value: Option<&[u8]>) {
@@ -286,6 +311,8 @@ pub struct ChainAnchor {
     pub hash: Vec<u8>,
     /// When the purge ran (Unix ms).
     pub purged_at_ms: i64,
+    /// [`AuditKey::anchor_mac`] over the three fields above.
+    pub mac: Vec<u8>,
 }
 
 /// Why a link is broken.
@@ -297,6 +324,10 @@ pub enum BreakKind {
     BrokenLink,
     /// A position is missing or out of order (deleted or reordered rows).
     SequenceGap,
+    /// The retention anchor was not written by a purge holding the key.
+    ForgedAnchor,
+    /// A record outside the chain (inserted, or unlinked to hide it from verification).
+    Unlinked,
 }
 
 impl BreakKind {
@@ -306,6 +337,8 @@ impl BreakKind {
             Self::ContentMismatch => "content_mismatch",
             Self::BrokenLink => "broken_link",
             Self::SequenceGap => "sequence_gap",
+            Self::ForgedAnchor => "forged_anchor",
+            Self::Unlinked => "unlinked_record",
         }
     }
 }
@@ -346,11 +379,26 @@ impl ChainReport {
 /// Records read per page while verifying.
 const VERIFY_PAGE: u32 = 1_000;
 
+/// An anchor's MAC checks out.
+fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
+    constant_time_eq(
+        &key.anchor_mac(anchor.seq, &anchor.hash, anchor.purged_at_ms),
+        &anchor.mac,
+    )
+}
+
 /// Recomputes every link from the anchor (or genesis) on and reports the first broken one.
+/// Records outside the chain and a forged anchor are breaks too.
 pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainReport, StoreError> {
     let anchor = store.audit_chain_anchor().await?;
-    let (anchor_seq, mut prev_hash) = match anchor {
-        Some(anchor) => (anchor.seq, anchor.hash),
+    let broken = |expected_seq: i64, seq: i64, id: String, kind: BreakKind| BrokenLink {
+        expected_seq,
+        seq,
+        id,
+        kind,
+    };
+    let (anchor_seq, mut prev_hash) = match &anchor {
+        Some(anchor) => (anchor.seq, anchor.hash.clone()),
         None => (0, GENESIS.to_vec()),
     };
     let mut report = ChainReport {
@@ -359,6 +407,21 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
         last_seq: anchor_seq,
         first_broken: None,
     };
+    if let Some(anchor) = &anchor
+        && !anchor_is_genuine(key, anchor)
+    {
+        report.first_broken = Some(broken(
+            anchor.seq + 1,
+            anchor.seq,
+            "anchor".into(),
+            BreakKind::ForgedAnchor,
+        ));
+        return Ok(report);
+    }
+    if let Some(id) = store.unlinked_audit_ids(1).await?.into_iter().next() {
+        report.first_broken = Some(broken(0, 0, id, BreakKind::Unlinked));
+        return Ok(report);
+    }
     let mut after = anchor_seq;
     loop {
         let page = store.audit_chain_page(after, VERIFY_PAGE).await?;
@@ -367,7 +430,22 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
         };
         after = last.seq;
         for record in &page {
-            let expected_seq = report.last_seq + 1;
+            let mut expected_seq = report.last_seq + 1;
+            if record.seq != expected_seq {
+                // Retention may have purged past us while we read: continue from its new anchor
+                // if that anchor is genuine and this record follows it.
+                if let Some(anchor) = store.audit_chain_anchor().await?
+                    && anchor.seq + 1 == record.seq
+                    && anchor.seq > report.last_seq
+                    && anchor.hash == record.prev_hash
+                    && anchor_is_genuine(key, &anchor)
+                {
+                    report.anchor_seq = anchor.seq;
+                    report.last_seq = anchor.seq;
+                    prev_hash.clone_from(&anchor.hash);
+                    expected_seq = record.seq;
+                }
+            }
             let kind = if record.seq != expected_seq {
                 Some(BreakKind::SequenceGap)
             } else if record.prev_hash != prev_hash {
@@ -381,12 +459,8 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
                 None
             };
             if let Some(kind) = kind {
-                report.first_broken = Some(BrokenLink {
-                    expected_seq,
-                    seq: record.seq,
-                    id: record.id.clone(),
-                    kind,
-                });
+                report.first_broken =
+                    Some(broken(expected_seq, record.seq, record.id.clone(), kind));
                 return Ok(report);
             }
             report.checked += 1;

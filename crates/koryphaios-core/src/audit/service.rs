@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::chain::{self, AuditKey, AuditKeyError, ChainReport};
 use super::query::{ActivityCounts, AuditQuery, StoredAuditEntry, SuspicionThresholds};
@@ -75,35 +75,49 @@ impl AuditService {
         self.retention
     }
 
+    /// Refuses (and audits) a caller without `scope`.
+    async fn require(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        scope: Scope,
+        attempted: &str,
+    ) -> Result<(), AuditError> {
+        if principal.allows(&scope) {
+            return Ok(());
+        }
+        let entry = AuditEntry::denial(
+            principal,
+            context,
+            &scope,
+            attempted,
+            None,
+            self.clock.now(),
+        );
+        self.store.append_audit(&entry).await?;
+        Err(AuditError::Forbidden(scope))
+    }
+
     async fn require_admin(
         &self,
         principal: &Principal,
         context: &RequestContext,
         attempted: &str,
     ) -> Result<(), AuditError> {
-        if principal.allows(&Scope::Admin) {
-            return Ok(());
-        }
-        let entry = AuditEntry::denial(
-            principal,
-            context,
-            &Scope::Admin,
-            attempted,
-            None,
-            self.clock.now(),
-        );
-        self.store.append_audit(&entry).await?;
-        Err(AuditError::Forbidden(Scope::Admin))
+        self.require(principal, context, Scope::Admin, attempted)
+            .await
     }
 
-    /// Records matching `query`. Admins see everyone's; anyone else only their own, and asking
-    /// for another user's is refused (and audited).
+    /// Records matching `query` (scope `read`). Admins see everyone's; anyone else only their
+    /// own, and asking for another user's is refused (and audited).
     pub async fn query(
         &self,
         principal: &Principal,
         context: &RequestContext,
         mut query: AuditQuery,
     ) -> Result<Vec<StoredAuditEntry>, AuditError> {
+        self.require(principal, context, Scope::Read, "audit_query")
+            .await?;
         match &query.user_id {
             Some(user) if *user != principal.user_id => {
                 self.require_admin(principal, context, "audit_query_other_user")
@@ -116,12 +130,15 @@ impl AuditService {
         Ok(self.store.query_audit(&query).await?)
     }
 
-    /// The caller's own records.
+    /// The caller's own records (scope `read`).
     pub async fn mine(
         &self,
         principal: &Principal,
+        context: &RequestContext,
         mut query: AuditQuery,
     ) -> Result<Vec<StoredAuditEntry>, AuditError> {
+        self.require(principal, context, Scope::Read, "audit_query")
+            .await?;
         query.user_id = Some(principal.user_id.clone());
         Ok(self.store.query_audit(&query).await?)
     }
@@ -197,35 +214,41 @@ impl AuditService {
         Ok(self.store.query_audit(query).await?)
     }
 
-    /// Deletes records older than the retention period, keeping the chain verifiable.
+    /// Deletes records older than the retention period, keeping the chain verifiable; returns
+    /// how many were deleted and the anchor the chain now starts from.
     pub async fn purge_expired(&self) -> Result<AuditPurge, AuditError> {
         let now = self.clock.now();
-        Ok(self.purge_before(now - self.retention, now).await?)
-    }
-
-    async fn purge_before(
-        &self,
-        cutoff: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<AuditPurge, StoreError> {
-        let purge = self.store.purge_audit_before(cutoff, now).await?;
-        if purge.deleted > 0 {
+        let cutoff = now - self.retention;
+        let mut total = AuditPurge {
+            deleted: 0,
+            anchor: None,
+        };
+        // In bounded batches, so no transaction holds the chain (and every audited write) long.
+        loop {
             let mut metadata = serde_json::Map::new();
-            metadata.insert("deleted".into(), purge.deleted.into());
             metadata.insert("cutoffMs".into(), crate::clock::to_unix_ms(cutoff).into());
-            let entry = AuditEntry::anonymous(
-                "system:retention".into(),
-                &RequestContext::default(),
-                actions::AUDIT_PURGE,
-                now,
-            )
-            .with_metadata(metadata);
-            let entry = AuditEntry {
+            let record = AuditEntry {
                 success: true,
-                ..entry
+                ..AuditEntry::anonymous(
+                    "system:retention".into(),
+                    &RequestContext::default(),
+                    actions::AUDIT_PURGE,
+                    now,
+                )
+                .with_metadata(metadata)
             };
-            self.store.append_audit(&entry).await?;
+            let batch = self
+                .store
+                .purge_audit_before(cutoff, now, PURGE_BATCH, &record)
+                .await?;
+            total.deleted += batch.deleted;
+            total.anchor = batch.anchor.or(total.anchor);
+            if batch.deleted < u64::from(PURGE_BATCH) {
+                return Ok(total);
+            }
         }
-        Ok(purge)
     }
 }
+
+/// Records deleted per retention transaction.
+const PURGE_BATCH: u32 = 5_000;

@@ -166,6 +166,11 @@ pub fn check_reason(reason: Option<&str>) -> Result<(), FieldError> {
             "reason",
             format!("must be at most {MAX_REASON_CHARS} characters long"),
         )),
+        // Control characters have no place in a reason, and PostgreSQL refuses NUL in text.
+        Some(text) if text.chars().any(char::is_control) => Err(FieldError::new(
+            "reason",
+            "must not contain control characters",
+        )),
         _ => Ok(()),
     }
 }

@@ -65,6 +65,24 @@ pub async fn concurrent_audited_writes_form_one_verifying_chain(store: Arc<dyn S
     assert_eq!((report.anchor_seq, report.last_seq), (0, 41));
 }
 
+async fn purge(
+    store: &Arc<dyn Store>,
+    cutoff_minutes: i64,
+    max_records: u32,
+) -> crate::store::AuditPurge {
+    let mut record = record("audit_purge", 24 * 60);
+    record.success = true;
+    store
+        .purge_audit_before(
+            t0() + Duration::minutes(cutoff_minutes),
+            t0() + Duration::days(1),
+            max_records,
+            &record,
+        )
+        .await
+        .expect("purge")
+}
+
 /// Contract check.
 pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dyn Store>) {
     // Minutes 0..=3, then a late-written record stamped 9, then an old-stamped one (2): the purge
@@ -76,13 +94,20 @@ pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dy
             .expect("append");
     }
     assert_eq!(verified(&store).await.checked, 7);
-    let now = t0() + Duration::days(1);
-    let purge = store
-        .purge_audit_before(t0() + Duration::minutes(5), now)
-        .await
-        .expect("purge");
-    assert_eq!(purge.deleted, 4);
-    let anchor = purge.anchor.expect("anchor");
+
+    // At most two per transaction: the anchor moves with each batch.
+    let first = purge(&store, 5, 2).await;
+    assert_eq!(first.deleted, 2);
+    assert_eq!(first.anchor.as_ref().map(|a| a.seq), Some(2));
+    let report = verified(&store).await;
+    assert_eq!(
+        (report.anchor_seq, report.checked, report.last_seq),
+        (2, 6, 8)
+    );
+
+    let rest = purge(&store, 5, 1000).await;
+    assert_eq!(rest.deleted, 2, "seq 3 and 4; seq 5 is inside retention");
+    let anchor = rest.anchor.expect("anchor");
     assert_eq!(anchor.seq, 4);
     assert_eq!(
         store.audit_chain_anchor().await.expect("anchor"),
@@ -91,24 +116,33 @@ pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dy
     let report = verified(&store).await;
     assert_eq!(
         (report.anchor_seq, report.checked, report.last_seq),
-        (4, 3, 7)
+        (4, 5, 9)
     );
-
-    // Nothing more to purge: a no-op that keeps the anchor.
-    let again = store
-        .purge_audit_before(t0() + Duration::minutes(5), now)
+    // Each purge wrote its record, with the count, in its own transaction.
+    let purges = store
+        .query_audit(&AuditQuery {
+            action: Some("audit_purge".into()),
+            ..AuditQuery::default()
+        })
         .await
-        .expect("purge again");
+        .expect("purge records");
+    assert_eq!(purges.len(), 2);
+    assert_eq!(purges[0].entry.metadata["deleted"], 2);
+
+    // Nothing more to purge: a no-op that keeps the anchor and writes nothing.
+    let again = purge(&store, 5, 1000).await;
     assert_eq!(again.deleted, 0);
     assert_eq!(again.anchor.map(|a| a.seq), Some(4));
+    assert_eq!(verified(&store).await.last_seq, 9);
 
-    // Purging everything leaves an empty chain that new records continue from the anchor.
-    let all = store
-        .purge_audit_before(t0() + Duration::days(30), now)
-        .await
-        .expect("purge all");
-    assert_eq!(all.deleted, 3);
-    assert_eq!(verified(&store).await.checked, 0);
+    // Purging everything leaves only the purge's own record, continuing from the anchor.
+    let all = purge(&store, 60 * 24 * 30, 1000).await;
+    assert_eq!(all.deleted, 5);
+    let report = verified(&store).await;
+    assert_eq!(
+        (report.anchor_seq, report.checked, report.last_seq),
+        (9, 1, 10)
+    );
     store
         .append_audit(&record("login", 20))
         .await
@@ -116,7 +150,7 @@ pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dy
     let report = verified(&store).await;
     assert_eq!(
         (report.anchor_seq, report.checked, report.last_seq),
-        (7, 1, 8)
+        (9, 2, 11)
     );
 }
 

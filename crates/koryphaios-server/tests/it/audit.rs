@@ -405,6 +405,42 @@ async fn bad_audit_queries_get_clear_errors() {
 }
 
 #[tokio::test]
+async fn reading_the_audit_log_needs_the_read_scope() {
+    let app = TestApp::spawn().await;
+    let admin = app.user("root").await;
+    let key = app
+        .create_key(
+            &admin.access,
+            json!({"name": "openai only", "scopes": ["provider:openai"]}),
+        )
+        .await;
+    let key = key["key"].as_str().unwrap();
+    for path in ["/api/v1/audit", "/api/v1/audit/me"] {
+        let response = app.with_api_key(Method::GET, path, key, None).await;
+        assert_error(response, 403, "insufficient_scope").await;
+    }
+    let page = get_json(&app, "/api/v1/audit?action=access_denied", &admin.access).await;
+    assert_eq!(records(&page).len(), 2, "each refusal is on the record");
+}
+
+#[tokio::test]
+async fn reasons_with_control_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let admin = app.user("root").await;
+    let id = app.create_credential(&admin.access, "openai", "sk-x").await;
+    let response = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/credentials/{id}"),
+            Some(&admin.access),
+            Some(json!({"reason": "gone\u{0000}"})),
+        )
+        .await;
+    let body = assert_error(response, 400, "validation_failed").await;
+    assert_eq!(body["details"][0]["field"], "reason");
+}
+
+#[tokio::test]
 async fn exports_stream_jsonl_and_escaped_csv_for_admins() {
     let app = TestApp::spawn().await;
     let admin = app.user("root").await;

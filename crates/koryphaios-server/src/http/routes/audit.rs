@@ -315,7 +315,7 @@ pub async fn mine(
         Some(user) if *user != principal.user_id => {
             state.audit.query(&principal, &context, query).await?
         }
-        _ => state.audit.mine(&principal, query).await?,
+        _ => state.audit.mine(&principal, &context, query).await?,
     };
     Ok(ApiJson(page(records, limit)))
 }
