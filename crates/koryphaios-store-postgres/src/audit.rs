@@ -63,44 +63,57 @@ async fn lock_chain(conn: &mut PgConnection) -> StoreResult<()> {
 /// Writes `entry` on `conn` (the caller's transaction) as the chain's next link: if this fails,
 /// the change fails with it. The chain lock, held to the end of the caller's transaction, keeps
 /// one chain across connections and instances; callers write their record last, so the lock is
-/// held only for the insert and the commit.
+/// held only for the insert and the commit (and a transaction holding it never waits for a row).
 pub(crate) async fn insert_audit(
     chain: &Chain,
     conn: &mut PgConnection,
     entry: &AuditEntry,
 ) -> StoreResult<()> {
+    insert_audit_batch(chain, conn, &[entry]).await
+}
+
+/// Writes `entries` as the chain's next links, in order, taking the chain lock and reading the
+/// head once (the group commit's batches).
+pub(crate) async fn insert_audit_batch(
+    chain: &Chain,
+    conn: &mut PgConnection,
+    entries: &[&AuditEntry],
+) -> StoreResult<()> {
     let key = chain.get()?;
     lock_chain(conn).await?;
-    let metadata =
-        serde_json::to_string(&entry.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let (head_seq, prev_hash) = chain_head(conn).await?;
-    let seq = head_seq + 1;
-    let hash = key.link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata));
-    sqlx::query(
-        "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
-                                   client_ip, user_agent, request_id, success, reason, metadata,
-                                   seq, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(entry.id.as_str())
-    .bind(to_unix_ms(entry.occurred_at))
-    .bind(entry.user_id.as_ref().map(UserId::as_str))
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(entry.resource_type.as_deref())
-    .bind(entry.resource_id.as_deref())
-    .bind(entry.client_ip.as_deref())
-    .bind(entry.user_agent.as_deref())
-    .bind(entry.request_id.as_deref())
-    .bind(entry.success)
-    .bind(entry.reason.as_deref())
-    .bind(metadata)
-    .bind(seq)
-    .bind(prev_hash)
-    .bind(hash.as_slice())
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
+    let (mut seq, mut prev_hash) = chain_head(conn).await?;
+    for entry in entries {
+        let metadata = serde_json::to_string(&entry.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        seq += 1;
+        let hash = key.link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata));
+        sqlx::query(
+            "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
+                                       client_ip, user_agent, request_id, success, reason, metadata,
+                                       seq, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(entry.id.as_str())
+        .bind(to_unix_ms(entry.occurred_at))
+        .bind(entry.user_id.as_ref().map(UserId::as_str))
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(entry.resource_type.as_deref())
+        .bind(entry.resource_id.as_deref())
+        .bind(entry.client_ip.as_deref())
+        .bind(entry.user_agent.as_deref())
+        .bind(entry.request_id.as_deref())
+        .bind(entry.success)
+        .bind(entry.reason.as_deref())
+        .bind(metadata)
+        .bind(seq)
+        .bind(&prev_hash)
+        .bind(hash.as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        prev_hash = hash.to_vec();
+    }
     Ok(())
 }
 
@@ -282,9 +295,11 @@ impl AuditStore for PostgresStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        insert_audit(&self.chain, &mut tx, entry).await?;
-        commit_audited(tx, entry).await
+        self.group_commit
+            .submit(crate::group_commit::WriteJob::Audit(Box::new(
+                entry.clone(),
+            )))
+            .await
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEntry>> {

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::PostgresStore;
 use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
+use crate::group_commit::WriteJob;
 
 fn decode_err(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(error))
@@ -57,6 +58,48 @@ fn version_from_row(row: &PgRow) -> Result<SealedVersion, sqlx::Error> {
     })
 }
 
+/// Inserts a new credential and its first version on `conn` (no audit record: the caller writes it).
+pub(crate) async fn insert_credential_rows(
+    conn: &mut PgConnection,
+    credential: &Credential,
+    first: &SealedVersion,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO credentials (id, user_id, provider, kind, metadata, current_version, created_at, updated_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(credential.id.as_str())
+    .bind(credential.user_id.as_str())
+    .bind(&credential.provider)
+    .bind(&credential.kind)
+    .bind(metadata_json(&credential.metadata)?)
+    .bind(credential.current_version)
+    .bind(to_unix_ms(credential.created_at))
+    .bind(to_unix_ms(credential.updated_at))
+    .bind(credential.expires_at.map(to_unix_ms))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    insert_version(conn, &credential.id, first).await
+}
+
+/// Records a reveal's last-used time on `conn`.
+pub(crate) async fn touch_credential(
+    conn: &mut PgConnection,
+    owner: &UserId,
+    id: &CredentialId,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE credentials SET last_used_at = $1 WHERE id = $2 AND user_id = $3")
+        .bind(to_unix_ms(now))
+        .bind(id.as_str())
+        .bind(owner.as_str())
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 async fn insert_version(
     conn: &mut PgConnection,
     id: &CredentialId,
@@ -92,26 +135,13 @@ impl CredentialStore for PostgresStore {
         first: &SealedVersion,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO credentials (id, user_id, provider, kind, metadata, current_version, created_at, updated_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(credential.id.as_str())
-        .bind(credential.user_id.as_str())
-        .bind(&credential.provider)
-        .bind(&credential.kind)
-        .bind(metadata_json(&credential.metadata)?)
-        .bind(credential.current_version)
-        .bind(to_unix_ms(credential.created_at))
-        .bind(to_unix_ms(credential.updated_at))
-        .bind(credential.expires_at.map(to_unix_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_version(&mut tx, &credential.id, first).await?;
-        insert_audit(&self.chain, &mut tx, audit).await?;
-        commit_audited(tx, audit).await
+        self.group_commit
+            .submit(WriteJob::InsertCredential(Box::new((
+                credential.clone(),
+                first.clone(),
+                audit.clone(),
+            ))))
+            .await
     }
 
     async fn list_credentials(
@@ -311,15 +341,13 @@ impl CredentialStore for PostgresStore {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query("UPDATE credentials SET last_used_at = $1 WHERE id = $2 AND user_id = $3")
-            .bind(to_unix_ms(now))
-            .bind(id.as_str())
-            .bind(owner.as_str())
-            .execute(&mut *tx)
+        self.group_commit
+            .submit(WriteJob::Access(Box::new((
+                owner.clone(),
+                id.clone(),
+                now,
+                audit.clone(),
+            ))))
             .await
-            .map_err(map_err)?;
-        insert_audit(&self.chain, &mut tx, audit).await?;
-        commit_audited(tx, audit).await
     }
 }

@@ -39,6 +39,7 @@ mod api_keys;
 mod audit;
 mod credentials;
 mod error;
+mod group_commit;
 mod keywrap;
 mod migrate;
 mod sessions;
@@ -90,6 +91,7 @@ impl Default for PostgresSettings {
 pub struct PostgresStore {
     pool: PgPool,
     chain: koryphaios_core::audit::chain::InstalledKey,
+    group_commit: group_commit::GroupCommit,
 }
 
 impl PostgresStore {
@@ -118,9 +120,12 @@ impl PostgresStore {
             .await
             .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))?
             .map_err(map_err)?;
+        let chain = koryphaios_core::audit::chain::InstalledKey::default();
+        let group_commit = group_commit::GroupCommit::start(pool.clone(), chain.clone());
         Ok(Self {
             pool,
-            chain: koryphaios_core::audit::chain::InstalledKey::default(),
+            chain,
+            group_commit,
         })
     }
 }
