@@ -37,6 +37,8 @@ pub mod actions {
     pub const ACCESS_DENIED: &str = "access_denied";
     /// A request was refused by a rate limit.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// A spent refresh token was presented again; its session was revoked.
+    pub const REFRESH_TOKEN_REUSE: &str = "refresh_token_reuse";
     /// An admin exported audit records.
     pub const AUDIT_EXPORT: &str = "audit_export";
     /// Retention deleted old audit records.

@@ -248,7 +248,11 @@ impl AuthService {
     }
 
     /// Exchanges a refresh token for a new pair; a replayed token revokes its whole session.
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<SessionTokens, AuthError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        context: &RequestContext,
+    ) -> Result<SessionTokens, AuthError> {
         let presented = refresh_token.expose_secret();
         if !presented.starts_with(REFRESH_TOKEN_PREFIX) || presented.len() > 128 {
             return Err(AuthError::InvalidRefreshToken);
@@ -271,6 +275,14 @@ impl AuthService {
             }
             RotateOutcome::ReuseDetected { user_id, family } => {
                 tracing::warn!(user_id = %user_id, family = %family, "refresh token reuse detected; session revoked");
+                // A replayed token means it was stolen or leaked: a denial worth a record.
+                let mut details = Map::new();
+                details.insert("family".into(), json!(family.to_string()));
+                let entry =
+                    AuditEntry::for_user(&user_id, context, actions::REFRESH_TOKEN_REUSE, now)
+                        .failed("refresh token reused; session revoked")
+                        .with_metadata(details);
+                self.store.append_audit(&entry).await?;
                 Err(AuthError::RefreshTokenReused)
             }
             RotateOutcome::Invalid => Err(AuthError::InvalidRefreshToken),

@@ -153,6 +153,18 @@ async fn refresh_rotates_and_a_reused_token_kills_the_whole_session() {
         app.get_authed("/api/auth/me", &fresh.access).await.status(),
         200
     );
+    // The replay is on the record, without the token.
+    let page: serde_json::Value = app
+        .get_authed("/api/v1/audit/me?action=refresh_token_reuse", &fresh.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{page}");
+    assert_eq!(records[0]["success"], false);
+    assert_eq!(records[0]["userId"], first.user_id.as_str());
+    assert!(!page.to_string().contains(&first.refresh));
 }
 
 #[tokio::test]

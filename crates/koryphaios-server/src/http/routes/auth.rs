@@ -253,9 +253,10 @@ pub async fn login(
     ))]
 pub async fn refresh(
     State(state): State<AppState>,
+    RequestMeta(context): RequestMeta,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> ApiResult<ApiJson<SessionResponse>> {
-    let outcome = state.auth.refresh(&body.refresh_token).await;
+    let outcome = state.auth.refresh(&body.refresh_token, &context).await;
     crate::metrics::auth_attempt("refresh", outcome.is_ok());
     let tokens = outcome?;
     Ok(ApiJson(tokens.into()))
