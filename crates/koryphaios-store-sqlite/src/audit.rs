@@ -53,37 +53,53 @@ pub(crate) async fn insert_audit(
     conn: &mut SqliteConnection,
     entry: &AuditEntry,
 ) -> StoreResult<()> {
+    insert_audit_batch(chain, conn, &[entry]).await
+}
+
+/// Writes `entries` as the chain's next links, in order, reading the head once (the group
+/// commit's batches).
+pub(crate) async fn insert_audit_batch(
+    chain: &Chain,
+    conn: &mut SqliteConnection,
+    entries: &[&AuditEntry],
+) -> StoreResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let key = chain.get()?;
-    let metadata =
-        serde_json::to_string(&entry.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let (head_seq, prev_hash) = chain_head(conn).await?;
-    let seq = head_seq + 1;
-    let hash = key.link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata));
-    sqlx::query(
-        "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
-                                   client_ip, user_agent, request_id, success, reason, metadata,
-                                   seq, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(entry.id.as_str())
-    .bind(to_unix_ms(entry.occurred_at))
-    .bind(entry.user_id.as_ref().map(UserId::as_str))
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(entry.resource_type.as_deref())
-    .bind(entry.resource_id.as_deref())
-    .bind(entry.client_ip.as_deref())
-    .bind(entry.user_agent.as_deref())
-    .bind(entry.request_id.as_deref())
-    .bind(entry.success)
-    .bind(entry.reason.as_deref())
-    .bind(metadata)
-    .bind(seq)
-    .bind(prev_hash)
-    .bind(hash.as_slice())
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
+    let (mut seq, mut prev_hash) = chain_head(conn).await?;
+    for entry in entries {
+        let metadata = serde_json::to_string(&entry.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        seq += 1;
+        let hash = key.link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata));
+        sqlx::query(
+            "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
+                                       client_ip, user_agent, request_id, success, reason, metadata,
+                                       seq, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.id.as_str())
+        .bind(to_unix_ms(entry.occurred_at))
+        .bind(entry.user_id.as_ref().map(UserId::as_str))
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(entry.resource_type.as_deref())
+        .bind(entry.resource_id.as_deref())
+        .bind(entry.client_ip.as_deref())
+        .bind(entry.user_agent.as_deref())
+        .bind(entry.request_id.as_deref())
+        .bind(entry.success)
+        .bind(entry.reason.as_deref())
+        .bind(metadata)
+        .bind(seq)
+        .bind(&prev_hash)
+        .bind(hash.as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        prev_hash = hash.to_vec();
+    }
     Ok(())
 }
 

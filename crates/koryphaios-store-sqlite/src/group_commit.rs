@@ -15,7 +15,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{Chain, insert_audit};
+use crate::audit::{Chain, insert_audit_batch};
 use crate::credentials::insert_credential_rows;
 use crate::error::map_err;
 
@@ -99,18 +99,20 @@ async fn apply(writer: &SqlitePool, chain: &Chain, batch: &[Job]) -> StoreResult
         .await
         .map_err(map_err)?;
     for (job, _) in batch {
-        apply_one(chain, &mut tx, job).await?;
+        apply_rows(&mut tx, job).await?;
     }
+    let entries: Vec<&AuditEntry> = batch.iter().map(|(job, _)| job.audit_entry()).collect();
+    insert_audit_batch(chain, &mut tx, &entries).await?;
     tx.commit().await.map_err(map_err)?;
-    observe_committed(batch.iter().map(|(job, _)| job.audit_entry()));
+    observe_committed(entries);
     Ok(())
 }
 
-async fn apply_one(chain: &Chain, conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<()> {
+async fn apply_rows(conn: &mut SqliteConnection, job: &WriteJob) -> StoreResult<()> {
     match job {
-        WriteJob::Audit(entry) => insert_audit(chain, conn, entry).await,
+        WriteJob::Audit(_) => Ok(()),
         WriteJob::Access(job) => {
-            let (owner, id, now, audit) = job.as_ref();
+            let (owner, id, now, _) = job.as_ref();
             sqlx::query("UPDATE credentials SET last_used_at = ? WHERE id = ? AND user_id = ?")
                 .bind(to_unix_ms(*now))
                 .bind(id.as_str())
@@ -118,12 +120,11 @@ async fn apply_one(chain: &Chain, conn: &mut SqliteConnection, job: &WriteJob) -
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            insert_audit(chain, conn, audit).await
+            Ok(())
         }
         WriteJob::InsertCredential(job) => {
-            let (credential, first, audit) = job.as_ref();
-            insert_credential_rows(conn, credential, first).await?;
-            insert_audit(chain, conn, audit).await
+            let (credential, first, _) = job.as_ref();
+            insert_credential_rows(conn, credential, first).await
         }
     }
 }
