@@ -10,6 +10,7 @@ pub mod audit;
 pub mod clock;
 pub mod credentials;
 pub mod envelope;
+pub mod group_commit;
 pub mod ids;
 pub mod migrations;
 pub mod principal;

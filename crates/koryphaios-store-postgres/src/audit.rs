@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use koryphaios_core::audit::chain::{
-    AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS, InstalledKey,
+    AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS, InstalledKey, purge_boundary,
 };
 use koryphaios_core::audit::query::{ActivityCounts, AuditQuery, PageStart, StoredAuditEntry};
 use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::envelope::WrappedDek;
+use koryphaios_core::group_commit::WriteJob;
 use koryphaios_core::ids::{AuditEventId, UserId};
 use koryphaios_core::store::{AuditPurge, AuditStore, StoreError, StoreResult};
 use sqlx::postgres::PgRow;
@@ -308,9 +309,7 @@ impl AuditStore for PostgresStore {
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.group_commit
-            .submit(crate::group_commit::WriteJob::Audit(Box::new(
-                entry.clone(),
-            )))
+            .submit(WriteJob::Audit(Box::new(entry.clone())))
             .await
     }
 
@@ -457,14 +456,7 @@ impl AuditStore for PostgresStore {
         let first_kept: Option<i64> = bounds.try_get("first_kept").map_err(map_err)?;
         let newest: Option<i64> = bounds.try_get("newest").map_err(map_err)?;
         let oldest: Option<i64> = bounds.try_get("oldest").map_err(map_err)?;
-        let prefix_end = match (first_kept, newest) {
-            (Some(first), _) => first - 1,
-            (None, Some(newest)) => newest,
-            (None, None) => 0,
-        };
-        let last_purged = oldest.map_or(prefix_end, |oldest| {
-            prefix_end.min(oldest.saturating_add(i64::from(max_records)) - 1)
-        });
+        let last_purged = purge_boundary(first_kept, newest, oldest, max_records);
         let last = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
             .bind(last_purged)
             .fetch_optional(&mut *tx)

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::PostgresStore;
 use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
-use crate::group_commit::WriteJob;
+use koryphaios_core::group_commit::WriteJob;
 
 fn decode_err(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(error))

@@ -1,122 +1,39 @@
-//! Group commit for the hot write paths on PostgreSQL (reveal's audit record, credential
-//! creation, standalone audit records): the chain lock and the commit are paid once per batch
-//! instead of once per record, as in the SQLite store.
-//!
-//! Callers hand their write to one writer task and wait for its commit, so each still returns
-//! only once its record is durable (fail closed), but concurrent writes share one transaction
-//! instead of queueing for the chain lock one `BEGIN … COMMIT` at a time. If any write
-//! of a batch fails, the batch rolls back and every caller in it gets the error.
+//! The PostgreSQL [`BatchWriter`]: the audit chain's lock, its head read and the commit are paid
+//! once per batch of hot writes instead of once per record.
 
-use koryphaios_core::audit::{AuditEntry, observe_committed};
-use koryphaios_core::credentials::{Credential, SealedVersion};
-use koryphaios_core::ids::{CredentialId, UserId};
-use koryphaios_core::store::{StoreError, StoreResult};
+use async_trait::async_trait;
+use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::group_commit::{BatchWriter, WriteJob};
+use koryphaios_core::store::StoreResult;
 use sqlx::{PgConnection, PgPool};
-use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{Chain, insert_audit_batch};
 use crate::credentials::{insert_credential_rows, touch_credential};
 use crate::error::map_err;
 
-/// The most writes one transaction takes.
-const MAX_BATCH: usize = 256;
-/// Writes waiting for the writer task before callers are slowed down.
-const QUEUE: usize = 4096;
-
-/// One write to apply inside a shared transaction.
+/// Applies batches on the pool, one transaction each.
 #[derive(Debug)]
-pub(crate) enum WriteJob {
-    /// A standalone audit record.
-    Audit(Box<AuditEntry>),
-    /// A reveal: last-used time and its audit record.
-    Access(Box<(UserId, CredentialId, OffsetDateTime, AuditEntry)>),
-    /// A new credential with its first version and audit record.
-    InsertCredential(Box<(Credential, SealedVersion, AuditEntry)>),
+pub(crate) struct PgBatchWriter {
+    pub(crate) pool: PgPool,
+    pub(crate) chain: Chain,
 }
 
-impl WriteJob {
-    /// The credential row this job writes, if any (the lock order within a batch).
-    fn row_key(&self) -> &str {
-        match self {
-            Self::Audit(_) => "",
-            Self::Access(job) => job.1.as_str(),
-            Self::InsertCredential(job) => job.0.id.as_str(),
+#[async_trait]
+impl BatchWriter for PgBatchWriter {
+    async fn apply(&self, batch: &[&WriteJob]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Row writes first, in credential-id order (two instances' batches lock rows in the same
+        // order), then every record under one chain lock: a transaction holding the chain lock
+        // never waits for a row, so no lock cycle can form with other writers.
+        let mut jobs = batch.to_vec();
+        jobs.sort_by(|a, b| a.row_key().cmp(b.row_key()));
+        for job in &jobs {
+            apply_rows(&mut tx, job).await?;
         }
+        let entries: Vec<&AuditEntry> = batch.iter().map(|job| job.audit_entry()).collect();
+        insert_audit_batch(&self.chain, &mut tx, &entries).await?;
+        tx.commit().await.map_err(map_err)
     }
-
-    fn audit_entry(&self) -> &AuditEntry {
-        match self {
-            Self::Audit(entry) => entry,
-            Self::Access(job) => &job.3,
-            Self::InsertCredential(job) => &job.2,
-        }
-    }
-}
-
-type Job = (WriteJob, oneshot::Sender<StoreResult<()>>);
-
-/// The handle callers submit writes through.
-#[derive(Debug, Clone)]
-pub(crate) struct GroupCommit {
-    sender: mpsc::Sender<Job>,
-}
-
-impl GroupCommit {
-    /// Starts the writer task on `writer` (the single-connection write pool).
-    pub(crate) fn start(writer: PgPool, chain: Chain) -> Self {
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(writer, chain, receiver));
-        Self { sender }
-    }
-
-    /// Applies `job` and returns once it is committed (or failed).
-    pub(crate) async fn submit(&self, job: WriteJob) -> StoreResult<()> {
-        let (ack, done) = oneshot::channel();
-        self.sender
-            .send((job, ack))
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Internal("the database writer dropped a write".into()))?
-    }
-}
-
-async fn run(writer: PgPool, chain: Chain, mut receiver: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = receiver.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let result = apply(&writer, &chain, &batch).await;
-        if let Err(error) = &result {
-            tracing::error!(%error, writes = batch.len(), "group commit failed; every write of the batch is refused");
-        }
-        for (_, ack) in batch.drain(..) {
-            let _ = ack.send(result.clone());
-        }
-    }
-}
-
-async fn apply(pool: &PgPool, chain: &Chain, batch: &[Job]) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
-    // Row writes first, in credential-id order (two instances' batches lock rows in the same
-    // order), then every record under one chain lock: a transaction holding the chain lock never
-    // waits for a row, so no lock cycle can form with other writers.
-    let mut jobs: Vec<&WriteJob> = batch.iter().map(|(job, _)| job).collect();
-    jobs.sort_by(|a, b| a.row_key().cmp(b.row_key()));
-    for job in &jobs {
-        apply_rows(&mut tx, job).await?;
-    }
-    let entries: Vec<&AuditEntry> = batch.iter().map(|(job, _)| job.audit_entry()).collect();
-    insert_audit_batch(chain, &mut tx, &entries).await?;
-    tx.commit().await.map_err(map_err)?;
-    observe_committed(entries);
-    Ok(())
 }
 
 async fn apply_rows(conn: &mut PgConnection, job: &WriteJob) -> StoreResult<()> {

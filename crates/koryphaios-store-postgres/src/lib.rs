@@ -91,7 +91,7 @@ impl Default for PostgresSettings {
 pub struct PostgresStore {
     pool: PgPool,
     chain: koryphaios_core::audit::chain::InstalledKey,
-    group_commit: group_commit::GroupCommit,
+    group_commit: koryphaios_core::group_commit::GroupCommit,
 }
 
 impl PostgresStore {
@@ -121,7 +121,11 @@ impl PostgresStore {
             .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))?
             .map_err(map_err)?;
         let chain = koryphaios_core::audit::chain::InstalledKey::default();
-        let group_commit = group_commit::GroupCommit::start(pool.clone(), chain.clone());
+        let group_commit =
+            koryphaios_core::group_commit::GroupCommit::start(group_commit::PgBatchWriter {
+                pool: pool.clone(),
+                chain: chain.clone(),
+            });
         Ok(Self {
             pool,
             chain,

@@ -54,7 +54,7 @@ impl Default for SqliteSettings {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    group_commit: group_commit::GroupCommit,
+    group_commit: koryphaios_core::group_commit::GroupCommit,
     chain: audit::Chain,
 }
 
@@ -81,7 +81,11 @@ impl SqliteStore {
             .await
             .map_err(map_err)?;
         let chain = audit::Chain::default();
-        let group_commit = group_commit::GroupCommit::start(writer.clone(), chain.clone());
+        let group_commit =
+            koryphaios_core::group_commit::GroupCommit::start(group_commit::SqliteBatchWriter {
+                writer: writer.clone(),
+                chain: chain.clone(),
+            });
         Ok(Self {
             writer,
             reader,

@@ -315,6 +315,26 @@ pub struct ChainAnchor {
     pub mac: Vec<u8>,
 }
 
+/// The last position a purge deletes: the end of the longest prefix whose records are all
+/// expired (everything before `first_kept`, the oldest record still in retention; everything up
+/// to `newest` when none is), at most `max_records` past `oldest`. Below `oldest` (or 0) means
+/// there is nothing to delete.
+pub fn purge_boundary(
+    first_kept: Option<i64>,
+    newest: Option<i64>,
+    oldest: Option<i64>,
+    max_records: u32,
+) -> i64 {
+    let prefix_end = match (first_kept, newest) {
+        (Some(first), _) => first - 1,
+        (None, Some(newest)) => newest,
+        (None, None) => 0,
+    };
+    oldest.map_or(prefix_end, |oldest| {
+        prefix_end.min(oldest.saturating_add(i64::from(max_records)) - 1)
+    })
+}
+
 /// Why a link is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakKind {
