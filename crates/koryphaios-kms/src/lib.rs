@@ -6,7 +6,7 @@
 //!   `age` command-line tool can unwrap them with the identity file.
 
 pub mod age;
-mod files;
+pub mod files;
 pub mod local;
 
 pub use self::age::AgeKeyProvider;

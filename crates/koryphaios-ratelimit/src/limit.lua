@@ -3,7 +3,8 @@
 --
 -- KEYS[i]   the state key of check i
 -- ARGV[1]   "now" in Unix ms for tests, or "" to use the server clock (instances share keys)
--- ARGV[1 + 5*(i-1) + 1 .. 5]  check i: kind ("sw" | "tb"), mode ("c" consume | "p" peek | "f" force),
+-- ARGV[1 + 5*(i-1) + 1 .. 5]  check i: kind ("sw" | "tb"),
+--           mode ("c" consume | "p" peek | "f" force | "r" refund one earlier consume),
 --           p1, p2, p3 = limit, window_ms, bucket_ms (sw) or capacity, refill_per_minute, 0 (tb)
 -- Returns a flat array: allowed (0/1), then per check: allowed, limit, remaining, reset_at_ms, retry_after_ms.
 local now
@@ -39,7 +40,7 @@ for i = 1, n do
         v.stale[#v.stale + 1] = fields[j]
       end
     end
-    v.allowed = (mode == "f") or (v.count < p1)
+    v.allowed = (mode == "f") or (mode == "r") or (v.count < p1)
   else
     local rate = p2 / 60000.0
     v.rate = rate
@@ -51,7 +52,7 @@ for i = 1, n do
       tokens = math.min(tokens + (now - ts) * rate, p1)
     end
     v.tokens = tokens
-    v.allowed = (mode == "f") or (tokens >= 1.0)
+    v.allowed = (mode == "f") or (mode == "r") or (tokens >= 1.0)
   end
   if not v.allowed then all_allowed = 0 end
   views[i] = v
@@ -62,6 +63,26 @@ for i = 1, n do
   local v = views[i]
   local consume = (v.mode == "f") or (v.mode == "c" and all_allowed == 1)
   local remaining, reset_at, retry_after
+  if v.kind == "sw" and v.mode == "r" then
+    -- Take one back from the newest counted sub-window (never below zero).
+    local newest = nil
+    local fields = redis.call('HGETALL', KEYS[i])
+    for j = 1, #fields, 2 do
+      local index, c = tonumber(fields[j]), tonumber(fields[j + 1])
+      if index >= v.oldest and c > 0 and (newest == nil or index > newest) then newest = index end
+    end
+    if newest ~= nil then
+      if redis.call('HINCRBY', KEYS[i], newest, -1) <= 0 then redis.call('HDEL', KEYS[i], newest) end
+      v.count = v.count - 1
+      if v.count == 0 then v.first = nil end
+    end
+  elseif v.kind == "tb" and v.mode == "r" then
+    v.tokens = math.min(v.tokens + 1, v.p1)
+    redis.call('HSET', KEYS[i], 't', string.format('%.17g', v.tokens), 'ts', now)
+    local full_in = 1000
+    if v.rate > 0 then full_in = math.ceil((v.p1 - v.tokens) / v.rate) + 1000 end
+    redis.call('PEXPIRE', KEYS[i], full_in)
+  end
   if v.kind == "sw" then
     if consume then
       if #v.stale > 0 then redis.call('HDEL', KEYS[i], unpack(v.stale)) end

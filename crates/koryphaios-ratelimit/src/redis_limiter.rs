@@ -90,6 +90,7 @@ impl RateLimiter for RedisLimiter {
                 Mode::Consume => "c",
                 Mode::Peek => "p",
                 Mode::Force => "f",
+                Mode::Refund => "r",
             };
             match check.rule {
                 Rule::SlidingWindow {

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::config::{Config, DatabaseConfig, KmsConfig};
 use crate::data_dir;
 use crate::http::routes::{self, PipelineSettings};
+use crate::http::server::{self, ConnectionLimits};
 use crate::rate_limits::RateLimits;
 use crate::state::AppState;
 
@@ -63,11 +64,18 @@ impl Default for Components {
     }
 }
 
+/// How often gauges that describe stored data (`credentials_stored`) are refreshed: scrapes read
+/// the last values, so a scrape costs the same whatever the data size.
+const DATA_GAUGES_INTERVAL: Duration = Duration::from_secs(30);
+
 /// A built, bound, not yet serving instance.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    connection_limits: ConnectionLimits,
+    /// The separate metrics listener and its router (`KORYPHAIOS_METRICS_ADDR`).
+    metrics: Option<(TcpListener, Router)>,
     store: Arc<dyn Store>,
     kms: Arc<dyn KeyProvider>,
     api_keys: Arc<ApiKeyService>,
@@ -241,6 +249,7 @@ impl Application {
             rate_limits: rate_limits.clone(),
             trusted_proxies: Arc::new(config.rate_limit.trusted_proxies.clone()),
             metrics_token: config.metrics_token.clone(),
+            serves_metrics: config.metrics_addr.is_none(),
             api_keys: Arc::clone(&api_keys),
             auth: Arc::new(auth),
             credentials: Arc::new(credentials),
@@ -255,6 +264,16 @@ impl Application {
             request_timeout: config.request_timeout,
         };
         crate::metrics::handle();
+        let metrics = match config.metrics_addr {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.with_context(|| {
+                    format!("cannot listen on {address} (KORYPHAIOS_METRICS_ADDR)")
+                })?;
+                let router = routes::metrics::metrics_only_router(state.clone(), config.hsts_max_age);
+                Some((listener, router))
+            }
+            None => None,
+        };
         let router = routes::router(state, &pipeline);
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address).await.with_context(|| {
@@ -263,6 +282,8 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            connection_limits: config.connection_limits,
+            metrics,
             store,
             kms,
             api_keys,
@@ -278,6 +299,14 @@ impl Application {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The address of the separate metrics listener, when `KORYPHAIOS_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        Ok(match &self.metrics {
+            Some((listener, _)) => Some(listener.local_addr()?),
+            None => None,
+        })
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests finish for the grace period.
     pub async fn run_until_stopped(
         self,
@@ -286,6 +315,8 @@ impl Application {
         let Self {
             listener,
             router,
+            connection_limits,
+            metrics,
             store,
             kms,
             api_keys,
@@ -300,6 +331,17 @@ impl Application {
         let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
         let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
         let retention = tokio::spawn(purge_audit_periodically(audit));
+        let data_gauges = tokio::spawn(refresh_data_gauges_periodically(Arc::clone(&store)));
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = metrics.map(|(listener, router)| {
+            let limits = ConnectionLimits {
+                max_connections: 64,
+                ..connection_limits
+            };
+            tokio::spawn(server::serve(listener, router, limits, async {
+                let _ = metrics_stopped.await;
+            }))
+        });
         crate::metrics::started();
         let metrics_upkeep = tokio::spawn(async {
             let mut interval = tokio::time::interval(Duration::from_secs(5));
@@ -310,11 +352,7 @@ impl Application {
         });
         let stopping = Arc::new(Notify::new());
         let signal = Arc::clone(&stopping);
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let server = server::serve(listener, router, connection_limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, draining requests");
             signal.notify_one();
@@ -330,6 +368,11 @@ impl Application {
                 Ok(())
             }
         };
+        let _ = metrics_stop.send(());
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
+        data_gauges.abort();
         purge.abort();
         maintenance.abort();
         usage.abort();
@@ -358,6 +401,17 @@ async fn purge_audit_periodically(audit: Arc<AuditService>) {
             ),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "audit retention purge failed; retrying later"),
+        }
+    }
+}
+
+async fn refresh_data_gauges_periodically(store: Arc<dyn Store>) {
+    let mut interval = tokio::time::interval(DATA_GAUGES_INTERVAL);
+    loop {
+        interval.tick().await;
+        match store.count_credentials_by_provider().await {
+            Ok(counts) => crate::metrics::credentials_stored(&counts),
+            Err(error) => tracing::warn!(%error, "metrics: cannot count stored credentials"),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! restart keeps sessions valid.
 
 use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use koryphaios_core::secret::random_bytes;
+use koryphaios_kms::files;
 use zeroize::Zeroizing;
 
 /// The file that keeps a generated JWT secret.
@@ -82,15 +83,13 @@ pub fn load_or_create_jwt_secret(dir: &Path) -> anyhow::Result<Zeroizing<Vec<u8>
         Err(error) if error.kind() == ErrorKind::NotFound => {
             let bytes = Zeroizing::new(random_bytes::<64>()?.to_vec());
             let encoded = Zeroizing::new(STANDARD.encode(bytes.as_slice()));
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            file.write_all(encoded.as_bytes())
-                .and_then(|()| file.sync_all())
+            // Written whole under a temporary name, then linked into place: a crash never leaves
+            // a partial secret, and of two instances starting at once, both use the winner's.
+            let created = files::create_private_exclusive(&path, encoded.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
+            if !created {
+                return load_or_create_jwt_secret(dir);
+            }
             tracing::info!(path = %path.display(), "generated a JWT signing secret");
             Ok(bytes)
         }
@@ -121,6 +120,24 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_secret_and_leave_no_temporary_files() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().to_path_buf();
+        let secrets: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| load_or_create_jwt_secret(&dir).unwrap().to_vec()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(secrets.windows(2).all(|pair| pair[0] == pair[1]));
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![JWT_SECRET_FILE.to_owned()]);
     }
 
     #[test]

@@ -33,8 +33,50 @@ pub fn handle() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
+        register_known_series();
         handle
     })
+}
+
+/// Rate-limit layers and the tiers they are labelled with.
+const LIMIT_LAYERS: [(&str, &[&str]); 5] = [
+    ("ip", &["none"]),
+    ("auth", &["none"]),
+    ("login_failure", &["none"]),
+    ("tier", &["free", "premium", "pro", "enterprise"]),
+    ("sensitive", &["free", "premium", "pro", "enterprise"]),
+];
+/// Credential operations counted in `credential_operations_total`.
+pub const CREDENTIAL_OPERATIONS: [&str; 8] = [
+    "create", "list", "get", "update", "delete", "rotate", "reveal", "audit",
+];
+const AUTH_METHODS: [&str; 4] = ["password", "refresh", "jwt", "api_key"];
+const KEY_VALIDATION_RESULTS: [&str; 5] = ["valid", "malformed", "not_found", "expired", "revoked"];
+
+/// Creates every counter whose label set is known at 0, so alerts and dashboards (`rate()`,
+/// `increase()`) work before the first event.
+fn register_known_series() {
+    for (layer, tiers) in LIMIT_LAYERS {
+        for tier in tiers {
+            counter!("rate_limit_hits_total", "layer" => layer, "tier" => *tier).increment(0);
+            counter!("rate_limit_allowed_total", "layer" => layer, "tier" => *tier).increment(0);
+        }
+    }
+    for result in ["success", "failure"] {
+        for operation in CREDENTIAL_OPERATIONS {
+            counter!("credential_operations_total", "operation" => operation, "result" => result)
+                .increment(0);
+        }
+        for method in AUTH_METHODS {
+            counter!("auth_attempts_total", "method" => method, "result" => result).increment(0);
+        }
+    }
+    for result in KEY_VALIDATION_RESULTS {
+        counter!("api_key_validations_total", "result" => result).increment(0);
+    }
+    for provider in koryphaios_core::credentials::PROVIDERS {
+        gauge!("credentials_stored", "provider" => *provider).set(0.0);
+    }
 }
 
 /// Metric handles of the hot path, resolved once per label set: recording then costs an atomic
@@ -47,8 +89,29 @@ static LIMIT_HANDLES: OnceLock<RwLock<HashMap<LimitKey, Counter>>> = OnceLock::n
 /// Label sets are bounded (route templates × methods × statuses); past this, stop caching.
 const MAX_CACHED: usize = 4096;
 
-/// One served request, labelled by route template (never the raw path).
-pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+/// The `method` label of a request: one of the methods the service knows, else `other`.
+///
+/// Clients choose the method freely (any token is valid HTTP); an open label set would let them
+/// create a new series per request, without bound.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// One served request, labelled by method (closed set) and route template (never the raw path;
+/// `unmatched` for requests no route took).
+pub fn http_request(method: &'static str, route: &str, status: u16, seconds: f64) {
     use std::hash::BuildHasher as _;
     let (hasher, handles) =
         HTTP_HANDLES.get_or_init(|| (std::hash::RandomState::new(), RwLock::new(HashMap::new())));
@@ -106,9 +169,16 @@ pub fn credential_operation(operation: &'static str, success: bool) {
     counter!("credential_operations_total", "operation" => operation, "result" => if success { "success" } else { "failure" }).increment(1);
 }
 
-/// Stored credentials by provider (set at scrape time from the store).
-pub fn credentials_stored(provider: &str, count: u64) {
-    gauge!("credentials_stored", "provider" => provider.to_owned()).set(count as f64);
+/// Stored credentials by provider (refreshed in the background from the store): every known
+/// provider gets a value, 0 when none is stored, so a deleted provider's last count does not stay.
+pub fn credentials_stored(counts: &[(String, u64)]) {
+    for provider in koryphaios_core::credentials::PROVIDERS {
+        let count = counts
+            .iter()
+            .find(|(name, _)| name == provider)
+            .map_or(0, |(_, count)| *count);
+        gauge!("credentials_stored", "provider" => *provider).set(count as f64);
+    }
 }
 
 /// Which rate-limit backend decides (1 for the one in use).

@@ -9,13 +9,20 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 use koryphaios_core::api_keys::Tier;
 use koryphaios_core::ratelimit::{Decision, Layer, LimitCheck, Mode, RateLimiter, Rule};
+use koryphaios_core::users::Username;
 use koryphaios_core::{AuthMethod, Principal};
 use koryphaios_ratelimit::FallbackLimiter;
 
 use crate::config::RateLimitConfig;
 
-/// Routes whose requests count against the per-IP auth layer.
-const AUTH_ROUTES: &[&str] = &["/api/auth/login", "/api/auth/register", "/api/auth/refresh"];
+/// Routes whose requests count against the per-IP auth layer (everything that checks a password
+/// or a refresh token).
+const AUTH_ROUTES: &[&str] = &[
+    "/api/auth/login",
+    "/api/auth/register",
+    "/api/auth/refresh",
+    "/api/auth/password",
+];
 
 /// (method, route template) of the sensitive operations, limited by a token bucket.
 const SENSITIVE: &[(&str, &str)] = &[
@@ -128,15 +135,27 @@ impl RateLimits {
         checks
     }
 
-    fn login_check(&self, username: &str, mode: Mode) -> LimitCheck {
+    /// The failed-password counters of one attempt: strict per (username, client IP), looser per
+    /// username. A name that cannot exist shares one counter, so the key stays small.
+    fn password_checks(&self, username: &str, ip: IpAddr, mode: Mode) -> [LimitCheck; 2] {
         let window_ms =
             i64::try_from(self.config.login_failure_window.as_millis()).unwrap_or(i64::MAX);
-        LimitCheck {
-            layer: Layer::LoginFailure,
-            key: format!("user:{}", username.to_lowercase()),
-            rule: Rule::per_window(self.config.login_failures, window_ms),
-            mode,
-        }
+        let name = Username::parse(username)
+            .map_or_else(|_| "(invalid)".to_owned(), |name| name.as_str().to_lowercase());
+        [
+            LimitCheck {
+                layer: Layer::LoginFailure,
+                key: format!("user:{name}:ip:{ip}"),
+                rule: Rule::per_window(self.config.login_failures, window_ms),
+                mode,
+            },
+            LimitCheck {
+                layer: Layer::LoginFailure,
+                key: format!("user:{name}"),
+                rule: Rule::per_window(self.config.login_failures_per_user, window_ms),
+                mode,
+            },
+        ]
     }
 
     /// Decides checks (the fallback limiter always answers).
@@ -154,14 +173,18 @@ impl RateLimits {
         }
     }
 
-    /// Whether `username` may try to log in (too many recent failures refuse it).
-    pub async fn login_allowed(&self, username: &str) -> Decision {
-        self.decide(&[self.login_check(username, Mode::Peek)]).await
+    /// Reserves a failed-password slot for an attempt on `username` from `ip` *before* the
+    /// password is checked, so concurrent guesses cannot all pass a check made earlier: refused
+    /// when either counter is full. The caller refunds it with [`Self::release_password_attempt`]
+    /// unless the password turned out wrong.
+    pub async fn reserve_password_attempt(&self, username: &str, ip: IpAddr) -> Decision {
+        self.decide(&self.password_checks(username, ip, Mode::Consume))
+            .await
     }
 
-    /// Counts a failed login for `username`.
-    pub async fn record_login_failure(&self, username: &str) {
-        self.decide(&[self.login_check(username, Mode::Force)])
+    /// Gives back a reserved slot: the password was right, or was never checked.
+    pub async fn release_password_attempt(&self, username: &str, ip: IpAddr) {
+        self.decide(&self.password_checks(username, ip, Mode::Refund))
             .await;
     }
 

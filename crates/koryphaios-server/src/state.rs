@@ -33,6 +33,9 @@ pub struct AppState {
     pub rate_limits: Option<Arc<RateLimits>>,
     /// `KORYPHAIOS_METRICS_TOKEN`: when set, `/metrics` needs it.
     pub metrics_token: Option<secrecy::SecretString>,
+    /// Whether this router answers `/metrics` (not when `KORYPHAIOS_METRICS_ADDR` moves it to its
+    /// own listener).
+    pub serves_metrics: bool,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }

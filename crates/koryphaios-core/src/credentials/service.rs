@@ -443,7 +443,9 @@ impl CredentialService {
         principal: &Principal,
         context: &RequestContext,
         id: &CredentialId,
+        reason: Option<&str>,
     ) -> Result<(Credential, SecretString), CredentialError> {
+        check_reason(reason).map_err(|e| ValidationErrors(vec![e]))?;
         let (credential, current) = self
             .store
             .find_current_version(&principal.user_id, id)
@@ -465,7 +467,8 @@ impl CredentialService {
             actions::CREDENTIAL_ACCESS,
             Some((RESOURCE, id.as_str())),
             now,
-        );
+        )
+        .with_reason(reason);
         let secret = match self.open(&credential, &current).await {
             Ok(secret) => secret,
             Err(error) => {

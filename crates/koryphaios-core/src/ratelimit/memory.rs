@@ -83,7 +83,7 @@ impl MemoryLimiter {
                         _ => WindowState::default(),
                     };
                     let view = arithmetic::view_window(&window, now_ms, window_ms, bucket_ms);
-                    check.mode == Mode::Force || view.count < limit
+                    matches!(check.mode, Mode::Force | Mode::Refund) || view.count < limit
                 }
                 Rule::TokenBucket {
                     capacity,
@@ -99,7 +99,7 @@ impl MemoryLimiter {
                         capacity,
                         arithmetic::refill_per_ms(refill_per_minute),
                     );
-                    check.mode == Mode::Force || tokens >= 1.0
+                    matches!(check.mode, Mode::Force | Mode::Refund) || tokens >= 1.0
                 }
             };
             verdicts.push(allowed);
@@ -112,8 +112,9 @@ impl MemoryLimiter {
             let consume = match check.mode {
                 Mode::Consume => all_allowed,
                 Mode::Force => true,
-                Mode::Peek => false,
+                Mode::Peek | Mode::Refund => false,
             };
+            let refund = check.mode == Mode::Refund;
             let map = &mut guards[slot].1;
             let (limit, remaining, reset_at_ms, retry_after_ms) = match check.rule {
                 Rule::SlidingWindow {
@@ -125,8 +126,14 @@ impl MemoryLimiter {
                         Some((State::Window(w), _)) => w.clone(),
                         _ => WindowState::default(),
                     };
-                    let view = arithmetic::view_window(&window, now_ms, window_ms, bucket_ms);
-                    if consume {
+                    let mut view = arithmetic::view_window(&window, now_ms, window_ms, bucket_ms);
+                    if refund && arithmetic::refund_window(&mut window, view.oldest) {
+                        view = arithmetic::view_window(&window, now_ms, window_ms, bucket_ms);
+                        map.insert(
+                            key.clone(),
+                            (State::Window(window), now_ms + window_ms + bucket_ms),
+                        );
+                    } else if consume {
                         window.buckets.retain(|(index, _)| *index >= view.oldest);
                         match window
                             .buckets
@@ -155,8 +162,25 @@ impl MemoryLimiter {
                         Some((State::Bucket(b), _)) => Some(*b),
                         _ => None,
                     };
-                    let tokens = arithmetic::bucket_tokens(bucket, now_ms, capacity, rate);
-                    if consume {
+                    let mut tokens = arithmetic::bucket_tokens(bucket, now_ms, capacity, rate);
+                    if refund {
+                        tokens = (tokens + 1.0).min(capacity as f64);
+                        let full_in = if rate > 0.0 {
+                            ((capacity as f64 - tokens) / rate).ceil() as i64
+                        } else {
+                            i64::MAX / 4
+                        };
+                        map.insert(
+                            key.clone(),
+                            (
+                                State::Bucket(BucketState {
+                                    tokens,
+                                    ts_ms: now_ms,
+                                }),
+                                now_ms.saturating_add(full_in),
+                            ),
+                        );
+                    } else if consume {
                         let after = tokens - 1.0;
                         let full_in = if rate > 0.0 {
                             ((capacity as f64 - after) / rate).ceil() as i64
@@ -338,6 +362,51 @@ mod tests {
         }
         check.mode = Mode::Peek;
         assert!(!limiter.decide_at(std::slice::from_ref(&check), 0).allowed);
+    }
+
+    #[test]
+    fn refund_gives_back_one_consumed_unit_and_never_goes_below_zero() {
+        let limiter = limiter();
+        let mut check = window("reserve", 2);
+        assert!(limiter.decide_at(std::slice::from_ref(&check), 0).allowed);
+        assert!(limiter.decide_at(std::slice::from_ref(&check), 10).allowed);
+        assert!(!limiter.decide_at(std::slice::from_ref(&check), 20).allowed);
+        check.mode = Mode::Refund;
+        let refunded = limiter.decide_at(std::slice::from_ref(&check), 30);
+        assert!(refunded.allowed);
+        assert_eq!(refunded.results[0].remaining, 1);
+        check.mode = Mode::Consume;
+        assert!(limiter.decide_at(std::slice::from_ref(&check), 40).allowed);
+        assert!(!limiter.decide_at(std::slice::from_ref(&check), 50).allowed);
+        check.mode = Mode::Refund;
+        for _ in 0..5 {
+            limiter.decide_at(std::slice::from_ref(&check), 60);
+        }
+        check.mode = Mode::Consume;
+        for _ in 0..2 {
+            assert!(limiter.decide_at(std::slice::from_ref(&check), 70).allowed);
+        }
+        assert!(
+            !limiter.decide_at(std::slice::from_ref(&check), 80).allowed,
+            "refunds beyond what was consumed give nothing extra"
+        );
+        let mut bucket = LimitCheck {
+            layer: Layer::Sensitive,
+            key: "bucket".into(),
+            rule: Rule::TokenBucket {
+                capacity: 1,
+                refill_per_minute: 1,
+            },
+            mode: Mode::Consume,
+        };
+        assert!(limiter.decide_at(std::slice::from_ref(&bucket), 0).allowed);
+        assert!(!limiter.decide_at(std::slice::from_ref(&bucket), 1).allowed);
+        bucket.mode = Mode::Refund;
+        limiter.decide_at(std::slice::from_ref(&bucket), 2);
+        limiter.decide_at(std::slice::from_ref(&bucket), 3);
+        bucket.mode = Mode::Consume;
+        assert!(limiter.decide_at(std::slice::from_ref(&bucket), 4).allowed);
+        assert!(!limiter.decide_at(std::slice::from_ref(&bucket), 5).allowed);
     }
 
     #[test]

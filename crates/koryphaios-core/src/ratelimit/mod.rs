@@ -89,6 +89,9 @@ pub enum Mode {
     Peek,
     /// Count regardless (e.g. a failed login that already happened).
     Force,
+    /// Give back one earlier `Consume` (e.g. a login reserved a failure slot, then succeeded):
+    /// the newest counted unit of the window, or one token of the bucket. Always allowed.
+    Refund,
 }
 
 /// One layer's check for one request.
@@ -199,6 +202,25 @@ pub mod arithmetic {
             current,
             oldest,
         }
+    }
+
+    /// Takes back one unit from the newest sub-window of the window that has any; false when the
+    /// window is empty. `oldest` is the oldest sub-window still overlapping the window.
+    pub fn refund_window(state: &mut WindowState, oldest: i64) -> bool {
+        state.buckets.retain(|(index, count)| *index >= oldest && *count > 0);
+        let newest = state
+            .buckets
+            .iter_mut()
+            .max_by_key(|(index, _)| *index);
+        let refunded = match newest {
+            Some(bucket) => {
+                bucket.1 -= 1;
+                true
+            }
+            None => false,
+        };
+        state.buckets.retain(|(_, count)| *count > 0);
+        refunded
     }
 
     /// (remaining, reset_at_ms, retry_after_ms) of a window after `consumed`.

@@ -1,5 +1,6 @@
 //! Users: who they are, what their role grants, and the rules for names and passwords.
 
+mod hash_memory;
 pub(crate) mod password;
 
 pub use password::{PasswordHash, PasswordHasher, PasswordPolicy};

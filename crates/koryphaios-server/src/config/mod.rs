@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
+mod http;
 mod rate_limit;
 
 pub use rate_limit::{BucketSetting, RateLimitConfig};
@@ -106,6 +107,10 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// `KORYPHAIOS_AUDIT_RETENTION_DAYS`: audit records older than this are purged (default 365).
     pub audit_retention_days: u64,
+    /// `KORYPHAIOS_HTTP_*`: connection cap, header-read and keep-alive timeouts, head size.
+    pub connection_limits: crate::http::server::ConnectionLimits,
+    /// `KORYPHAIOS_METRICS_ADDR`: serve `/metrics` on this separate listener (and not on the API's).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Every variable this build reads, so typos in the environment can be reported.
@@ -210,6 +215,8 @@ impl Config {
                 }
             },
             rate_limit: rate_limit::parse(&get)?,
+            connection_limits: http::connection_limits(&get)?,
+            metrics_addr: http::metrics_addr(&get)?,
             audit_retention_days: get("KORYPHAIOS_AUDIT_RETENTION_DAYS")
                 .map(|v| parse_in("KORYPHAIOS_AUDIT_RETENTION_DAYS", &v, 1, 36_500))
                 .transpose()?
@@ -234,6 +241,7 @@ impl Config {
                 name.starts_with("KORYPHAIOS_")
                     && !KNOWN_VARIABLES.contains(name)
                     && !rate_limit::VARIABLES.contains(name)
+                    && !http::VARIABLES.contains(name)
                     && !name.starts_with("KORYPHAIOS_TEST_")
             })
             .collect()

@@ -30,8 +30,13 @@ pub struct RateLimitConfig {
     pub ip_per_minute: u64,
     /// `KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE`: login/register/refresh per IP (default 10).
     pub auth_per_minute: u64,
-    /// `KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES`: failed logins per username per window (default 5).
+    /// `KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES`: failed logins per (username, client IP) per window
+    /// (default 5).
     pub login_failures: u64,
+    /// `KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES_PER_USER`: failed logins per username from all
+    /// addresses together per window (default 50, at least `login_failures`): only a distributed
+    /// guessing attack reaches it.
+    pub login_failures_per_user: u64,
     /// `KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECS` (default 900).
     pub login_failure_window: Duration,
     /// `KORYPHAIOS_RATE_LIMIT_TIER_{FREE,PREMIUM,PRO,ENTERPRISE}` per minute (60/300/1000/5000).
@@ -64,6 +69,7 @@ pub const VARIABLES: &[&str] = &[
     "KORYPHAIOS_RATE_LIMIT_IP_PER_MINUTE",
     "KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE",
     "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES",
+    "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES_PER_USER",
     "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECS",
     "KORYPHAIOS_RATE_LIMIT_TIER_FREE",
     "KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM",
@@ -203,13 +209,28 @@ pub fn parse(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitConfig, Co
             })
             .collect::<Result<_, _>>()?,
     };
+    let login_failures = count(get, "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES", 5)?;
+    let login_failures_per_user = count(
+        get,
+        "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES_PER_USER",
+        (login_failures * 10).max(50),
+    )?;
+    if login_failures_per_user < login_failures {
+        return Err(ConfigError {
+            variable: "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES_PER_USER",
+            problem: format!(
+                "must be at least KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES ({login_failures}), got {login_failures_per_user}"
+            ),
+        });
+    }
     Ok(RateLimitConfig {
         enabled,
         redis_url,
         redis_timeout: Duration::from_millis(timeout_ms),
         ip_per_minute: count(get, "KORYPHAIOS_RATE_LIMIT_IP_PER_MINUTE", 1000)?,
         auth_per_minute: count(get, "KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE", 10)?,
-        login_failures: count(get, "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES", 5)?,
+        login_failures,
+        login_failures_per_user,
         login_failure_window: Duration::from_secs(count(
             get,
             "KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECS",

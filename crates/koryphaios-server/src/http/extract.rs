@@ -126,9 +126,25 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The client's address as resolved by the `client_ip` middleware (trusted proxies honoured).
+/// The client's address as resolved by the `client_ip` middleware (trusted proxies honoured);
+/// as an extractor, the peer's address when the middleware did not run.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<ClientIp>().copied().unwrap_or_else(|| {
+            Self(
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip()),
+            )
+        }))
+    }
+}
 
 /// The longest user agent kept in audit records.
 const MAX_USER_AGENT: usize = 256;

@@ -5,6 +5,7 @@ pub mod extract;
 pub mod json;
 pub mod middleware;
 pub mod routes;
+pub mod server;
 
 /// The largest request body accepted, on every method (SPEC §2.3).
 pub const MAX_BODY_BYTES: usize = 10 * 1024;

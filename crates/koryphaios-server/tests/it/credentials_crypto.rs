@@ -309,12 +309,12 @@ async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
 
     let openai_only = principal_with(&user.id, &[Scope::Read, Scope::Provider("openai".into())]);
     let (_, secret) = service
-        .reveal(&openai_only, &context, &openai.id)
+        .reveal(&openai_only, &context, &openai.id, None)
         .await
         .unwrap();
     assert_eq!(secret.expose_secret(), "sk-x");
     let denied = service
-        .reveal(&openai_only, &context, &anthropic.id)
+        .reveal(&openai_only, &context, &anthropic.id, None)
         .await
         .unwrap_err();
     assert!(
@@ -326,7 +326,7 @@ async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
         Err(CredentialError::Forbidden(Scope::Write))
     ));
     assert!(matches!(
-        service.reveal(&read_only, &context, &openai.id).await,
+        service.reveal(&read_only, &context, &openai.id, None).await,
         Err(CredentialError::Forbidden(_))
     ));
     let trail = store
@@ -338,7 +338,7 @@ async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
     assert_eq!(trail[0].metadata["requiredScope"], "provider:anthropic");
     let admin = principal_with(&user.id, &[Scope::Admin]);
     service
-        .reveal(&admin, &context, &anthropic.id)
+        .reveal(&admin, &context, &anthropic.id, None)
         .await
         .unwrap();
 }

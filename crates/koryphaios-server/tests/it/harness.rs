@@ -19,6 +19,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 #[derive(Debug)]
 pub struct TestApp {
     pub base: String,
+    /// The separate metrics listener, when `KORYPHAIOS_METRICS_ADDR` is set.
+    pub metrics_base: Option<String>,
     /// The PostgreSQL database this instance uses, when the suite runs on PostgreSQL.
     pub database_url: Option<String>,
     pub client: reqwest::Client,
@@ -91,12 +93,17 @@ impl TestApp {
             .await
             .expect("build app");
         let base = format!("http://{}", app.local_addr().expect("address"));
+        let metrics_base = app
+            .metrics_addr()
+            .expect("metrics address")
+            .map(|address| format!("http://{address}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Self {
             base,
+            metrics_base,
             database_url,
             client: reqwest::Client::new(),
             data_dir,
@@ -380,6 +387,10 @@ pub fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
             "geolocation=(), microphone=(), camera=()",
         ),
         ("cache-control", "no-store"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
     ];
     for (name, value) in expected {
         assert_eq!(

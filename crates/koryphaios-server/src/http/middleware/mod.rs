@@ -6,3 +6,4 @@ pub mod envelope;
 pub mod rate_limit;
 pub mod request_context;
 pub mod security_headers;
+pub mod url_guard;

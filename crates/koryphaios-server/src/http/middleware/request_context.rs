@@ -39,7 +39,7 @@ pub fn choose_request_id(incoming: Option<&HeaderValue>) -> String {
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = choose_request_id(request.headers().get(REQUEST_ID_HEADER));
-    let method = request.method().clone();
+    let method = crate::metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -48,14 +48,14 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let span = tracing::info_span!("request", request_id = %id, method = %method);
+    let span = tracing::info_span!("request", request_id = %id, method);
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
-    crate::metrics::http_request(method.as_str(), &route, status, elapsed);
+    crate::metrics::http_request(method, &route, status, elapsed);
     let latency_ms = elapsed * 1000.0;
     span.in_scope(|| {
         if status >= 500 {

@@ -5,7 +5,7 @@ use axum::http::{HeaderName, HeaderValue, header};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The fixed headers every response carries.
-const FIXED: [(HeaderName, &str); 6] = [
+const FIXED: [(HeaderName, &str); 7] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::X_XSS_PROTECTION, "1; mode=block"),
@@ -15,6 +15,11 @@ const FIXED: [(HeaderName, &str); 6] = [
         "geolocation=(), microphone=(), camera=()",
     ),
     (header::CACHE_CONTROL, "no-store"),
+    // The API serves no active content: nothing may load from or frame a response.
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
 ];
 
 /// Adds the security headers (and HSTS when `hsts_max_age` is set) to every response of `router`.

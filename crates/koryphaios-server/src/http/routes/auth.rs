@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{CurrentUser, RequestMeta};
+use crate::http::extract::{ClientIp, CurrentUser, RequestMeta};
 use crate::http::json::ApiJson;
 use crate::http::middleware::rate_limit;
 use crate::state::AppState;
@@ -210,37 +210,54 @@ pub async fn register(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 429, description = "Too many requests from this IP, or too many failed logins for this username", body = ErrorBody),
+        (status = 503, description = "Password hashing is saturated; retry shortly", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
     RequestMeta(context): RequestMeta,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> ApiResult<Response> {
-    if let Some(limits) = &state.rate_limits {
-        let decision = limits.login_allowed(&body.username).await;
-        if !decision.allowed {
-            tracing::warn!("login refused: too many failed attempts for this username");
-            return Ok(rate_limit::refusal(&decision));
-        }
+    let outcome = password_guarded(&state, &body.username, ip, async {
+        let outcome = state
+            .auth
+            .login(&context, &body.username, &body.password)
+            .await;
+        crate::metrics::auth_attempt("password", outcome.is_ok());
+        outcome
+    })
+    .await;
+    let tokens = match outcome {
+        Ok(outcome) => outcome?,
+        Err(refusal) => return Ok(refusal),
+    };
+    tracing::info!(user_id = %tokens.user.id, "login succeeded");
+    Ok(ApiJson(SessionResponse::from(tokens)).into_response())
+}
+
+/// Runs a password check under the failed-password counters (ADR 0006): a slot is reserved before
+/// the password is verified, so concurrent guesses cannot overrun the limit, and given back
+/// unless the password was wrong. `Err` is the 429 to answer when the counters are full.
+async fn password_guarded<T>(
+    state: &AppState,
+    username: &str,
+    ip: std::net::IpAddr,
+    attempt: impl Future<Output = Result<T, AuthError>>,
+) -> Result<Result<T, AuthError>, Response> {
+    let Some(limits) = &state.rate_limits else {
+        return Ok(attempt.await);
+    };
+    let decision = limits.reserve_password_attempt(username, ip).await;
+    crate::metrics::rate_limit("login_failure", "none", decision.allowed);
+    if !decision.allowed {
+        tracing::warn!("password check refused: too many failed attempts for this username");
+        return Err(rate_limit::refusal(&decision));
     }
-    let outcome = state
-        .auth
-        .login(&context, &body.username, &body.password)
-        .await;
-    crate::metrics::auth_attempt("password", outcome.is_ok());
-    match outcome {
-        Ok(tokens) => {
-            tracing::info!(user_id = %tokens.user.id, "login succeeded");
-            Ok(ApiJson(SessionResponse::from(tokens)).into_response())
-        }
-        Err(AuthError::InvalidCredentials) => {
-            if let Some(limits) = &state.rate_limits {
-                limits.record_login_failure(&body.username).await;
-            }
-            Err(AuthError::InvalidCredentials.into())
-        }
-        Err(other) => Err(other.into()),
+    let outcome = attempt.await;
+    if !matches!(outcome, Err(AuthError::InvalidCredentials)) {
+        limits.release_password_attempt(username, ip).await;
     }
+    Ok(outcome)
 }
 
 /// Exchanges a refresh token for a new access and refresh token. Presenting a spent refresh
@@ -309,22 +326,32 @@ pub async fn me(CurrentUser(principal): CurrentUser) -> ApiJson<MeResponse> {
         (status = 200, description = "Password changed; new tokens", body = SessionResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not authenticated or wrong current password", body = ErrorBody),
+        (status = 429, description = "Too many requests from this IP, or too many wrong passwords for this user", body = ErrorBody),
+        (status = 503, description = "Password hashing is saturated; retry shortly", body = ErrorBody),
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
     RequestMeta(context): RequestMeta,
+    ClientIp(ip): ClientIp,
     CurrentUser(principal): CurrentUser,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
-) -> ApiResult<ApiJson<SessionResponse>> {
-    let tokens = state
-        .auth
-        .change_password(
+) -> ApiResult<Response> {
+    let outcome = password_guarded(
+        &state,
+        &principal.username,
+        ip,
+        state.auth.change_password(
             &principal,
             &context,
             &body.current_password,
             &body.new_password,
-        )
-        .await?;
+        ),
+    )
+    .await;
+    let tokens = match outcome {
+        Ok(outcome) => outcome?,
+        Err(refusal) => return Ok(refusal),
+    };
     tracing::info!(user_id = %principal.user_id, "password changed");
-    Ok(ApiJson(tokens.into()))
+    Ok(ApiJson(SessionResponse::from(tokens)).into_response())
 }

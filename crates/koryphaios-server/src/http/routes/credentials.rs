@@ -70,6 +70,14 @@ pub struct DeleteCredentialRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /api/v1/credentials/{id}/reveal` body (optional).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevealCredentialRequest {
+    /// Why the secret is read, for the `credential_access` audit record (≤ 500 characters).
+    pub reason: Option<String>,
+}
+
 /// `POST /api/v1/credentials/{id}/rotate` body (optional).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -353,8 +361,10 @@ pub async fn rotate(
 /// `credential_access`.
 #[utoipa::path(post, path = "/credentials/{id}/reveal", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(("id" = String, Path, description = "The credential id (cred_…)")),
+    request_body(content = Option<RevealCredentialRequest>, description = "Optional reason, recorded in the audit log"),
     responses(
         (status = 200, description = "The secret", body = RevealedCredential),
+        (status = 400, description = "Invalid input (unknown field, reason too long or with control characters)", body = ErrorBody),
         (status = 403, description = "Missing the provider scope", body = ErrorBody),
         (status = 404, description = "No such credential for this caller", body = ErrorBody),
         (status = 500, description = "The stored data failed its integrity check", body = ErrorBody),
@@ -364,11 +374,16 @@ pub async fn reveal(
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
     Path(id): Path<String>,
+    MaybeJson(body): MaybeJson<RevealCredentialRequest>,
 ) -> ApiResult<ApiJson<RevealedCredential>> {
     let id = parse_id(&id)?;
+    let reason = body.and_then(|b| b.reason);
     let (credential, secret) = counted(
         "reveal",
-        state.credentials.reveal(&principal, &context, &id).await,
+        state
+            .credentials
+            .reveal(&principal, &context, &id, reason.as_deref())
+            .await,
     )?;
     Ok(ApiJson(RevealedCredential {
         id: credential.id.to_string(),

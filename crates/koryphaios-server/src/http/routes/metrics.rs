@@ -1,5 +1,12 @@
 //! `GET /metrics`: Prometheus text format. Optionally protected by `KORYPHAIOS_METRICS_TOKEN`
-//! (`Authorization: Bearer <token>`, compared in constant time).
+//! (`Authorization: Bearer <token>`, compared in constant time), and optionally moved to its own
+//! listener (`KORYPHAIOS_METRICS_ADDR`), where the API listener answers 404.
+//!
+//! A scrape costs the same whatever the data size: gauges that describe stored data are refreshed
+//! in the background (`crate::app`), not queried here.
+
+use axum::Router;
+use axum::routing::get;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -15,8 +22,12 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
         (status = 401, description = "KORYPHAIOS_METRICS_TOKEN is set and was not presented", body = ErrorBody),
+        (status = 404, description = "Served on the separate KORYPHAIOS_METRICS_ADDR listener instead", body = ErrorBody),
     ))]
 pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.serves_metrics {
+        return ApiError::not_found().into_response();
+    }
     if let Some(expected) = &state.metrics_token {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -31,14 +42,6 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
             return ApiError::unauthenticated("unauthenticated", "Metrics need the metrics token")
                 .into_response();
         }
-    }
-    match state.store.count_credentials_by_provider().await {
-        Ok(counts) => {
-            for (provider, count) in counts {
-                crate::metrics::credentials_stored(&provider, count);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "metrics: cannot count stored credentials"),
     }
     crate::metrics::rate_limit_backend(
         state
@@ -56,4 +59,21 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
         body,
     )
         .into_response()
+}
+
+/// The router of the separate metrics listener: `/metrics` only, with the error envelope and the
+/// security headers.
+pub fn metrics_only_router(mut state: AppState, hsts_max_age: Option<u64>) -> Router {
+    state.serves_metrics = true;
+    let router = Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn(
+            crate::http::middleware::envelope::error_envelope,
+        ))
+        .layer(axum::middleware::from_fn(
+            crate::http::middleware::request_context::request_context,
+        ))
+        .with_state(state);
+    crate::http::middleware::security_headers::apply(router, hsts_max_age)
 }

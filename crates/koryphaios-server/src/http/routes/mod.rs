@@ -25,7 +25,9 @@ use utoipa_axum::routes;
 use super::MAX_BODY_BYTES;
 use super::error::ApiError;
 use super::middleware::cors::{self, AllowedOrigins};
-use super::middleware::{body_limit, envelope, rate_limit, request_context, security_headers};
+use super::middleware::{
+    body_limit, envelope, rate_limit, request_context, security_headers, url_guard,
+};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
@@ -103,6 +105,7 @@ pub fn router(state: AppState, settings: &PipelineSettings) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(body_limit::limit_body))
         .layer(from_fn_with_state(state.clone(), rate_limit::rate_limit))
+        .layer(from_fn(url_guard::refuse_control_characters))
         .layer(from_fn_with_state(state.clone(), rate_limit::client_ip))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
