@@ -19,6 +19,7 @@ use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
 use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, UserId};
 use crate::migrations::{MigrationError, MigrationStatus};
+use crate::pagination::PageRequest;
 use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
@@ -201,12 +202,14 @@ pub trait CredentialStore: Send + Sync {
         first: &SealedVersion,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
-    /// The owner's live credentials, newest first.
+    /// A page of the owner's live credentials, newest first (`created_at`, then id, descending):
+    /// at most `page.limit`, strictly after `page.after`.
     async fn list_credentials(
         &self,
         owner: &UserId,
         filter: &CredentialFilter,
         now: OffsetDateTime,
+        page: &PageRequest<CredentialId>,
     ) -> StoreResult<Vec<Credential>>;
     /// One live credential of the owner.
     async fn find_credential(
@@ -271,8 +274,13 @@ pub trait ApiKeyStore: Send + Sync {
         secret_hash: &TokenHash,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
-    /// The owner's keys, newest first (revoked ones included, marked).
-    async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>>;
+    /// A page of the owner's keys, newest first (`created_at`, then id, descending; revoked ones
+    /// included, marked): at most `page.limit`, strictly after `page.after`.
+    async fn list_api_keys(
+        &self,
+        owner: &UserId,
+        page: &PageRequest<ApiKeyId>,
+    ) -> StoreResult<Vec<ApiKey>>;
     /// One key of the owner.
     async fn find_api_key(&self, owner: &UserId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>>;
     /// Changes a live key's name, scopes or tier.
