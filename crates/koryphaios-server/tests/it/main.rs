@@ -8,6 +8,7 @@
 mod api_keys;
 mod api_keys_bad_input;
 mod audit;
+mod audit_head;
 mod auth_bad_input;
 mod auth_sessions;
 mod credentials;
@@ -15,6 +16,7 @@ mod credentials_bad_input;
 mod credentials_crypto;
 mod deploy_files;
 mod harness;
+mod list_paging;
 mod metrics;
 mod openapi_drift;
 mod pipeline;
