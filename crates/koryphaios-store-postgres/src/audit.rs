@@ -274,7 +274,7 @@ impl AuditStore for PostgresStore {
         let chained = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NOT NULL)
                  OR EXISTS (SELECT 1 FROM audit_chain_anchor)
-                 OR EXISTS (SELECT 1 FROM audit_chain_head) AS chained",
+                 OR EXISTS (SELECT 1 FROM audit_chain_head WHERE seq > 0) AS chained",
         )
         .fetch_one(&mut *tx)
         .await

@@ -307,3 +307,31 @@ async fn a_rewritten_head_is_reported_and_refused_as_a_base_for_new_records() {
     tamper(&path, "DELETE FROM audit_chain_head").await;
     assert!(store.append_audit(&record(7)).await.is_err());
 }
+
+#[tokio::test]
+async fn an_empty_log_takes_a_new_key_and_reseals_its_genesis_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    store.migrate_up().await.unwrap();
+    store
+        .install_audit_key(std::sync::Arc::new(
+            koryphaios_core::audit::chain::AuditKey::from_bytes(&[1; 32]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    drop(store);
+    // Nothing was ever written: another key may start the chain.
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    store
+        .install_audit_key(std::sync::Arc::new(contract_audit_key()))
+        .await
+        .unwrap();
+    store.append_audit(&record(1)).await.unwrap();
+    let report = verify(&store, &contract_audit_key()).await.unwrap();
+    assert!(report.is_valid(), "{report:?}");
+}

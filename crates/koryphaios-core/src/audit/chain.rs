@@ -96,6 +96,10 @@ impl AuditKey {
                 // silently start a second chain over the evidence of the first.
                 if store.audit_chain_anchor().await?.is_some()
                     || !store.audit_chain_page(0, 1).await?.is_empty()
+                    || store
+                        .audit_chain_head()
+                        .await?
+                        .is_some_and(|head| head.seq > 0)
                 {
                     return Err(AuditKeyError::Missing);
                 }
