@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod group_commit;
 pub mod ids;
 pub mod migrations;
+pub mod pagination;
 pub mod principal;
 pub mod ratelimit;
 pub mod scope;

@@ -13,11 +13,13 @@ use serde_json::{Map, Value};
 use crate::api_keys::{ApiKey, KeyLookup, Tier};
 use crate::audit::AuditEntry;
 use crate::audit::chain::{AuditKey, ChainAnchor, ChainRecord};
+use crate::audit::head::ChainHead;
 use crate::audit::query::{ActivityCounts, AuditQuery, StoredAuditEntry};
 use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
 use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, UserId};
 use crate::migrations::{MigrationError, MigrationStatus};
+use crate::pagination::PageRequest;
 use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
@@ -200,12 +202,14 @@ pub trait CredentialStore: Send + Sync {
         first: &SealedVersion,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
-    /// The owner's live credentials, newest first.
+    /// A page of the owner's live credentials, newest first (`created_at`, then id, descending):
+    /// at most `page.limit`, strictly after `page.after`.
     async fn list_credentials(
         &self,
         owner: &UserId,
         filter: &CredentialFilter,
         now: OffsetDateTime,
+        page: &PageRequest<CredentialId>,
     ) -> StoreResult<Vec<Credential>>;
     /// One live credential of the owner.
     async fn find_credential(
@@ -270,8 +274,13 @@ pub trait ApiKeyStore: Send + Sync {
         secret_hash: &TokenHash,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
-    /// The owner's keys, newest first (revoked ones included, marked).
-    async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>>;
+    /// A page of the owner's keys, newest first (`created_at`, then id, descending; revoked ones
+    /// included, marked): at most `page.limit`, strictly after `page.after`.
+    async fn list_api_keys(
+        &self,
+        owner: &UserId,
+        page: &PageRequest<ApiKeyId>,
+    ) -> StoreResult<Vec<ApiKey>>;
     /// One key of the owner.
     async fn find_api_key(&self, owner: &UserId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>>;
     /// Changes a live key's name, scopes or tier.
@@ -333,14 +342,16 @@ pub struct AuditPurge {
 /// The audit log and its hash chain (see [`crate::audit::chain`]).
 ///
 /// Every record written by any port method is linked into one chain: the adapter reads the
-/// chain's head and writes the new link inside the record's own transaction, serialised with
+/// stored chain head, writes the new link and moves the head (see [`crate::audit::head`]) inside
+/// the record's own transaction, serialised with
 /// every other writer (also across processes), with the key given to [`AuditStore::install_audit_key`].
 /// Until a key is installed, audited writes fail (closed).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Gives the store the chain key. When the log has no chain yet (no linked record, no
-    /// anchor), records written before the chain existed are linked now; returns how many.
-    /// Later unlinked records are never adopted: verification reports them.
+    /// anchor, no head), records written before the chain existed are linked now; returns how
+    /// many. Later unlinked records are never adopted: verification reports them. Under the chain
+    /// lock, a missing head is initialised from the newest record (else the anchor, else genesis).
     async fn install_audit_key(&self, key: std::sync::Arc<AuditKey>) -> StoreResult<u64>;
     /// The wrapped audit key, if one was stored.
     async fn audit_key_wrap(&self) -> StoreResult<Option<WrappedDek>>;
@@ -360,6 +371,9 @@ pub trait AuditStore: Send + Sync {
     async fn audit_chain_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainRecord>>;
     /// Where the chain starts after purges.
     async fn audit_chain_anchor(&self) -> StoreResult<Option<ChainAnchor>>;
+    /// The stored chain head (moved by every audit insert, in its transaction); `None` before the
+    /// key is first installed, or if the row was deleted.
+    async fn audit_chain_head(&self) -> StoreResult<Option<ChainHead>>;
     /// Ids of records outside the chain (no position), at most `limit`.
     async fn unlinked_audit_ids(&self, limit: u32) -> StoreResult<Vec<String>>;
     /// In one transaction: deletes at most `max_records` of the longest prefix of the chain whose

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use koryphaios_core::audit::checkpoint::Checkpoint;
 use koryphaios_core::envelope::rotation;
 
 use crate::app::{self, Application};
@@ -41,9 +42,9 @@ pub enum Command {
         #[command(subcommand)]
         action: KmsAction,
     },
-    /// Verify or purge the audit log.
+    /// Verify, checkpoint or purge the audit log.
     Audit {
-        /// verify or purge.
+        /// verify, checkpoint or purge.
         #[command(subcommand)]
         action: AuditAction,
     },
@@ -74,7 +75,15 @@ pub enum MigrateAction {
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// Recompute the hash chain; exits non-zero and names the first broken link if any.
-    Verify,
+    Verify {
+        /// Also check a checkpoint printed earlier by `koryphaios audit checkpoint`: fails when
+        /// the chain no longer contains that record with that hash, or its MAC does not check.
+        #[arg(long, value_name = "kcp1.…")]
+        checkpoint: Option<String>,
+    },
+    /// Print the chain head (position and hash) with an HMAC under the audit key; keep it outside
+    /// the database and check it later with `audit verify --checkpoint`.
+    Checkpoint,
     /// Delete records older than KORYPHAIOS_AUDIT_RETENTION_DAYS (or --older-than-days), keeping
     /// an anchor so the rest still verifies.
     Purge {
@@ -174,8 +183,15 @@ async fn audit(action: AuditAction, mut config: Config) -> anyhow::Result<()> {
     let audit = app::open_audit(&config).await?;
     let mut out = std::io::stdout().lock();
     match action {
-        AuditAction::Verify => {
+        AuditAction::Verify { checkpoint } => {
+            // Parse first: a typo should not cost a full verification.
+            let checkpoint = checkpoint
+                .as_deref()
+                .map(Checkpoint::parse)
+                .transpose()
+                .context("--checkpoint")?;
             let report = audit.verify_unchecked().await?;
+            let mut failed = false;
             match &report.first_broken {
                 None => writeln!(
                     out,
@@ -194,9 +210,38 @@ async fn audit(action: AuditAction, mut config: Config) -> anyhow::Result<()> {
                         broken.kind.as_str(),
                         report.checked
                     )?;
-                    anyhow::bail!("the audit chain does not verify");
+                    failed = true;
                 }
             }
+            if let Some(checkpoint) = checkpoint {
+                let verdict = audit.check_checkpoint(&checkpoint).await?;
+                let status = if verdict.is_ok() { "ok" } else { "FAILED" };
+                writeln!(
+                    out,
+                    "checkpoint at position {} {status}: {}",
+                    checkpoint.seq,
+                    verdict.describe()
+                )?;
+                if !verdict.is_ok() {
+                    anyhow::bail!("the audit chain does not contain the checkpoint");
+                }
+            }
+            if failed {
+                anyhow::bail!("the audit chain does not verify");
+            }
+        }
+        AuditAction::Checkpoint => {
+            let checkpoint = audit.checkpoint().await?;
+            writeln!(
+                out,
+                "seq {}\nhash {}\ncheckpoint {}",
+                checkpoint.seq,
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    &checkpoint.hash
+                ),
+                checkpoint.encode()
+            )?;
         }
         AuditAction::Purge { .. } => {
             let purge = audit.purge_expired().await?;

@@ -181,6 +181,15 @@ pub fn credentials_stored(counts: &[(String, u64)]) {
     }
 }
 
+/// The stored audit chain head (set at scrape time from its one row): its position, which only
+/// ever grows, and its record's time. Prometheus keeps their history outside the database, so a
+/// head that moves backwards (the database rolled back, or the head row deleted and re-initialised
+/// over a truncated chain) shows there even when the database is consistent again.
+pub fn audit_chain_head(seq: i64, occurred_at_ms: i64) {
+    gauge!("audit_chain_head_seq").set(seq as f64);
+    gauge!("audit_chain_head_timestamp_seconds").set(occurred_at_ms as f64 / 1000.0);
+}
+
 /// Which rate-limit backend decides (1 for the one in use).
 pub fn rate_limit_backend(backend: &'static str) {
     for candidate in ["redis", "memory", "off"] {

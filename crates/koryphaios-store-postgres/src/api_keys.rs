@@ -5,6 +5,7 @@ use koryphaios_core::api_keys::{ApiKey, KeyLookup, Tier};
 use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::ids::{ApiKeyId, UserId};
+use koryphaios_core::pagination::PageRequest;
 use koryphaios_core::scope::{Scope, ScopeSet};
 use koryphaios_core::secret::TokenHash;
 use koryphaios_core::store::{ApiKeyStore, StoreError, StoreResult};
@@ -103,11 +104,20 @@ impl ApiKeyStore for PostgresStore {
         commit_audited(tx, audit).await
     }
 
-    async fn list_api_keys(&self, owner: &UserId) -> StoreResult<Vec<ApiKey>> {
+    async fn list_api_keys(
+        &self,
+        owner: &UserId,
+        page: &PageRequest<ApiKeyId>,
+    ) -> StoreResult<Vec<ApiKey>> {
         let rows = sqlx::query(
-            "SELECT * FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+            "SELECT * FROM api_keys WHERE user_id = $1
+               AND ($2::bigint IS NULL OR (created_at, id) < ($2, $3::text))
+             ORDER BY created_at DESC, id DESC LIMIT $4",
         )
         .bind(owner.as_str())
+        .bind(page.after.as_ref().map(|after| after.created_at_ms))
+        .bind(page.after.as_ref().map(|after| after.id.as_str()))
+        .bind(i64::from(page.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use koryphaios_core::audit::chain::{
-    AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS, InstalledKey, purge_boundary,
+    AuditKey, ChainAnchor, ChainRecord, GENESIS, InstalledKey, purge_boundary,
 };
+use koryphaios_core::audit::head::{self, ChainHead};
 use koryphaios_core::audit::query::{ActivityCounts, AuditQuery, PageStart, StoredAuditEntry};
 use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
@@ -25,28 +26,79 @@ use crate::error::map_err;
 /// The chain key once installed, shared by the store and its group-commit writer.
 pub(crate) type Chain = InstalledKey;
 
-/// The chain's last link: the newest record, else the purge anchor, else genesis.
-async fn chain_head(conn: &mut PgConnection) -> StoreResult<(i64, Vec<u8>)> {
+/// The newest link by the records themselves: the newest record, else the purge anchor, else
+/// genesis, with its time. Only for linking pre-chain records and initialising a missing head:
+/// writes link after the stored head.
+async fn newest_link(conn: &mut PgConnection) -> StoreResult<(i64, Vec<u8>, i64)> {
     let newest = sqlx::query(
-        "SELECT seq, hash FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+        "SELECT seq, hash, occurred_at FROM audit_events
+         WHERE seq = (SELECT MAX(seq) FROM audit_events)",
     )
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     let head = match newest {
         Some(row) => Some(row),
-        None => sqlx::query("SELECT seq, hash FROM audit_chain_anchor WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?,
+        None => sqlx::query(
+            "SELECT seq, hash, purged_at AS occurred_at FROM audit_chain_anchor WHERE id = 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?,
     };
     match head {
         Some(row) => Ok((
             row.try_get("seq").map_err(map_err)?,
             row.try_get("hash").map_err(map_err)?,
+            row.try_get("occurred_at").map_err(map_err)?,
         )),
-        None => Ok((0, GENESIS.to_vec())),
+        None => Ok((0, GENESIS.to_vec(), 0)),
     }
+}
+
+async fn read_head<'e, E>(executor: E) -> StoreResult<Option<ChainHead>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let row = sqlx::query("SELECT seq, hash, occurred_at, mac FROM audit_chain_head WHERE id = 1")
+        .fetch_optional(executor)
+        .await
+        .map_err(map_err)?;
+    row.map(|row| {
+        Ok(ChainHead {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+            occurred_at_ms: row.try_get("occurred_at")?,
+            mac: row.try_get("mac")?,
+        })
+    })
+    .transpose()
+    .map_err(map_err)
+}
+
+/// The upsert that stores the head; the batch insert runs it in the same statement.
+const WRITE_HEAD: &str =
+    "INSERT INTO audit_chain_head (id, seq, hash, occurred_at, mac) VALUES (1, ";
+const WRITE_HEAD_CONFLICT: &str =
+    ") ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+     occurred_at = excluded.occurred_at, mac = excluded.mac";
+
+fn push_write_head(sql: &mut QueryBuilder<Postgres>, head: &ChainHead) {
+    sql.push(WRITE_HEAD);
+    let mut values = sql.separated(", ");
+    values
+        .push_bind(head.seq)
+        .push_bind(&head.hash)
+        .push_bind(head.occurred_at_ms)
+        .push_bind(&head.mac);
+    sql.push(WRITE_HEAD_CONFLICT);
+}
+
+async fn write_head(conn: &mut PgConnection, head: &ChainHead) -> StoreResult<()> {
+    let mut sql = QueryBuilder::<Postgres>::new("");
+    push_write_head(&mut sql, head);
+    sql.build().execute(conn).await.map_err(map_err)?;
+    Ok(())
 }
 
 /// The advisory lock every chain writer holds until its transaction ends, on every instance.
@@ -61,6 +113,19 @@ async fn lock_chain(conn: &mut PgConnection) -> StoreResult<()> {
     Ok(())
 }
 
+/// The stored head; for a log with no record and no anchor at all (say, after `migrate down`
+/// and `up` under a running service), the empty chain's head, as there is nothing to hide.
+async fn head_or_genesis(
+    key: &AuditKey,
+    conn: &mut PgConnection,
+) -> StoreResult<Option<ChainHead>> {
+    if let Some(head) = read_head(&mut *conn).await? {
+        return Ok(Some(head));
+    }
+    let (seq, _, _) = newest_link(conn).await?;
+    Ok((seq == 0).then(|| ChainHead::genesis(key)))
+}
+
 /// Writes `entry` on `conn` (the caller's transaction) as the chain's next link: if this fails,
 /// the change fails with it. The chain lock, held to the end of the caller's transaction, keeps
 /// one chain across connections and instances; callers write their record last, so the lock is
@@ -73,8 +138,8 @@ pub(crate) async fn insert_audit(
     insert_audit_batch(chain, conn, &[entry]).await
 }
 
-/// Writes `entries` as the chain's next links, in order, taking the chain lock and reading the
-/// head once (the group commit's batches).
+/// Writes `entries` as the chain's next links after the stored head, in order, taking the chain
+/// lock, reading the head once and moving it (the group commit's batches).
 pub(crate) async fn insert_audit_batch(
     chain: &Chain,
     conn: &mut PgConnection,
@@ -85,30 +150,17 @@ pub(crate) async fn insert_audit_batch(
     }
     let key = chain.get()?;
     lock_chain(conn).await?;
-    let (mut seq, mut prev_hash) = chain_head(conn).await?;
-    let mut links = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let metadata = serde_json::to_string(&entry.metadata)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        seq += 1;
-        let hash = key
-            .link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata))
-            .to_vec();
-        links.push((
-            *entry,
-            metadata,
-            seq,
-            std::mem::replace(&mut prev_hash, hash.clone()),
-            hash,
-        ));
-    }
-    // One statement for the whole batch: round trips, not rows, are what a batch costs here.
+    let (links, head) = head::extend(key, head_or_genesis(key, conn).await?, entries)?;
+    // One statement for the whole batch and the head: round trips, not rows, are what a batch
+    // costs here.
     let mut insert = QueryBuilder::<Postgres>::new(
-        "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
-                                   client_ip, user_agent, request_id, success, reason, metadata,
-                                   seq, prev_hash, hash) ",
+        "WITH records AS (
+           INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
+                                     client_ip, user_agent, request_id, success, reason, metadata,
+                                     seq, prev_hash, hash) ",
     );
-    insert.push_values(links, |mut row, (entry, metadata, seq, prev, hash)| {
+    insert.push_values(links, |mut row, link| {
+        let entry = link.entry;
         row.push_bind(entry.id.as_str())
             .push_bind(to_unix_ms(entry.occurred_at))
             .push_bind(entry.user_id.as_ref().map(UserId::as_str))
@@ -121,11 +173,13 @@ pub(crate) async fn insert_audit_batch(
             .push_bind(entry.request_id.as_deref())
             .push_bind(entry.success)
             .push_bind(entry.reason.as_deref())
-            .push_bind(metadata)
-            .push_bind(seq)
-            .push_bind(prev)
-            .push_bind(hash);
+            .push_bind(link.metadata_json)
+            .push_bind(link.seq)
+            .push_bind(link.prev_hash)
+            .push_bind(link.hash);
     });
+    insert.push(") ");
+    push_write_head(&mut insert, &head);
     insert.build().execute(&mut *conn).await.map_err(map_err)?;
     Ok(())
 }
@@ -219,16 +273,28 @@ impl AuditStore for PostgresStore {
         lock_chain(&mut tx).await?;
         let chained = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NOT NULL)
-                 OR EXISTS (SELECT 1 FROM audit_chain_anchor) AS chained",
+                 OR EXISTS (SELECT 1 FROM audit_chain_anchor)
+                 OR EXISTS (SELECT 1 FROM audit_chain_head WHERE seq > 0) AS chained",
         )
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?
         .try_get::<bool, _>("chained")
         .map_err(map_err)?;
+        let key = self.chain.get()?;
         if chained {
             // Unlinked rows in a chained log were not written by this service: verification
             // reports them instead of this signing them.
+            if read_head(&mut *tx).await?.is_none() {
+                let (seq, hash, occurred_at_ms) = newest_link(&mut tx).await?;
+                // The first start after migration 0005, or the row was deleted: only an outside
+                // witness (the head gauge, a checkpoint) can tell which.
+                tracing::warn!(
+                    seq,
+                    "initialised the missing audit chain head from the newest record"
+                );
+                write_head(&mut tx, &ChainHead::sealed(key, seq, hash, occurred_at_ms)).await?;
+            }
             tx.commit().await.map_err(map_err)?;
             return Ok(0);
         }
@@ -237,10 +303,9 @@ impl AuditStore for PostgresStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(map_err)?;
-        let key = self.chain.get()?;
         for row in &rows {
             let mut record = chain_record_from_row_unlinked(row).map_err(map_err)?;
-            let (head_seq, prev_hash) = chain_head(&mut tx).await?;
+            let (head_seq, prev_hash, _) = newest_link(&mut tx).await?;
             record.seq = head_seq + 1;
             let hash = key.link(record.seq, &prev_hash, &record.canonical());
             sqlx::query(
@@ -254,6 +319,8 @@ impl AuditStore for PostgresStore {
             .await
             .map_err(map_err)?;
         }
+        let (seq, hash, occurred_at_ms) = newest_link(&mut tx).await?;
+        write_head(&mut tx, &ChainHead::sealed(key, seq, hash, occurred_at_ms)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(rows.len() as u64)
     }
@@ -417,6 +484,10 @@ impl AuditStore for PostgresStore {
         })
         .transpose()
         .map_err(map_err)
+    }
+
+    async fn audit_chain_head(&self) -> StoreResult<Option<ChainHead>> {
+        read_head(&self.pool).await
     }
 
     async fn unlinked_audit_ids(&self, limit: u32) -> StoreResult<Vec<String>> {

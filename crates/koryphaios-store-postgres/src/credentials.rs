@@ -7,6 +7,7 @@ use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::credentials::{Credential, CredentialFilter, SealedVersion};
 use koryphaios_core::envelope::WrappedDek;
 use koryphaios_core::ids::{CredentialId, UserId};
+use koryphaios_core::pagination::PageRequest;
 use koryphaios_core::store::{CredentialStore, StoreError, StoreResult, VersionAdded};
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
@@ -149,6 +150,7 @@ impl CredentialStore for PostgresStore {
         owner: &UserId,
         filter: &CredentialFilter,
         now: OffsetDateTime,
+        page: &PageRequest<CredentialId>,
     ) -> StoreResult<Vec<Credential>> {
         let rows = sqlx::query(
             "SELECT * FROM credentials
@@ -157,12 +159,17 @@ impl CredentialStore for PostgresStore {
                AND ($3::boolean IS NULL
                     OR ($3 AND (expires_at IS NULL OR expires_at > $4))
                     OR (NOT $3 AND expires_at IS NOT NULL AND expires_at <= $4))
-             ORDER BY created_at DESC, id DESC",
+               AND ($5::bigint IS NULL OR (created_at, id) < ($5, $6::text))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $7",
         )
         .bind(owner.as_str())
         .bind(filter.provider.as_deref())
         .bind(filter.active)
         .bind(to_unix_ms(now))
+        .bind(page.after.as_ref().map(|after| after.created_at_ms))
+        .bind(page.after.as_ref().map(|after| after.id.as_str()))
+        .bind(i64::from(page.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;

@@ -44,6 +44,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0004_audit_chain.up.sql"),
         down: include_str!("../migrations/0004_audit_chain.down.sql"),
     },
+    Migration {
+        version: 5,
+        name: "audit_chain_head",
+        up: include_str!("../migrations/0005_audit_chain_head.up.sql"),
+        down: include_str!("../migrations/0005_audit_chain_head.down.sql"),
+    },
 ];
 
 /// The advisory lock key every Koryphaios process migrating this database queues on

@@ -137,6 +137,7 @@ async fn concurrent_audit_bearing_writes_all_land() {
             &ada.id,
             &CredentialFilter::default(),
             OffsetDateTime::now_utc(),
+            &koryphaios_core::pagination::PageRequest::default(),
         )
         .await
         .unwrap();

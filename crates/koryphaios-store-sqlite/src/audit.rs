@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use koryphaios_core::audit::chain::{
-    AuditKey, CanonicalRecord, ChainAnchor, ChainRecord, GENESIS, InstalledKey, purge_boundary,
+    AuditKey, ChainAnchor, ChainRecord, GENESIS, InstalledKey, purge_boundary,
 };
+use koryphaios_core::audit::head::{self, ChainHead};
 use koryphaios_core::audit::query::{ActivityCounts, AuditQuery, PageStart, StoredAuditEntry};
 use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
@@ -23,28 +24,83 @@ use crate::error::map_err;
 /// The chain key once installed, shared by the store and its group-commit writer.
 pub(crate) type Chain = InstalledKey;
 
-/// The chain's last link: the newest record, else the purge anchor, else genesis.
-async fn chain_head(conn: &mut SqliteConnection) -> StoreResult<(i64, Vec<u8>)> {
+/// The newest link by the records themselves: the newest record, else the purge anchor, else
+/// genesis, with its time. Only for linking pre-chain records and initialising a missing head:
+/// writes link after the stored head.
+async fn newest_link(conn: &mut SqliteConnection) -> StoreResult<(i64, Vec<u8>, i64)> {
     let newest = sqlx::query(
-        "SELECT seq, hash FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+        "SELECT seq, hash, occurred_at FROM audit_events
+         WHERE seq = (SELECT MAX(seq) FROM audit_events)",
     )
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     let head = match newest {
         Some(row) => Some(row),
-        None => sqlx::query("SELECT seq, hash FROM audit_chain_anchor WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?,
+        None => sqlx::query(
+            "SELECT seq, hash, purged_at AS occurred_at FROM audit_chain_anchor WHERE id = 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?,
     };
     match head {
         Some(row) => Ok((
             row.try_get("seq").map_err(map_err)?,
             row.try_get("hash").map_err(map_err)?,
+            row.try_get("occurred_at").map_err(map_err)?,
         )),
-        None => Ok((0, GENESIS.to_vec())),
+        None => Ok((0, GENESIS.to_vec(), 0)),
     }
+}
+
+async fn read_head<'e, E>(executor: E) -> StoreResult<Option<ChainHead>>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let row = sqlx::query("SELECT seq, hash, occurred_at, mac FROM audit_chain_head WHERE id = 1")
+        .fetch_optional(executor)
+        .await
+        .map_err(map_err)?;
+    row.map(|row| {
+        Ok(ChainHead {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+            occurred_at_ms: row.try_get("occurred_at")?,
+            mac: row.try_get("mac")?,
+        })
+    })
+    .transpose()
+    .map_err(map_err)
+}
+
+async fn write_head(conn: &mut SqliteConnection, head: &ChainHead) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_chain_head (id, seq, hash, occurred_at, mac) VALUES (1, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                                        occurred_at = excluded.occurred_at, mac = excluded.mac",
+    )
+    .bind(head.seq)
+    .bind(&head.hash)
+    .bind(head.occurred_at_ms)
+    .bind(&head.mac)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// The stored head; for a log with no record and no anchor at all (say, after `migrate down`
+/// and `up` under a running service), the empty chain's head, as there is nothing to hide.
+async fn head_or_genesis(
+    key: &AuditKey,
+    conn: &mut SqliteConnection,
+) -> StoreResult<Option<ChainHead>> {
+    if let Some(head) = read_head(&mut *conn).await? {
+        return Ok(Some(head));
+    }
+    let (seq, _, _) = newest_link(conn).await?;
+    Ok((seq == 0).then(|| ChainHead::genesis(key)))
 }
 
 /// Writes `entry` on `conn` (the caller's transaction) as the chain's next link: if this fails,
@@ -57,8 +113,8 @@ pub(crate) async fn insert_audit(
     insert_audit_batch(chain, conn, &[entry]).await
 }
 
-/// Writes `entries` as the chain's next links, in order, reading the head once (the group
-/// commit's batches).
+/// Writes `entries` as the chain's next links after the stored head, in order, and moves the head
+/// (the group commit's batches read and write it once).
 pub(crate) async fn insert_audit_batch(
     chain: &Chain,
     conn: &mut SqliteConnection,
@@ -68,12 +124,9 @@ pub(crate) async fn insert_audit_batch(
         return Ok(());
     }
     let key = chain.get()?;
-    let (mut seq, mut prev_hash) = chain_head(conn).await?;
-    for entry in entries {
-        let metadata = serde_json::to_string(&entry.metadata)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        seq += 1;
-        let hash = key.link(seq, &prev_hash, &CanonicalRecord::of(entry, &metadata));
+    let (links, head) = head::extend(key, head_or_genesis(key, conn).await?, entries)?;
+    for link in links {
+        let entry = link.entry;
         sqlx::query(
             "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type, resource_id,
                                        client_ip, user_agent, request_id, success, reason, metadata,
@@ -92,16 +145,15 @@ pub(crate) async fn insert_audit_batch(
         .bind(entry.request_id.as_deref())
         .bind(entry.success)
         .bind(entry.reason.as_deref())
-        .bind(metadata)
-        .bind(seq)
-        .bind(&prev_hash)
-        .bind(hash.as_slice())
+        .bind(link.metadata_json)
+        .bind(link.seq)
+        .bind(link.prev_hash)
+        .bind(link.hash)
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-        prev_hash = hash.to_vec();
     }
-    Ok(())
+    write_head(conn, &head).await
 }
 
 /// Commits `tx` and then counts its audit records.
@@ -196,16 +248,28 @@ impl AuditStore for SqliteStore {
             .map_err(map_err)?;
         let chained = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NOT NULL)
-                 OR EXISTS (SELECT 1 FROM audit_chain_anchor) AS chained",
+                 OR EXISTS (SELECT 1 FROM audit_chain_anchor)
+                 OR EXISTS (SELECT 1 FROM audit_chain_head WHERE seq > 0) AS chained",
         )
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?
         .try_get::<bool, _>("chained")
         .map_err(map_err)?;
+        let key = self.chain.get()?;
         if chained {
             // Unlinked rows in a chained log were not written by this service: verification
             // reports them instead of this signing them.
+            if read_head(&mut *tx).await?.is_none() {
+                let (seq, hash, occurred_at_ms) = newest_link(&mut tx).await?;
+                // The first start after migration 0005, or the row was deleted: only an outside
+                // witness (the head gauge, a checkpoint) can tell which.
+                tracing::warn!(
+                    seq,
+                    "initialised the missing audit chain head from the newest record"
+                );
+                write_head(&mut tx, &ChainHead::sealed(key, seq, hash, occurred_at_ms)).await?;
+            }
             tx.commit().await.map_err(map_err)?;
             return Ok(0);
         }
@@ -213,10 +277,9 @@ impl AuditStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-        let key = self.chain.get()?;
         for row in &rows {
             let mut record = chain_record_from_row_unlinked(row).map_err(map_err)?;
-            let (head_seq, prev_hash) = chain_head(&mut tx).await?;
+            let (head_seq, prev_hash, _) = newest_link(&mut tx).await?;
             record.seq = head_seq + 1;
             let hash = key.link(record.seq, &prev_hash, &record.canonical());
             sqlx::query("UPDATE audit_events SET seq = ?, prev_hash = ?, hash = ? WHERE id = ?")
@@ -228,6 +291,8 @@ impl AuditStore for SqliteStore {
                 .await
                 .map_err(map_err)?;
         }
+        let (seq, hash, occurred_at_ms) = newest_link(&mut tx).await?;
+        write_head(&mut tx, &ChainHead::sealed(key, seq, hash, occurred_at_ms)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(rows.len() as u64)
     }
@@ -391,6 +456,10 @@ impl AuditStore for SqliteStore {
         })
         .transpose()
         .map_err(map_err)
+    }
+
+    async fn audit_chain_head(&self) -> StoreResult<Option<ChainHead>> {
+        read_head(&self.reader).await
     }
 
     async fn unlinked_audit_ids(&self, limit: u32) -> StoreResult<Vec<String>> {

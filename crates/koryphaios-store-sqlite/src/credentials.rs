@@ -7,6 +7,7 @@ use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::credentials::{Credential, CredentialFilter, SealedVersion};
 use koryphaios_core::envelope::WrappedDek;
 use koryphaios_core::ids::{CredentialId, UserId};
+use koryphaios_core::pagination::PageRequest;
 use koryphaios_core::store::{CredentialStore, StoreError, StoreResult, VersionAdded};
 use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteRow;
@@ -132,6 +133,7 @@ impl CredentialStore for SqliteStore {
         owner: &UserId,
         filter: &CredentialFilter,
         now: OffsetDateTime,
+        page: &PageRequest<CredentialId>,
     ) -> StoreResult<Vec<Credential>> {
         let rows = sqlx::query(
             "SELECT * FROM credentials
@@ -140,12 +142,17 @@ impl CredentialStore for SqliteStore {
                AND (?3 IS NULL
                     OR (?3 = 1 AND (expires_at IS NULL OR expires_at > ?4))
                     OR (?3 = 0 AND expires_at IS NOT NULL AND expires_at <= ?4))
-             ORDER BY created_at DESC, id DESC",
+               AND (?5 IS NULL OR (created_at, id) < (?5, ?6))
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?7",
         )
         .bind(owner.as_str())
         .bind(filter.provider.as_deref())
         .bind(filter.active)
         .bind(to_unix_ms(now))
+        .bind(page.after.as_ref().map(|after| after.created_at_ms))
+        .bind(page.after.as_ref().map(|after| after.id.as_str()))
+        .bind(i64::from(page.limit))
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;

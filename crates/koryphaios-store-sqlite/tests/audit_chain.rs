@@ -1,5 +1,6 @@
 //! Tampering with `audit_events` directly in the database breaks the chain at the tampered row;
-//! records written before the chain existed are linked when the key is installed.
+//! deleting the newest records is reported as a truncation; records written before the chain
+//! existed are linked when the key is installed, and a missing head is initialised then.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -205,4 +206,132 @@ async fn without_an_installed_key_audited_writes_fail_closed() {
     assert!(store.append_audit(&record(1)).await.is_err());
     let report = verify(&store, &contract_audit_key()).await.unwrap();
     assert_eq!(report.checked, 0);
+}
+
+async fn contract_store(path: &Path) -> std::sync::Arc<dyn koryphaios_core::store::Store> {
+    let store = SqliteStore::open(path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    store.migrate_up().await.unwrap();
+    store
+        .install_audit_key(std::sync::Arc::new(contract_audit_key()))
+        .await
+        .unwrap();
+    std::sync::Arc::new(store)
+}
+
+#[tokio::test]
+async fn deleting_the_newest_record_is_reported_as_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = contract_store(&path).await;
+    koryphaios_core::testing::deleting_the_newest_records_is_reported_as_truncation(
+        store,
+        1,
+        |from| async move {
+            delete_from(&path, from).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_the_newest_four_records_is_reported_as_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = contract_store(&path).await;
+    koryphaios_core::testing::deleting_the_newest_records_is_reported_as_truncation(
+        store,
+        4,
+        |from| async move {
+            delete_from(&path, from).await;
+        },
+    )
+    .await;
+}
+
+async fn delete_from(path: &Path, seq: i64) {
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE seq >= ?")
+        .bind(seq)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_chain_from_before_the_head_gets_its_head_from_the_newest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = chain_of_five(&path).await;
+    drop(store);
+    // As after migration 0005 on a chained log: no head row yet.
+    tamper(&path, "DELETE FROM audit_chain_head").await;
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    // Until the key is installed (which initialises the head), verify reports the missing head.
+    assert_eq!(first_break(&store).await, Some((1, BreakKind::ForgedHead)));
+    store
+        .install_audit_key(std::sync::Arc::new(contract_audit_key()))
+        .await
+        .unwrap();
+    let head = store.audit_chain_head().await.unwrap().unwrap();
+    assert_eq!(head.seq, 5);
+    store.append_audit(&record(6)).await.unwrap();
+    let report = verify(&store, &contract_audit_key()).await.unwrap();
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!((report.checked, report.head_seq), (6, Some(6)));
+}
+
+#[tokio::test]
+async fn a_rewritten_head_is_reported_and_refused_as_a_base_for_new_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = chain_of_five(&path).await;
+    // Hide the deletion of the newest two records by moving the head back, without the key.
+    tamper(
+        &path,
+        "DELETE FROM audit_events WHERE seq >= 4;
+         UPDATE audit_chain_head SET seq = 3, hash = (SELECT hash FROM audit_events WHERE seq = 3);",
+    )
+    .await;
+    assert_eq!(first_break(&store).await, Some((1, BreakKind::ForgedHead)));
+    assert!(
+        store.append_audit(&record(6)).await.is_err(),
+        "a forged head must not be sealed by the next write"
+    );
+    // A deleted head row stops writes too, until a restart re-initialises it (with a warning).
+    tamper(&path, "DELETE FROM audit_chain_head").await;
+    assert!(store.append_audit(&record(7)).await.is_err());
+}
+
+#[tokio::test]
+async fn an_empty_log_takes_a_new_key_and_reseals_its_genesis_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    store.migrate_up().await.unwrap();
+    store
+        .install_audit_key(std::sync::Arc::new(
+            koryphaios_core::audit::chain::AuditKey::from_bytes(&[1; 32]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    drop(store);
+    // Nothing was ever written: another key may start the chain.
+    let store = SqliteStore::open(&path, &SqliteSettings::default())
+        .await
+        .unwrap();
+    store
+        .install_audit_key(std::sync::Arc::new(contract_audit_key()))
+        .await
+        .unwrap();
+    store.append_audit(&record(1)).await.unwrap();
+    let report = verify(&store, &contract_audit_key()).await.unwrap();
+    assert!(report.is_valid(), "{report:?}");
 }

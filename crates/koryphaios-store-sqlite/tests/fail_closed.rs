@@ -197,6 +197,7 @@ async fn concurrent_writes_through_the_group_commit_all_land() {
             &user.id,
             &CredentialFilter::default(),
             OffsetDateTime::now_utc(),
+            &koryphaios_core::pagination::PageRequest::default(),
         )
         .await
         .unwrap();

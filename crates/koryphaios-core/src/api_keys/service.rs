@@ -17,6 +17,7 @@ use crate::audit::{AuditEntry, RequestContext};
 use crate::clock::Clock;
 use crate::credentials::check_metadata;
 use crate::ids::ApiKeyId;
+use crate::pagination::{After, Page, PageRequest};
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{Store, StoreError};
@@ -327,15 +328,22 @@ impl ApiKeyService {
         Ok((key, secret))
     }
 
-    /// The caller's keys (scope `read`).
+    /// A page of the caller's keys, newest first (scope `read`).
     pub async fn list(
         &self,
         principal: &Principal,
         context: &RequestContext,
-    ) -> Result<Vec<ApiKey>, ApiKeyError> {
+        page: &PageRequest<ApiKeyId>,
+    ) -> Result<Page<ApiKey, ApiKeyId>, ApiKeyError> {
         self.require(principal, context, Scope::Read, "api_key_list", None)
             .await?;
-        Ok(self.store.list_api_keys(&principal.user_id).await?)
+        let items = self
+            .store
+            .list_api_keys(&principal.user_id, &page.overfetch())
+            .await?;
+        Ok(Page::from_overfetch(items, page.limit, |key: &ApiKey| {
+            After::item(key.created_at, key.id.clone())
+        }))
     }
 
     /// One of the caller's keys (scope `read`).

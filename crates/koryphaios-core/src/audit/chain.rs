@@ -7,8 +7,10 @@
 //!
 //! The audit key is a random 32-byte key wrapped by the key provider like a DEK (so it survives
 //! master-key rotation and retirement: the re-wrap job re-wraps it too) and stored by the store.
-//! Stores compute links with [`AuditKey::link`] inside the transaction that writes the record;
-//! [`verify`] recomputes them.
+//! Stores compute links with [`AuditKey::link`] inside the transaction that writes the record,
+//! after the stored [`ChainHead`](super::head::ChainHead) (never after `MAX(seq)`), and move the
+//! head in the same transaction; [`verify`] recomputes the links and checks that the chain still
+//! reaches its head (else the tail was deleted: [`BreakKind::Truncated`]).
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -54,10 +56,15 @@ impl AuditKey {
         Ok(Self(Dek::from_slice(bytes)?))
     }
 
+    /// An HMAC-SHA256 instance under this key (for the head and checkpoint MACs beside this module).
+    pub(super) fn keyed_mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    }
+
     /// The MAC linking a record with `content` at `seq` after `prev`.
     pub fn link(&self, seq: i64, prev: &[u8], content: &CanonicalRecord<'_>) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = self.keyed_mac();
         mac.update(LINK_TAG);
         mac.update(&seq.to_be_bytes());
         field(&mut mac, Some(prev));
@@ -67,8 +74,7 @@ impl AuditKey {
 
     /// The MAC that makes an anchor unforgeable: only a purge holding the key can move it.
     pub fn anchor_mac(&self, seq: i64, hash: &[u8], purged_at_ms: i64) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = self.keyed_mac();
         mac.update(ANCHOR_TAG);
         mac.update(&seq.to_be_bytes());
         field(&mut mac, Some(hash));
@@ -90,6 +96,10 @@ impl AuditKey {
                 // silently start a second chain over the evidence of the first.
                 if store.audit_chain_anchor().await?.is_some()
                     || !store.audit_chain_page(0, 1).await?.is_empty()
+                    || store
+                        .audit_chain_head()
+                        .await?
+                        .is_some_and(|head| head.seq > 0)
                 {
                     return Err(AuditKeyError::Missing);
                 }
@@ -161,7 +171,8 @@ pub enum AuditKeyError {
     Missing,
 }
 
-fn field(mac: &mut Hmac<Sha256>, value: Option<&[u8]>) {
+/// Feeds one length-prefixed field into `mac`.
+pub(super) fn field(mac: &mut Hmac<Sha256>, value: Option<&[u8]>) {
     // Length-prefixed so field boundaries cannot shift; u32::MAX marks an absent value.
     match value {
         Some(bytes) => {
@@ -348,6 +359,11 @@ pub enum BreakKind {
     ForgedAnchor,
     /// A record outside the chain (inserted, or unlinked to hide it from verification).
     Unlinked,
+    /// The chain ends before its stored head (or its record at the head's position has another
+    /// hash): the newest records were deleted.
+    Truncated,
+    /// The head row is missing from a chain with records, or was not written by a holder of the key.
+    ForgedHead,
 }
 
 impl BreakKind {
@@ -359,6 +375,8 @@ impl BreakKind {
             Self::SequenceGap => "sequence_gap",
             Self::ForgedAnchor => "forged_anchor",
             Self::Unlinked => "unlinked_record",
+            Self::Truncated => "truncated",
+            Self::ForgedHead => "forged_head",
         }
     }
 }
@@ -366,11 +384,11 @@ impl BreakKind {
 /// The first record at which the chain does not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenLink {
-    /// The position the verifier expected.
+    /// The position the verifier expected (for `Truncated`: the first missing record).
     pub expected_seq: i64,
-    /// The record found there.
+    /// The record found there (for `Truncated` and `ForgedHead`: the stored head's position).
     pub seq: i64,
-    /// Its id.
+    /// Its id (`anchor` or `head` when the break is in those rows).
     pub id: String,
     /// What is wrong.
     pub kind: BreakKind,
@@ -385,6 +403,8 @@ pub struct ChainReport {
     pub anchor_seq: i64,
     /// The last position checked.
     pub last_seq: i64,
+    /// The stored head's position when verification started (`None`: no head row).
+    pub head_seq: Option<i64>,
     /// The first broken link, if any.
     pub first_broken: Option<BrokenLink>,
 }
@@ -400,7 +420,7 @@ impl ChainReport {
 const VERIFY_PAGE: u32 = 1_000;
 
 /// An anchor's MAC checks out.
-fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
+pub(super) fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
     constant_time_eq(
         &key.anchor_mac(anchor.seq, &anchor.hash, anchor.purged_at_ms),
         &anchor.mac,
@@ -409,7 +429,12 @@ fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
 
 /// Recomputes every link from the anchor (or genesis) on and reports the first broken one.
 /// Records outside the chain and a forged anchor are breaks too.
+///
+/// The head is read first: records written while this runs are past it and not held against the
+/// chain, and every record up to it was committed with it, so a chain that stops short of the head
+/// was truncated.
 pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainReport, StoreError> {
+    let head = store.audit_chain_head().await?;
     let anchor = store.audit_chain_anchor().await?;
     let broken = |expected_seq: i64, seq: i64, id: String, kind: BreakKind| BrokenLink {
         expected_seq,
@@ -425,6 +450,7 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
         checked: 0,
         anchor_seq,
         last_seq: anchor_seq,
+        head_seq: head.as_ref().map(|h| h.seq),
         first_broken: None,
     };
     if let Some(anchor) = &anchor
@@ -441,6 +467,27 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
     if let Some(id) = store.unlinked_audit_ids(1).await?.into_iter().next() {
         report.first_broken = Some(broken(0, 0, id, BreakKind::Unlinked));
         return Ok(report);
+    }
+    match &head {
+        Some(head) if !head.is_genuine(key) => {
+            report.first_broken = Some(broken(
+                anchor_seq + 1,
+                head.seq,
+                "head".into(),
+                BreakKind::ForgedHead,
+            ));
+            return Ok(report);
+        }
+        None if anchor.is_some() || !store.audit_chain_page(0, 1).await?.is_empty() => {
+            report.first_broken = Some(broken(
+                anchor_seq + 1,
+                0,
+                "head".into(),
+                BreakKind::ForgedHead,
+            ));
+            return Ok(report);
+        }
+        _ => {}
     }
     let mut after = anchor_seq;
     loop {
@@ -475,6 +522,11 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
                 &record.hash,
             ) {
                 Some(BreakKind::ContentMismatch)
+            } else if head
+                .as_ref()
+                .is_some_and(|head| head.seq == record.seq && head.hash != record.hash)
+            {
+                Some(BreakKind::Truncated)
             } else {
                 None
             };
@@ -488,10 +540,30 @@ pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainRepor
             prev_hash.clone_from(&record.hash);
         }
     }
+    if let Some(head) = &head
+        && head.seq > report.last_seq
+    {
+        // Retention may have purged the head's record while we read (the chain then continues
+        // from a genuine anchor at or past it); otherwise the newest records are gone.
+        let purged_past = store.audit_chain_anchor().await?.is_some_and(|anchor| {
+            anchor.seq >= head.seq
+                && anchor_is_genuine(key, &anchor)
+                && (anchor.seq > head.seq || anchor.hash == head.hash)
+        });
+        if !purged_past {
+            report.first_broken = Some(broken(
+                report.last_seq + 1,
+                head.seq,
+                "head".into(),
+                BreakKind::Truncated,
+            ));
+        }
+    }
     Ok(report)
 }
 
-fn constant_time_eq(expected: &[u8; 32], stored: &[u8]) -> bool {
+/// Compares a computed MAC with a stored one in constant time.
+pub(super) fn constant_time_eq(expected: &[u8; 32], stored: &[u8]) -> bool {
     use subtle::ConstantTimeEq as _;
     stored.len() == expected.len() && bool::from(expected.as_slice().ct_eq(stored))
 }

@@ -4,6 +4,8 @@
 //! keeps secrets out of every record.
 
 pub mod chain;
+pub mod checkpoint;
+pub mod head;
 pub mod query;
 pub mod service;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use time::Duration;
 
 use super::chain::{self, AuditKey, AuditKeyError, ChainReport};
+use super::checkpoint::{self, Checkpoint, CheckpointVerdict};
 use super::query::{ActivityCounts, AuditQuery, StoredAuditEntry, SuspicionThresholds};
 use super::{AuditEntry, RequestContext, actions};
 use crate::clock::Clock;
@@ -181,6 +182,46 @@ impl AuditService {
     /// Recomputes the whole chain (the CLI, which runs as the operator).
     pub async fn verify_unchecked(&self) -> Result<ChainReport, AuditError> {
         Ok(chain::verify(self.store.as_ref(), &self.key).await?)
+    }
+
+    /// Recomputes the whole chain and checks `checkpoint` against it (admin only).
+    pub async fn verify_with_checkpoint(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        checkpoint: &Checkpoint,
+    ) -> Result<(ChainReport, CheckpointVerdict), AuditError> {
+        self.require_admin(principal, context, "audit_verify")
+            .await?;
+        Ok((
+            self.verify_unchecked().await?,
+            self.check_checkpoint(checkpoint).await?,
+        ))
+    }
+
+    /// Whether the chain still contains `checkpoint`'s record (the CLI, which runs as the operator).
+    pub async fn check_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> Result<CheckpointVerdict, AuditError> {
+        Ok(checkpoint::check(self.store.as_ref(), &self.key, checkpoint).await?)
+    }
+
+    /// A checkpoint of the stored head, to keep outside the database (the CLI). Refused when the
+    /// head is missing or forged: a checkpoint must only ever vouch for a genuine head.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
+        let head = self
+            .store
+            .audit_chain_head()
+            .await?
+            .filter(|head| head.is_genuine(&self.key))
+            .ok_or_else(|| {
+                StoreError::Internal(
+                    "the audit chain head is missing or forged; run `koryphaios audit verify`"
+                        .into(),
+                )
+            })?;
+        Ok(Checkpoint::of(&self.key, &head))
     }
 
     /// Checks an export is allowed (admin only) and records it before any record is sent.

@@ -19,6 +19,7 @@ use crate::envelope::{
     Dek, EnvelopeError, KeyProvider, KmsError, SecretContext, open_secret, seal_secret,
 };
 use crate::ids::{CredentialId, UserId};
+use crate::pagination::{After, Page, PageRequest};
 use crate::principal::Principal;
 use crate::scope::Scope;
 use crate::store::{Store, StoreError, VersionAdded};
@@ -250,22 +251,31 @@ impl CredentialService {
         Ok(credential)
     }
 
-    /// The caller's credentials (scope `read`).
+    /// A page of the caller's credentials, newest first (scope `read`).
     pub async fn list(
         &self,
         principal: &Principal,
         context: &RequestContext,
         filter: &CredentialFilter,
-    ) -> Result<Vec<Credential>, CredentialError> {
+        page: &PageRequest<CredentialId>,
+    ) -> Result<Page<Credential, CredentialId>, CredentialError> {
         self.require(principal, context, Scope::Read, "credential_list", None)
             .await?;
         if let Some(provider) = &filter.provider {
             check_provider("provider", provider).map_err(|e| ValidationErrors(vec![e]))?;
         }
-        Ok(self
+        let items = self
             .store
-            .list_credentials(&principal.user_id, filter, self.clock.now())
-            .await?)
+            .list_credentials(
+                &principal.user_id,
+                filter,
+                self.clock.now(),
+                &page.overfetch(),
+            )
+            .await?;
+        Ok(Page::from_overfetch(items, page.limit, |c: &Credential| {
+            After::item(c.created_at, c.id.clone())
+        }))
     }
 
     /// One of the caller's credentials, metadata only (scope `read`).

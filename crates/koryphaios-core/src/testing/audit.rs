@@ -6,7 +6,8 @@ use std::sync::Arc;
 use time::Duration;
 
 use super::{credential, t0, user};
-use crate::audit::chain::{AuditKey, verify};
+use crate::audit::chain::{AuditKey, BreakKind, verify};
+use crate::audit::checkpoint::{Checkpoint, CheckpointVerdict, check};
 use crate::audit::query::{AuditQuery, PageStart};
 use crate::audit::{AuditEntry, RequestContext};
 use crate::envelope::WrappedDek;
@@ -36,7 +37,107 @@ async fn verified(store: &Arc<dyn Store>) -> crate::audit::chain::ChainReport {
         .await
         .expect("verify");
     assert!(report.is_valid(), "chain must verify: {report:?}");
+    assert_eq!(
+        report.head_seq,
+        Some(report.last_seq),
+        "the stored head is the newest record"
+    );
     report
+}
+
+async fn checkpoint_now(store: &Arc<dyn Store>) -> Checkpoint {
+    let head = store
+        .audit_chain_head()
+        .await
+        .expect("read the head")
+        .expect("a head once the key is installed");
+    Checkpoint::of(&contract_audit_key(), &head)
+}
+
+async fn checkpoint_verdict(store: &Arc<dyn Store>, checkpoint: &Checkpoint) -> CheckpointVerdict {
+    check(store.as_ref(), &contract_audit_key(), checkpoint)
+        .await
+        .expect("check the checkpoint")
+}
+
+/// Shared check (not in the macro: deleting rows behind the store's back needs the backend's
+/// connection): deleting the newest `deleted` of six records is reported as `truncated` at the
+/// first missing position, later records do not reuse the positions, and a checkpoint taken
+/// before fails. `delete_from(seq)` must delete every record at or after `seq` directly in the
+/// database.
+pub async fn deleting_the_newest_records_is_reported_as_truncation<F, Fut>(
+    store: Arc<dyn Store>,
+    deleted: i64,
+    delete_from: F,
+) where
+    F: FnOnce(i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for minutes in 0..6 {
+        store
+            .append_audit(&record("login", minutes))
+            .await
+            .expect("append");
+    }
+    assert_eq!(verified(&store).await.last_seq, 6);
+    let checkpoint = checkpoint_now(&store).await;
+    assert_eq!(checkpoint.seq, 6);
+    assert_eq!(
+        checkpoint_verdict(&store, &checkpoint).await,
+        CheckpointVerdict::Present
+    );
+    let mut tampered = checkpoint.clone();
+    tampered.mac[0] ^= 1;
+    assert_eq!(
+        checkpoint_verdict(&store, &tampered).await,
+        CheckpointVerdict::NotIssuedWithThisKey
+    );
+
+    let first_missing = 7 - deleted;
+    delete_from(first_missing).await;
+    let report = verify(store.as_ref(), &contract_audit_key())
+        .await
+        .expect("verify");
+    let broken = report
+        .first_broken
+        .expect("a truncated chain must not verify");
+    assert_eq!(
+        (broken.kind, broken.expected_seq, broken.seq),
+        (BreakKind::Truncated, first_missing, 6),
+        "truncated at the first missing record; the head is at 6"
+    );
+    assert_eq!(
+        report.checked,
+        u64::try_from(first_missing - 1).expect("positive")
+    );
+    assert_eq!(
+        checkpoint_verdict(&store, &checkpoint).await,
+        CheckpointVerdict::Missing {
+            seq: 6,
+            head_seq: Some(6)
+        }
+    );
+
+    // Later records continue from the stored head: the deleted positions are not reused, and the
+    // hole stays visible.
+    store
+        .append_audit(&record("login", 10))
+        .await
+        .expect("append after the truncation");
+    let tail = store
+        .audit_chain_page(first_missing - 1, 10)
+        .await
+        .expect("page");
+    assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), [7]);
+    let broken = verify(store.as_ref(), &contract_audit_key())
+        .await
+        .expect("verify")
+        .first_broken
+        .expect("still broken");
+    assert_eq!(
+        (broken.kind, broken.expected_seq, broken.seq),
+        (BreakKind::SequenceGap, first_missing, 7)
+    );
 }
 
 /// Contract check.
@@ -94,6 +195,14 @@ pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dy
             .expect("append");
     }
     assert_eq!(verified(&store).await.checked, 7);
+    let second = store.audit_chain_page(1, 1).await.expect("page")[0]
+        .hash
+        .clone();
+    let early = Checkpoint {
+        seq: 2,
+        mac: Checkpoint::mac_of(&contract_audit_key(), 2, &second).to_vec(),
+        hash: second,
+    };
 
     // At most two per transaction: the anchor moves with each batch.
     let first = purge(&store, 5, 2).await;
@@ -105,6 +214,11 @@ pub async fn retention_purges_a_prefix_and_the_rest_still_verifies(store: Arc<dy
         (2, 6, 8)
     );
 
+    // Purged up to the checkpoint's record: the anchor is that record, so it still checks.
+    assert_eq!(
+        checkpoint_verdict(&store, &early).await,
+        CheckpointVerdict::Purged { anchor_seq: 2 }
+    );
     let rest = purge(&store, 5, 1000).await;
     assert_eq!(rest.deleted, 2, "seq 3 and 4; seq 5 is inside retention");
     let anchor = rest.anchor.expect("anchor");

@@ -9,6 +9,7 @@
 )]
 
 mod audit;
+mod pagination;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
 use crate::ids::ApiKeyId;
 use crate::ids::{AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
+use crate::pagination::PageRequest;
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
@@ -30,6 +32,7 @@ use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Username};
 
 pub use audit::*;
+pub use pagination::*;
 
 /// Generates one test per contract check for a backend.
 #[macro_export]
@@ -61,6 +64,8 @@ macro_rules! store_contract_tests {
             audit_queries_filter_and_page_newest_first,
             activity_counts_failed_logins_reveals_denials_and_ips,
             the_audit_key_wrap_is_stored_once_and_swapped_only_if_unchanged,
+            credential_lists_page_newest_first_covering_each_once,
+            key_lists_page_newest_first_covering_each_once,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -527,7 +532,12 @@ pub async fn credentials_belong_to_their_owner_and_list_with_filters(store: Arc<
     );
 
     let all = store
-        .list_credentials(&ada.id, &CredentialFilter::default(), t0())
+        .list_credentials(
+            &ada.id,
+            &CredentialFilter::default(),
+            t0(),
+            &PageRequest::default(),
+        )
         .await
         .expect("list");
     assert_eq!(all.len(), 2);
@@ -537,7 +547,7 @@ pub async fn credentials_belong_to_their_owner_and_list_with_filters(store: Arc<
     };
     assert_eq!(
         store
-            .list_credentials(&ada.id, &only_openai, t0())
+            .list_credentials(&ada.id, &only_openai, t0(), &PageRequest::default())
             .await
             .expect("list"),
         vec![openai.clone()]
@@ -548,7 +558,7 @@ pub async fn credentials_belong_to_their_owner_and_list_with_filters(store: Arc<
     };
     assert_eq!(
         store
-            .list_credentials(&ada.id, &active, t0())
+            .list_credentials(&ada.id, &active, t0(), &PageRequest::default())
             .await
             .expect("list"),
         vec![openai]
@@ -559,7 +569,7 @@ pub async fn credentials_belong_to_their_owner_and_list_with_filters(store: Arc<
     };
     assert_eq!(
         store
-            .list_credentials(&ada.id, &inactive, t0())
+            .list_credentials(&ada.id, &inactive, t0(), &PageRequest::default())
             .await
             .expect("list"),
         vec![expired]
@@ -709,7 +719,12 @@ pub async fn deleted_credentials_disappear_but_keep_their_trail(store: Arc<dyn S
     );
     assert!(
         store
-            .list_credentials(&ada.id, &CredentialFilter::default(), t0())
+            .list_credentials(
+                &ada.id,
+                &CredentialFilter::default(),
+                t0(),
+                &PageRequest::default()
+            )
             .await
             .expect("list")
             .is_empty()
@@ -906,10 +921,19 @@ pub async fn api_keys_are_found_by_secret_hash_with_their_owner(store: Arc<dyn S
             .is_none()
     );
     assert_eq!(
-        store.list_api_keys(&bob.id).await.expect("list"),
+        store
+            .list_api_keys(&bob.id, &PageRequest::default())
+            .await
+            .expect("list"),
         vec![key.clone()]
     );
-    assert!(store.list_api_keys(&ada.id).await.expect("list").is_empty());
+    assert!(
+        store
+            .list_api_keys(&ada.id, &PageRequest::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
     assert!(
         store
             .find_api_key(&ada.id, &key.id)

@@ -8,6 +8,7 @@
 mod api_keys;
 mod api_keys_bad_input;
 mod audit;
+mod audit_head;
 mod connections;
 mod auth_bad_input;
 mod auth_sessions;
@@ -16,6 +17,7 @@ mod credentials_bad_input;
 mod credentials_crypto;
 mod deploy_files;
 mod harness;
+mod list_paging;
 mod login_guard;
 mod metrics;
 mod openapi_drift;

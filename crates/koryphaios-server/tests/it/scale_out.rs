@@ -94,7 +94,10 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
             .unwrap();
     assert_eq!(
         applied,
-        vec![(1,), (2,), (3,), (4,)],
+        koryphaios_store_postgres::MIGRATIONS
+            .iter()
+            .map(|m| (m.version,))
+            .collect::<Vec<_>>(),
         "each migration applied once"
     );
 

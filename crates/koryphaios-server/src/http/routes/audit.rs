@@ -5,13 +5,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use koryphaios_core::UserId;
 use koryphaios_core::audit::AuditEntry;
+use koryphaios_core::audit::checkpoint::Checkpoint;
 use koryphaios_core::audit::query::{AuditQuery, PageStart, StoredAuditEntry};
 use koryphaios_core::clock::from_unix_ms;
+use koryphaios_core::pagination;
 use koryphaios_core::validation::{FieldError, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -135,16 +135,13 @@ fn bounded(field: &str, value: &Option<String>, max: usize) -> Result<Option<Str
 }
 
 fn encode_cursor(seq: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+    pagination::encode_cursor(&seq.to_string())
 }
 
 fn decode_cursor(raw: &str) -> Result<i64, FieldError> {
-    URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("v1:").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| FieldError::new("cursor", "not a cursor this service issued"))
+    pagination::decode_cursor(raw)?
+        .parse()
+        .map_err(|_| FieldError::new("cursor", "not a cursor this service issued"))
 }
 
 /// Which route is validating: exports page by themselves and take a format.
@@ -184,16 +181,10 @@ impl AuditParams {
         {
             errors.push(FieldError::new("endTime", "must not be before startTime"));
         }
-        let limit = match self.limit {
-            None => 100,
-            Some(limit) => u32::try_from(limit)
-                .ok()
-                .filter(|l| (1..=1000).contains(l))
-                .unwrap_or_else(|| {
-                    errors.push(FieldError::new("limit", "must be from 1 to 1000"));
-                    100
-                }),
-        };
+        let limit = pagination::check_limit(self.limit).unwrap_or_else(|e| {
+            errors.push(e);
+            pagination::DEFAULT_LIMIT
+        });
         let page = match (self.offset, &self.cursor) {
             (Some(_), Some(_)) => {
                 errors.push(FieldError::new("cursor", "give offset or cursor, not both"));
@@ -400,22 +391,39 @@ pub async fn suspicious(
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokenLinkView {
-    /// The position the verifier expected next.
+    /// The position the verifier expected next (for `truncated`: the first missing record).
     pub expected_seq: i64,
-    /// The position of the record found there.
+    /// The position of the record found there (for `truncated` and `forged_head`: the stored
+    /// head's position).
     pub seq: i64,
-    /// That record's id.
+    /// That record's id (`anchor` or `head` when the break is in those rows).
     pub id: String,
-    /// `content_mismatch` (edited), `broken_link` (does not follow its predecessor) or
-    /// `sequence_gap` (rows deleted or reordered).
+    /// `content_mismatch` (edited), `broken_link` (does not follow its predecessor),
+    /// `sequence_gap` (rows deleted or reordered), `truncated` (the newest rows deleted: the chain
+    /// ends before its stored head), `forged_anchor`, `forged_head` or `unlinked_record`.
     pub reason: String,
+}
+
+/// The outcome of checking a checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointView {
+    /// The checkpoint's position.
+    pub seq: i64,
+    /// Whether the chain still contains the checkpoint's record with its hash.
+    pub ok: bool,
+    /// `present`, `purged` (by retention, after it), `missing` (truncated or rolled back past it),
+    /// `rewritten` or `invalid_mac`.
+    pub status: String,
+    /// The same, for people.
+    pub message: String,
 }
 
 /// `GET /api/v1/audit/verify` response.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChainReportView {
-    /// Whether every link verified.
+    /// Whether every link verified (and the checkpoint, when one was given, is still in the chain).
     pub valid: bool,
     /// Records checked.
     pub checked: u64,
@@ -423,8 +431,12 @@ pub struct ChainReportView {
     pub anchor_seq: i64,
     /// The last position checked.
     pub last_seq: i64,
+    /// The stored chain head's position (absent when the head row is missing).
+    pub head_seq: Option<i64>,
     /// The first broken link, when not valid.
     pub first_broken: Option<BrokenLinkView>,
+    /// The checkpoint's outcome, when one was given.
+    pub checkpoint: Option<CheckpointView>,
 }
 
 impl From<koryphaios_core::audit::chain::ChainReport> for ChainReportView {
@@ -434,20 +446,34 @@ impl From<koryphaios_core::audit::chain::ChainReport> for ChainReportView {
             checked: report.checked,
             anchor_seq: report.anchor_seq,
             last_seq: report.last_seq,
+            head_seq: report.head_seq,
             first_broken: report.first_broken.map(|broken| BrokenLinkView {
                 expected_seq: broken.expected_seq,
                 seq: broken.seq,
                 id: broken.id,
                 reason: broken.kind.as_str().to_owned(),
             }),
+            checkpoint: None,
         }
     }
 }
 
-/// Recomputes the audit hash chain and reports the first broken link (admin).
+/// `GET /api/v1/audit/verify` parameters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyParams {
+    /// A checkpoint printed by `koryphaios audit checkpoint` (`kcp1.…`) to check as well.
+    pub checkpoint: Option<String>,
+}
+
+/// Recomputes the audit hash chain and reports the first broken link (admin); with
+/// `checkpoint`, also whether the chain still contains that checkpoint's record.
 #[utoipa::path(get, path = "/audit/verify", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
+    params(VerifyParams),
     responses(
         (status = 200, description = "The verification result (valid or not)", body = ChainReportView),
+        (status = 400, description = "Not a checkpoint", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
@@ -455,9 +481,27 @@ pub async fn verify(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
+    ApiQuery(params): ApiQuery<VerifyParams>,
 ) -> ApiResult<ApiJson<ChainReportView>> {
-    let report = state.audit.verify(&principal, &context).await?;
-    Ok(ApiJson(report.into()))
+    let Some(raw) = params.checkpoint else {
+        let report = state.audit.verify(&principal, &context).await?;
+        return Ok(ApiJson(report.into()));
+    };
+    let checkpoint = Checkpoint::parse(&raw)
+        .map_err(|e| ValidationErrors::single("checkpoint", e.to_string()))?;
+    let (report, verdict) = state
+        .audit
+        .verify_with_checkpoint(&principal, &context, &checkpoint)
+        .await?;
+    let mut view = ChainReportView::from(report);
+    view.valid &= verdict.is_ok();
+    view.checkpoint = Some(CheckpointView {
+        seq: checkpoint.seq,
+        ok: verdict.is_ok(),
+        status: verdict.as_str().to_owned(),
+        message: verdict.describe(),
+    });
+    Ok(ApiJson(view))
 }
 
 /// Streams every matching record as JSON lines or CSV, oldest last (admin).

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use koryphaios_core::CredentialId;
 use koryphaios_core::credentials::{Credential, CredentialFilter, NewCredentialInput, RotateInput};
+use koryphaios_core::pagination::PageRequest;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -89,7 +90,7 @@ pub struct RotateCredentialRequest {
     pub reason: Option<String>,
 }
 
-/// Filters for `GET /api/v1/credentials`.
+/// Filters and paging for `GET /api/v1/credentials`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -98,6 +99,10 @@ pub struct ListCredentialsQuery {
     pub provider: Option<String>,
     /// `true`: only unexpired; `false`: only expired.
     pub active: Option<bool>,
+    /// 1–1000, default 100.
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// A credential's metadata.
@@ -155,9 +160,12 @@ impl CredentialView {
 
 /// `GET /api/v1/credentials` response.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct CredentialList {
     /// The caller's credentials, newest first.
     pub credentials: Vec<CredentialView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/v1/credentials/{id}/reveal` response.
@@ -218,8 +226,8 @@ pub async fn create(
 #[utoipa::path(get, path = "/credentials", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
     params(ListCredentialsQuery),
     responses(
-        (status = 200, description = "Metadata of the caller's credentials", body = CredentialList),
-        (status = 400, description = "Invalid filter", body = ErrorBody),
+        (status = 200, description = "A page of the caller's credentials' metadata, newest first", body = CredentialList),
+        (status = 400, description = "Invalid filter, limit or cursor", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn list(
@@ -228,17 +236,23 @@ pub async fn list(
     RequestMeta(context): RequestMeta,
     ApiQuery(query): ApiQuery<ListCredentialsQuery>,
 ) -> ApiResult<ApiJson<CredentialList>> {
+    let page = PageRequest::from_params(query.limit, query.cursor.as_deref(), CredentialId::parse)?;
     let filter = CredentialFilter {
         provider: query.provider,
         active: query.active,
     };
     let credentials = counted(
         "list",
-        state.credentials.list(&principal, &context, &filter).await,
+        state
+            .credentials
+            .list(&principal, &context, &filter, &page)
+            .await,
     )?;
     let now = state.clock.now();
     Ok(ApiJson(CredentialList {
+        next_cursor: credentials.next.map(|after| after.to_cursor()),
         credentials: credentials
+            .items
             .into_iter()
             .map(|c| CredentialView::new(c, now))
             .collect(),

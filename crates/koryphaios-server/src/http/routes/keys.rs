@@ -5,15 +5,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use koryphaios_core::ApiKeyId;
 use koryphaios_core::api_keys::{ApiKey, KeyVerification, NewApiKeyInput, UpdateApiKeyInput};
+use koryphaios_core::pagination::PageRequest;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::error::{ApiError, ApiResult, ErrorBody, invalid_id};
 use crate::http::extract::{CurrentUser, RequestMeta};
-use crate::http::json::{ApiJson, MaybeJson};
+use crate::http::json::{ApiJson, ApiQuery, MaybeJson};
 use crate::state::AppState;
 
 fn parse_id(raw: &str) -> Result<ApiKeyId, ApiError> {
@@ -190,11 +191,25 @@ impl IssuedKey {
     }
 }
 
+/// Paging for `GET /api/v1/keys`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListKeysQuery {
+    /// 1–1000, default 100.
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 /// `GET /api/v1/keys` response.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyList {
     /// The caller's keys, newest first.
     pub keys: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/v1/keys/verify` response.
@@ -254,19 +269,28 @@ pub async fn create(
 
 /// The caller's keys (scope `read`).
 #[utoipa::path(get, path = "/keys", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
+    params(ListKeysQuery),
     responses(
-        (status = 200, description = "Metadata of the caller's keys", body = KeyList),
+        (status = 200, description = "A page of the caller's keys' metadata, newest first", body = KeyList),
+        (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
+    ApiQuery(query): ApiQuery<ListKeysQuery>,
 ) -> ApiResult<ApiJson<KeyList>> {
-    let keys = state.api_keys.list(&principal, &context).await?;
+    let page = PageRequest::from_params(query.limit, query.cursor.as_deref(), ApiKeyId::parse)?;
+    let keys = state.api_keys.list(&principal, &context, &page).await?;
     let now = state.clock.now();
     Ok(ApiJson(KeyList {
-        keys: keys.into_iter().map(|k| KeyView::new(k, now)).collect(),
+        next_cursor: keys.next.map(|after| after.to_cursor()),
+        keys: keys
+            .items
+            .into_iter()
+            .map(|k| KeyView::new(k, now))
+            .collect(),
     }))
 }
 

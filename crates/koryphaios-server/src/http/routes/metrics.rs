@@ -43,6 +43,12 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
                 .into_response();
         }
     }
+    // One row, whatever the log size: the head is an outside witness for truncation.
+    match state.store.audit_chain_head().await {
+        Ok(Some(head)) => crate::metrics::audit_chain_head(head.seq, head.occurred_at_ms),
+        Ok(None) => tracing::warn!("metrics: the audit chain head row is missing"),
+        Err(error) => tracing::warn!(%error, "metrics: cannot read the audit chain head"),
+    }
     crate::metrics::rate_limit_backend(
         state
             .rate_limits
