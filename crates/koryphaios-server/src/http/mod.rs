@@ -1,5 +1,6 @@
 //! The HTTP API: router, middleware, extractors, error envelope, and the resource handlers.
 
+pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod json;

@@ -5,8 +5,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use koryphaios_core::UserId;
 use koryphaios_core::audit::AuditEntry;
@@ -19,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::http::cursor;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery};
@@ -135,15 +134,12 @@ fn bounded(field: &str, value: &Option<String>, max: usize) -> Result<Option<Str
 }
 
 fn encode_cursor(seq: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+    cursor::encode("v1", &seq.to_string())
 }
 
 fn decode_cursor(raw: &str) -> Result<i64, FieldError> {
-    URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("v1:").and_then(|n| n.parse().ok()))
+    cursor::decode(raw, "v1")
+        .and_then(|n| n.parse().ok())
         .ok_or_else(|| FieldError::new("cursor", "not a cursor this service issued"))
 }
 
