@@ -56,7 +56,9 @@ async fn a_key_tier_above_its_owners_is_refused_and_the_default_is_the_owners() 
         .create_key(&bob.access, json!({"name": "pro", "rateLimitTier": "pro"}))
         .await;
     assert_eq!(pro["rateLimitTier"], "pro");
-    let default = app.create_key(&bob.access, json!({"name": "default"})).await;
+    let default = app
+        .create_key(&bob.access, json!({"name": "default"}))
+        .await;
     assert_eq!(default["rateLimitTier"], "pro");
     assert_error(
         app.post_authed(
@@ -168,7 +170,10 @@ async fn a_key_created_by_a_key_never_outlives_it_and_is_revoked_with_it() {
     .await;
     assert_eq!(instant(&longer["expiresAt"]), instant(&parent["expiresAt"]));
     let unbounded = create_through(parent_secret.clone(), json!({"name": "forever"})).await;
-    assert_eq!(instant(&unbounded["expiresAt"]), instant(&parent["expiresAt"]));
+    assert_eq!(
+        instant(&unbounded["expiresAt"]),
+        instant(&parent["expiresAt"])
+    );
     let shorter = create_through(
         parent_secret.clone(),
         json!({"name": "short", "expiresInDays": 1}),
@@ -190,12 +195,19 @@ async fn a_key_created_by_a_key_never_outlives_it_and_is_revoked_with_it() {
         .await
         .unwrap();
     assert_eq!(listed["parentKeyId"], parent["id"]);
-    let sibling = app.create_key(&ada.access, json!({"name": "sibling"})).await;
+    let sibling = app
+        .create_key(&ada.access, json!({"name": "sibling"}))
+        .await;
 
     // Warm the cache for every descendant, then revoke the parent.
     for key in [&longer, &unbounded, &grandchild] {
         let warm = app
-            .with_api_key(Method::GET, "/api/auth/me", key["key"].as_str().unwrap(), None)
+            .with_api_key(
+                Method::GET,
+                "/api/auth/me",
+                key["key"].as_str().unwrap(),
+                None,
+            )
             .await;
         assert_eq!(warm.status(), 200);
     }
@@ -210,8 +222,13 @@ async fn a_key_created_by_a_key_never_outlives_it_and_is_revoked_with_it() {
     assert_eq!(revoked.status(), 204);
     for key in [&longer, &unbounded, &shorter, &grandchild] {
         assert_error(
-            app.with_api_key(Method::GET, "/api/auth/me", key["key"].as_str().unwrap(), None)
-                .await,
+            app.with_api_key(
+                Method::GET,
+                "/api/auth/me",
+                key["key"].as_str().unwrap(),
+                None,
+            )
+            .await,
             401,
             "api_key_revoked",
         )

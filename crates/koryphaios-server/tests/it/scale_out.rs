@@ -36,7 +36,10 @@ fn instance(data_dir: &Path, database: &str, redis: &str, port: u16) -> Child {
         .env("KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM", "100000")
         .env("KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM", "100000:100000")
         .env("KORYPHAIOS_RATE_LIMIT_TIER_ENTERPRISE", "100000")
-        .env("KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE", "100000:100000")
+        .env(
+            "KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE",
+            "100000:100000",
+        )
         .env("KORYPHAIOS_RATE_LIMIT_TIER_FREE", "20")
         .stdout(Stdio::null())
         .stderr(log)
@@ -243,7 +246,10 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
     .json()
     .await
     .unwrap();
-    assert_eq!(victim_key["rateLimitTier"], "pro", "a key defaults to its owner's tier");
+    assert_eq!(
+        victim_key["rateLimitTier"], "pro",
+        "a key defaults to its owner's tier"
+    );
     let victim_key = victim_key["key"].as_str().unwrap().to_owned();
     for token in [&victim.access, &victim_key] {
         let warm = call(

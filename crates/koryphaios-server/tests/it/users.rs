@@ -70,7 +70,10 @@ async fn admins_list_read_and_change_users_and_nobody_else_can() {
 
     // A user, by session or by key, cannot list, read or change users — not even themselves.
     let key = app
-        .create_key(&bob.access, json!({"name": "k", "scopes": ["read", "write"]}))
+        .create_key(
+            &bob.access,
+            json!({"name": "k", "scopes": ["read", "write"]}),
+        )
         .await;
     let key = key["key"].as_str().unwrap();
     assert_error(
@@ -87,7 +90,13 @@ async fn admins_list_read_and_change_users_and_nobody_else_can() {
     )
     .await;
     assert_error(
-        patch(&app, &bob.access, &bob.user_id, json!({"tier": "enterprise"})).await,
+        patch(
+            &app,
+            &bob.access,
+            &bob.user_id,
+            json!({"tier": "enterprise"}),
+        )
+        .await,
         403,
         "insufficient_scope",
     )
@@ -104,7 +113,10 @@ async fn admins_list_read_and_change_users_and_nobody_else_can() {
     let changed = patch(&app, &root.access, &bob.user_id, json!({"tier": "pro"})).await;
     assert_eq!(changed.status(), 200);
     let changed: Value = changed.json().await.unwrap();
-    assert_eq!((&changed["tier"], &changed["role"]), (&json!("pro"), &json!("user")));
+    assert_eq!(
+        (&changed["tier"], &changed["role"]),
+        (&json!("pro"), &json!("user"))
+    );
     let one: Value = app
         .get_authed(&format!("/api/v1/users/{}", bob.user_id), &root.access)
         .await
@@ -206,7 +218,13 @@ async fn a_user_change_is_validated() {
         assert_eq!(error["details"][0]["field"], field, "{error}");
     }
     assert_error(
-        patch(&app, &root.access, &bob.user_id, json!({"tier": "pro", "password": "x"})).await,
+        patch(
+            &app,
+            &root.access,
+            &bob.user_id,
+            json!({"tier": "pro", "password": "x"}),
+        )
+        .await,
         400,
         "validation_failed",
     )
@@ -297,9 +315,13 @@ async fn disabling_a_user_stops_their_sessions_keys_and_logins_and_enabling_rest
     assert_eq!(disabled["disabled"], true);
     assert!(disabled["disabledAt"].is_string());
 
-    assert_eq!(app.get_authed("/api/auth/me", &bob.access).await.status(), 401);
+    assert_eq!(
+        app.get_authed("/api/auth/me", &bob.access).await.status(),
+        401
+    );
     assert_error(
-        app.with_api_key(Method::GET, "/api/auth/me", &key, None).await,
+        app.with_api_key(Method::GET, "/api/auth/me", &key, None)
+            .await,
         403,
         "user_disabled",
     )
