@@ -18,12 +18,17 @@ use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 
 /// A `WITH` clause naming `descendants`: every key created through key `$1` (its children,
-/// their children, …), not the key itself.
+/// their children, …), not the key itself, locked in id order. Ids grow with creation, so a tree
+/// is locked root first, in the order every other writer locks key rows (the caller has the root
+/// already; usage flushes lock in id order): concurrent cascades cannot deadlock.
 macro_rules! descendants {
     () => {
-        "WITH RECURSIVE descendants(id) AS (
+        "WITH RECURSIVE tree(id) AS (
              SELECT id FROM api_keys WHERE parent_id = $1
-             UNION SELECT k.id FROM api_keys k JOIN descendants d ON k.parent_id = d.id
+             UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent_id = t.id
+         ),
+         descendants AS (
+             SELECT id FROM api_keys WHERE id IN (SELECT id FROM tree) ORDER BY id FOR UPDATE
          ) "
     };
 }
