@@ -217,6 +217,7 @@ pub async fn register(
         (status = 200, description = "Logged in", body = SessionResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 403, description = "The user is disabled (`user_disabled`; said only after the right password)", body = ErrorBody),
         (status = 429, description = "Too many requests from this IP, or too many failed logins for this username", body = ErrorBody),
     ))]
 pub async fn login(
