@@ -24,6 +24,19 @@ use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 
+/// The outcome of an admin's change to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserUpdated {
+    /// Stored; the user as it is now.
+    Updated(User),
+    /// No such user.
+    NotFound,
+    /// The user changed since it was read (another admin got there first).
+    Conflict,
+    /// The change would leave the install without an admin who can act.
+    LastAdmin,
+}
+
 /// A storage failure the domain cannot do anything about but report.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -122,6 +135,18 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<User>;
     /// How many users exist.
     async fn count_users(&self) -> StoreResult<u64>;
+    /// Up to `limit` users with ids after `after`, in id (creation) order.
+    async fn list_users(&self, after: Option<&UserId>, limit: u32) -> StoreResult<Vec<User>>;
+    /// Replaces `expected`'s role, tier, disabled instant, session epoch and update time with
+    /// `updated`'s if the stored user still has `expected`'s role, tier and disabled instant
+    /// (compare-and-swap), keeping at least one admin who is not disabled. When the change
+    /// disables the user, every session family of the user is revoked in the same transaction.
+    async fn update_user(
+        &self,
+        expected: &User,
+        updated: &User,
+        audit: &AuditEntry,
+    ) -> StoreResult<UserUpdated>;
 }
 
 /// Login sessions: refresh-token families and revoked access tokens.
@@ -267,13 +292,15 @@ pub trait CredentialStore: Send + Sync {
 /// API keys and their secrets (hashes only).
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
-    /// Stores a new key with its secret's hash.
+    /// Stores a new key with its secret's hash. A key with a parent is stored only while the
+    /// parent is live (not revoked, not expired at the key's creation), checked under a lock the
+    /// parent's revocation also takes; `false` when it is not.
     async fn insert_api_key(
         &self,
         key: &ApiKey,
         secret_hash: &TokenHash,
         audit: &AuditEntry,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// A page of the owner's keys, newest first (`created_at`, then id, descending; revoked ones
     /// included, marked): at most `page.limit`, strictly after `page.after`.
     async fn list_api_keys(
@@ -298,7 +325,8 @@ pub trait ApiKeyStore: Send + Sync {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<Option<ApiKey>>;
-    /// Revokes a live key; `false` when there was none.
+    /// Revokes a live key and, in the same transaction, every live key created through it
+    /// (children, their children, …); `false` when there was no live key.
     async fn revoke_api_key(
         &self,
         owner: &UserId,
@@ -306,7 +334,8 @@ pub trait ApiKeyStore: Send + Sync {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<bool>;
-    /// Adds a new secret to a live key; its current secrets stop working at `old_expires_at`.
+    /// Adds a new secret to a live key; its current secrets stop working at `old_expires_at`, and
+    /// so do the keys created through it (their expiry is capped there, in the same transaction).
     #[allow(
         clippy::too_many_arguments,
         reason = "the roll is one transaction with these inputs"
@@ -321,7 +350,8 @@ pub trait ApiKeyStore: Send + Sync {
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<Option<ApiKey>>;
-    /// The key a secret hash belongs to, with its owner's role (one read, for verification).
+    /// The key a secret hash belongs to, with its owner's role, tier and disabled state (one
+    /// read, for verification).
     async fn lookup_api_key(&self, hash: &TokenHash) -> StoreResult<Option<KeyLookup>>;
     /// Adds batched usage counts and last-used times.
     async fn record_api_key_usage(

@@ -16,7 +16,7 @@ use koryphaios_core::envelope::rotation;
 use koryphaios_core::ratelimit::MemoryLimiter;
 use koryphaios_core::session::{AccessTokenCodec, AuthService, AuthSettings, JwtSecret};
 use koryphaios_core::store::Store;
-use koryphaios_core::users::PasswordHasher;
+use koryphaios_core::users::{PasswordHasher, UserAdminService};
 use koryphaios_core::{Clock, SystemClock};
 use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
 use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter};
@@ -226,6 +226,7 @@ impl Application {
         let codec = AccessTokenCodec::new(&jwt_secret(config)?);
         let settings = AuthSettings {
             allow_registration: config.allow_registration,
+            default_user_tier: config.default_user_tier,
             ..AuthSettings::default()
         };
         let auth = AuthService::new(
@@ -244,6 +245,11 @@ impl Application {
             Arc::clone(&store),
             Arc::clone(&components.clock),
         ));
+        let users = Arc::new(UserAdminService::new(
+            Arc::clone(&store),
+            Arc::clone(&components.clock),
+            Arc::clone(&api_keys),
+        ));
         let rate_limits = build_rate_limits(config, &components.clock)?;
         let state = AppState {
             rate_limits: rate_limits.clone(),
@@ -253,6 +259,7 @@ impl Application {
             api_keys: Arc::clone(&api_keys),
             auth: Arc::new(auth),
             credentials: Arc::new(credentials),
+            users,
             audit: Arc::clone(&audit),
             store: Arc::clone(&store),
             kms: Arc::clone(&kms),
@@ -269,7 +276,8 @@ impl Application {
                 let listener = TcpListener::bind(address).await.with_context(|| {
                     format!("cannot listen on {address} (KORYPHAIOS_METRICS_ADDR)")
                 })?;
-                let router = routes::metrics::metrics_only_router(state.clone(), config.hsts_max_age);
+                let router =
+                    routes::metrics::metrics_only_router(state.clone(), config.hsts_max_age);
                 Some((listener, router))
             }
             None => None,

@@ -23,6 +23,7 @@ use crate::http::error::{ErrorBody, FieldDetail};
         (name = "credentials", description = "Provider credentials under envelope encryption"),
         (name = "keys", description = "API keys: issue, verify, roll, revoke"),
         (name = "audit", description = "The tamper-evident audit log: query, verify, export"),
+        (name = "users", description = "User administration (admins): roles, tiers, disabling"),
     )
 )]
 pub struct ApiDoc;

@@ -33,6 +33,7 @@ const SENSITIVE: &[(&str, &str)] = &[
     ("POST", "/api/v1/credentials/{id}/rotate"),
     ("POST", "/api/v1/credentials/{id}/reveal"),
     ("DELETE", "/api/v1/credentials/{id}"),
+    ("PATCH", "/api/v1/users/{id}"),
 ];
 
 /// How often one limiter key's refusals are audited at most (a flood must not become a write flood).
@@ -46,20 +47,22 @@ pub struct RateLimits {
     audited: Mutex<HashMap<String, Instant>>,
 }
 
-/// The tier a principal's requests count under.
-fn principal_tier(principal: &Principal, session_tier: Tier) -> Tier {
-    match &principal.method {
-        AuthMethod::ApiKey { tier, .. } => *tier,
-        AuthMethod::Session { .. } => session_tier,
-    }
+/// The tier a principal's requests count under: the user's, or the key's own when lower.
+fn principal_tier(principal: &Principal) -> Tier {
+    principal.effective_tier()
 }
 
-/// Whose counter a principal uses.
-fn principal_identity(principal: &Principal) -> String {
-    match &principal.method {
-        AuthMethod::ApiKey { key_id, .. } => format!("key:{key_id}"),
-        AuthMethod::Session { .. } => format!("user:{}", principal.user_id),
+/// The counters a principal's requests use, with the tier of each: always the user's (every
+/// session and key of a user shares it, at the user's tier), and for an API key whose own tier
+/// is lower, the key's too (at the key's tier).
+fn principal_identity(principal: &Principal) -> Vec<(String, Tier)> {
+    let mut counters = vec![(format!("user:{}", principal.user_id), principal.tier)];
+    if let AuthMethod::ApiKey { key_id, tier, .. } = &principal.method
+        && *tier < principal.tier
+    {
+        counters.push((format!("key:{key_id}"), *tier));
     }
+    counters
 }
 
 impl RateLimits {
@@ -79,7 +82,7 @@ impl RateLimits {
 
     /// The tier label a principal's requests count under.
     pub fn tier_label(&self, principal: &Principal) -> &'static str {
-        principal_tier(principal, self.config.session_tier).as_str()
+        principal_tier(principal).as_str()
     }
 
     /// The checks that apply to a request.
@@ -106,30 +109,33 @@ impl RateLimits {
             });
         }
         if let Some(principal) = principal {
-            let identity = principal_identity(principal);
-            let tier = principal_tier(principal, self.config.session_tier);
-            checks.push(LimitCheck {
-                layer: Layer::Tier,
-                key: identity.clone(),
-                rule: Rule::per_window(self.config.tier_limit(tier), minute),
-                mode: Mode::Consume,
-            });
+            let counters = principal_identity(principal);
+            for (key, tier) in &counters {
+                checks.push(LimitCheck {
+                    layer: Layer::Tier,
+                    key: key.clone(),
+                    rule: Rule::per_window(self.config.tier_limit(*tier), minute),
+                    mode: Mode::Consume,
+                });
+            }
             let sensitive = route.is_some_and(|route| {
                 SENSITIVE
                     .iter()
                     .any(|(m, r)| *m == method.as_str() && *r == route)
             });
             if sensitive {
-                let bucket = self.config.sensitive_bucket(tier);
-                checks.push(LimitCheck {
-                    layer: Layer::Sensitive,
-                    key: identity,
-                    rule: Rule::TokenBucket {
-                        capacity: bucket.capacity,
-                        refill_per_minute: bucket.refill_per_minute,
-                    },
-                    mode: Mode::Consume,
-                });
+                for (key, tier) in counters {
+                    let bucket = self.config.sensitive_bucket(tier);
+                    checks.push(LimitCheck {
+                        layer: Layer::Sensitive,
+                        key,
+                        rule: Rule::TokenBucket {
+                            capacity: bucket.capacity,
+                            refill_per_minute: bucket.refill_per_minute,
+                        },
+                        mode: Mode::Consume,
+                    });
+                }
             }
         }
         checks
@@ -140,8 +146,10 @@ impl RateLimits {
     fn password_checks(&self, username: &str, ip: IpAddr, mode: Mode) -> [LimitCheck; 2] {
         let window_ms =
             i64::try_from(self.config.login_failure_window.as_millis()).unwrap_or(i64::MAX);
-        let name = Username::parse(username)
-            .map_or_else(|_| "(invalid)".to_owned(), |name| name.as_str().to_lowercase());
+        let name = Username::parse(username).map_or_else(
+            |_| "(invalid)".to_owned(),
+            |name| name.as_str().to_lowercase(),
+        );
         [
             LimitCheck {
                 layer: Layer::LoginFailure,
@@ -240,6 +248,63 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ipnet::Ip
 #[cfg(test)]
 mod tests {
     use super::*;
+    use koryphaios_core::ids::{ApiKeyId, FamilyId, UserId};
+    use koryphaios_core::users::Role;
+
+    fn principal(user_tier: Tier, key_tier: Option<Tier>) -> Principal {
+        Principal {
+            user_id: UserId::generate(),
+            username: "ada".into(),
+            role: Role::User,
+            tier: user_tier,
+            scopes: Role::User.scopes(),
+            method: match key_tier {
+                Some(tier) => AuthMethod::ApiKey {
+                    key_id: ApiKeyId::generate(),
+                    tier,
+                    expires_at: None,
+                },
+                None => AuthMethod::Session {
+                    jti: "j".into(),
+                    family: FamilyId::generate(),
+                    expires_at: time::OffsetDateTime::UNIX_EPOCH,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn every_session_and_key_counts_against_its_user_and_a_lower_key_tier_adds_a_check() {
+        let session = principal(Tier::Pro, None);
+        let user_counter = format!("user:{}", session.user_id);
+        assert_eq!(
+            principal_identity(&session),
+            vec![(user_counter, Tier::Pro)]
+        );
+        assert_eq!(principal_tier(&session), Tier::Pro);
+
+        // A key above its owner's tier (created before tiers were per user) gets the owner's.
+        let high = principal(Tier::Free, Some(Tier::Enterprise));
+        let counters = principal_identity(&high);
+        assert_eq!(
+            counters,
+            vec![(format!("user:{}", high.user_id), Tier::Free)]
+        );
+        assert_eq!(principal_tier(&high), Tier::Free);
+
+        let low = principal(Tier::Enterprise, Some(Tier::Free));
+        let AuthMethod::ApiKey { key_id, .. } = &low.method else {
+            unreachable!()
+        };
+        assert_eq!(
+            principal_identity(&low),
+            vec![
+                (format!("user:{}", low.user_id), Tier::Enterprise),
+                (format!("key:{key_id}"), Tier::Free),
+            ]
+        );
+        assert_eq!(principal_tier(&low), Tier::Free);
+    }
 
     fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()

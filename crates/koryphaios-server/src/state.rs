@@ -9,6 +9,7 @@ use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::session::AuthService;
 use koryphaios_core::store::Store;
+use koryphaios_core::users::UserAdminService;
 
 use crate::rate_limits::RateLimits;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub audit: Arc<AuditService>,
     /// Credential use cases.
     pub credentials: Arc<CredentialService>,
+    /// User administration (admins).
+    pub users: Arc<UserAdminService>,
     /// The store, for readiness checks.
     pub store: Arc<dyn Store>,
     /// The key provider, for readiness checks.

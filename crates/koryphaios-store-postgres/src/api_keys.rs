@@ -18,6 +18,22 @@ use crate::PostgresStore;
 use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
 
+/// A `WITH` clause naming `descendants`: every key created through key `$1` (its children,
+/// their children, …), not the key itself, locked in id order. Ids grow with creation, so a tree
+/// is locked root first, in the order every other writer locks key rows (the caller has the root
+/// already; usage flushes lock in id order): concurrent cascades cannot deadlock.
+macro_rules! descendants {
+    () => {
+        "WITH RECURSIVE tree(id) AS (
+             SELECT id FROM api_keys WHERE parent_id = $1
+             UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent_id = t.id
+         ),
+         descendants AS (
+             SELECT id FROM api_keys WHERE id IN (SELECT id FROM tree) ORDER BY id FOR UPDATE
+         ) "
+    };
+}
+
 fn decode_err(message: String) -> sqlx::Error {
     sqlx::Error::Decode(message.into())
 }
@@ -60,6 +76,10 @@ fn key_from_row(row: &PgRow) -> Result<ApiKey, sqlx::Error> {
         revoked_at: optional("revoked_at")?,
         last_used_at: optional("last_used_at")?,
         usage_count: row.try_get("usage_count")?,
+        parent_id: row
+            .try_get::<Option<String>, _>("parent_id")?
+            .map(|id| ApiKeyId::parse(&id).map_err(|e| decode_err(e.to_string())))
+            .transpose()?,
     })
 }
 
@@ -70,13 +90,30 @@ impl ApiKeyStore for PostgresStore {
         key: &ApiKey,
         secret_hash: &TokenHash,
         audit: &AuditEntry,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let metadata = serde_json::to_string(&key.metadata)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // FOR SHARE conflicts with the parent's revocation (an UPDATE of its row): one waits for
+        // the other, and whichever is second sees the first's result.
+        if let Some(parent) = &key.parent_id {
+            let live: Option<bool> = sqlx::query_scalar(
+                "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)
+                 FROM api_keys WHERE id = $1 AND user_id = $2 FOR SHARE",
+            )
+            .bind(parent.as_str())
+            .bind(key.user_id.as_str())
+            .bind(to_unix_ms(key.created_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if live != Some(true) {
+                return Ok(false);
+            }
+        }
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, prefix, scopes, tier, metadata, created_at, updated_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO api_keys (id, user_id, name, prefix, scopes, tier, metadata, created_at, updated_at, expires_at, parent_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(key.id.as_str())
         .bind(key.user_id.as_str())
@@ -88,6 +125,7 @@ impl ApiKeyStore for PostgresStore {
         .bind(to_unix_ms(key.created_at))
         .bind(to_unix_ms(key.updated_at))
         .bind(key.expires_at.map(to_unix_ms))
+        .bind(key.parent_id.as_ref().map(ApiKeyId::as_str))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -101,7 +139,8 @@ impl ApiKeyStore for PostgresStore {
         .await
         .map_err(map_err)?;
         insert_audit(&self.chain, &mut tx, audit).await?;
-        commit_audited(tx, audit).await
+        commit_audited(tx, audit).await?;
+        Ok(true)
     }
 
     async fn list_api_keys(
@@ -193,6 +232,17 @@ impl ApiKeyStore for PostgresStore {
         if revoked == 0 {
             return Ok(false);
         }
+        // A new statement: it sees every child committed before the key's row was locked above.
+        sqlx::query(concat!(
+            descendants!(),
+            "UPDATE api_keys SET revoked_at = $2, updated_at = $2
+             WHERE id IN (SELECT id FROM descendants) AND revoked_at IS NULL"
+        ))
+        .bind(id.as_str())
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         insert_audit(&self.chain, &mut tx, audit).await?;
         commit_audited(tx, audit).await?;
         Ok(true)
@@ -242,6 +292,18 @@ impl ApiKeyStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        // Keys created through it stop working with its old secrets (earlier ends are kept).
+        sqlx::query(concat!(
+            descendants!(),
+            "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2), updated_at = $3
+             WHERE id IN (SELECT id FROM descendants) AND revoked_at IS NULL"
+        ))
+        .bind(id.as_str())
+        .bind(to_unix_ms(old_expires_at))
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         sqlx::query(
             "INSERT INTO api_key_secrets (key_hash, key_id, created_at) VALUES ($1, $2, $3)",
         )
@@ -259,7 +321,8 @@ impl ApiKeyStore for PostgresStore {
     async fn lookup_api_key(&self, hash: &TokenHash) -> StoreResult<Option<KeyLookup>> {
         let row = sqlx::query(
             "SELECT k.*, s.key_hash AS secret_hash, s.expires_at AS secret_expires_at,
-                    u.role AS owner_role, u.username AS owner_username
+                    u.role AS owner_role, u.username AS owner_username, u.tier AS owner_tier,
+                    u.disabled_at IS NOT NULL AS owner_disabled
              FROM api_key_secrets s
              JOIN api_keys k ON k.id = s.key_id
              JOIN users u ON u.id = k.user_id
@@ -272,10 +335,14 @@ impl ApiKeyStore for PostgresStore {
         let Some(row) = row else { return Ok(None) };
         let read = || -> Result<KeyLookup, sqlx::Error> {
             let role: String = row.try_get("owner_role")?;
+            let tier: String = row.try_get("owner_tier")?;
             Ok(KeyLookup {
                 key: key_from_row(&row)?,
                 owner_role: Role::parse(&role)
                     .ok_or_else(|| decode_err(format!("unknown role {role:?}")))?,
+                owner_tier: Tier::parse(&tier)
+                    .ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+                owner_disabled: row.try_get("owner_disabled")?,
                 owner_username: row.try_get("owner_username")?,
                 secret_expires_at: row
                     .try_get::<Option<i64>, _>("secret_expires_at")?

@@ -50,6 +50,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0005_audit_chain_head.up.sql"),
         down: include_str!("../migrations/0005_audit_chain_head.down.sql"),
     },
+    Migration {
+        version: 6,
+        name: "user_tiers",
+        up: include_str!("../migrations/0006_user_tiers.up.sql"),
+        down: include_str!("../migrations/0006_user_tiers.down.sql"),
+    },
 ];
 
 /// The advisory lock key every Koryphaios process migrating this database queues on

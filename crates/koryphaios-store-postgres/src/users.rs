@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::ids::UserId;
-use koryphaios_core::store::{RegisterUserError, StoreError, StoreResult, UserStore};
+use koryphaios_core::store::{RegisterUserError, StoreError, StoreResult, UserStore, UserUpdated};
+use koryphaios_core::tier::Tier;
 use koryphaios_core::users::{
     NewUser, PasswordHash, RegistrationPolicy, Role, User, UserCredentials,
 };
@@ -16,18 +17,35 @@ use crate::PostgresStore;
 use crate::audit::{commit_audited, insert_audit};
 use crate::error::{is_unique_violation, map_err};
 
+/// The columns [`user_from_row`] reads (never the password hash).
+macro_rules! user_columns {
+    () => {
+        "id, username, role, tier, disabled_at, session_epoch, created_at, updated_at, last_login_at"
+    };
+}
+pub(crate) use user_columns;
+
 pub(crate) fn user_from_row(row: &PgRow) -> StoreResult<User> {
     let read = || -> Result<User, sqlx::Error> {
         let id: String = row.try_get("id")?;
         let role: String = row.try_get("role")?;
+        let tier: String = row.try_get("tier")?;
+        let instant = |column: &str| {
+            row.try_get::<Option<i64>, _>(column)
+                .map(|v| v.map(from_unix_ms))
+        };
         Ok(User {
             id: UserId::parse(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             username: row.try_get("username")?,
             role: Role::parse(&role)
                 .ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?}").into()))?,
+            tier: Tier::parse(&tier)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown tier {tier:?}").into()))?,
+            disabled_at: instant("disabled_at")?,
             session_epoch: row.try_get("session_epoch")?,
             created_at: from_unix_ms(row.try_get("created_at")?),
             updated_at: from_unix_ms(row.try_get("updated_at")?),
+            last_login_at: instant("last_login_at")?,
         })
     };
     read().map_err(map_err)
@@ -35,9 +53,11 @@ pub(crate) fn user_from_row(row: &PgRow) -> StoreResult<User> {
 
 /// The user with this id, read on `conn` (a pool connection or the caller's transaction).
 pub(crate) async fn fetch_user(conn: &mut PgConnection, id: &str) -> StoreResult<Option<User>> {
-    let row = sqlx::query(
-        "SELECT id, username, role, session_epoch, created_at, updated_at FROM users WHERE id = $1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -67,16 +87,17 @@ impl UserStore for PostgresStore {
         if existing && policy == RegistrationPolicy::FirstUserOnly {
             return Err(RegisterUserError::RegistrationClosed);
         }
-        let role = if existing { Role::User } else { Role::Admin };
+        let (role, tier) = user.standing(!existing);
         let at = to_unix_ms(user.created_at);
         let inserted = sqlx::query(
-            "INSERT INTO users (id, username, password_hash, role, session_epoch, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 0, $5, $6)",
+            "INSERT INTO users (id, username, password_hash, role, tier, session_epoch, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
         )
         .bind(user.id.as_str())
         .bind(user.username.as_str())
         .bind(user.password_hash.as_str())
         .bind(role.as_str())
+        .bind(tier.as_str())
         .bind(at)
         .bind(at)
         .execute(&mut *tx)
@@ -93,19 +114,23 @@ impl UserStore for PostgresStore {
             id: user.id,
             username: user.username.as_str().to_owned(),
             role,
+            tier,
+            disabled_at: None,
             session_epoch: 0,
             created_at: from_unix_ms(at),
             updated_at: from_unix_ms(at),
+            last_login_at: None,
         })
     }
 
     async fn find_credentials(&self, username: &str) -> StoreResult<Option<UserCredentials>> {
         // `lower` under "C" folds ASCII only, as SQLite's NOCASE does; this is the unique index's
         // expression, so the lookup uses it.
-        let row = sqlx::query(
-            r#"SELECT id, username, role, session_epoch, created_at, updated_at, password_hash
-               FROM users WHERE lower(username) = lower($1::text COLLATE "C")"#,
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            r#", password_hash FROM users WHERE lower(username) = lower($1::text COLLATE "C")"#
+        ))
         .bind(username)
         .fetch_optional(&self.pool)
         .await
@@ -133,10 +158,11 @@ impl UserStore for PostgresStore {
         audit: &AuditEntry,
     ) -> StoreResult<User> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1, updated_at = $2
-             WHERE id = $3 RETURNING id, username, role, session_epoch, created_at, updated_at",
-        )
+             WHERE id = $3 RETURNING ",
+            user_columns!()
+        ))
         .bind(hash.as_str())
         .bind(to_unix_ms(now))
         .bind(id.as_str())
@@ -158,5 +184,84 @@ impl UserStore for PostgresStore {
             .await
             .map_err(map_err)?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn list_users(&self, after: Option<&UserId>, limit: u32) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.map_or("", UserId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn update_user(
+        &self,
+        expected: &User,
+        updated: &User,
+        audit: &AuditEntry,
+    ) -> StoreResult<UserUpdated> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Admin changes queue here (as registrations do), so two admins demoting or disabling
+        // each other cannot both pass the last-admin check.
+        sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let row = sqlx::query(concat!(
+            "UPDATE users SET role = $1, tier = $2, disabled_at = $3, session_epoch = $4, updated_at = $5
+             WHERE id = $6 AND role = $7 AND tier = $8 AND disabled_at IS NOT DISTINCT FROM $9
+             RETURNING ",
+            user_columns!()
+        ))
+        .bind(updated.role.as_str())
+        .bind(updated.tier.as_str())
+        .bind(updated.disabled_at.map(to_unix_ms))
+        .bind(updated.session_epoch)
+        .bind(to_unix_ms(updated.updated_at))
+        .bind(expected.id.as_str())
+        .bind(expected.role.as_str())
+        .bind(expected.tier.as_str())
+        .bind(expected.disabled_at.map(to_unix_ms))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+                    .bind(expected.id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            return Ok(if exists {
+                UserUpdated::Conflict
+            } else {
+                UserUpdated::NotFound
+            });
+        };
+        if expected.is_active_admin() && !updated.is_active_admin() {
+            let admins: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if admins == 0 {
+                return Ok(UserUpdated::LastAdmin);
+            }
+        }
+        if updated.is_disabled() && !expected.is_disabled() {
+            let now = updated.updated_at;
+            crate::sessions::revoke_all_families(&mut tx, &expected.id, now, "user_disabled")
+                .await?;
+        }
+        insert_audit(&self.chain, &mut tx, audit).await?;
+        commit_audited(tx, audit).await?;
+        Ok(UserUpdated::Updated(user_from_row(&row)?))
     }
 }

@@ -480,3 +480,114 @@ async fn concurrent_usage_flushes_add_up_without_deadlocking() {
     // Standalone records still land beside all this.
     store.append_audit(&anonymous("done")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_created_through_a_key_being_revoked_never_outlive_it() {
+    let store = store().await;
+    let ada = user(&store, "ada").await;
+    for round in 0..3 {
+        let parent = api_key(&ada);
+        store
+            .insert_api_key(
+                &parent,
+                &TokenHash::of(&format!("parent-{round}")),
+                &anonymous("api_key_create"),
+            )
+            .await
+            .unwrap();
+        let (owner, parent_id) = (ada.clone(), parent.id.clone());
+        let children = race(&store, move |store, i| {
+            let (owner, parent_id) = (owner.clone(), parent_id.clone());
+            async move {
+                if i == RACERS / 2 {
+                    store
+                        .revoke_api_key(
+                            &owner.id,
+                            &parent_id,
+                            OffsetDateTime::now_utc(),
+                            &anonymous("api_key_revoke"),
+                        )
+                        .await
+                        .unwrap();
+                    return None;
+                }
+                let mut child = api_key(&owner);
+                child.parent_id = Some(parent_id);
+                let stored = store
+                    .insert_api_key(
+                        &child,
+                        &TokenHash::of(&format!("child-{}", child.id)),
+                        &anonymous("api_key_create"),
+                    )
+                    .await
+                    .unwrap();
+                stored.then_some(child.id)
+            }
+        })
+        .await;
+        for child in children.into_iter().flatten() {
+            let stored = store.find_api_key(&ada.id, &child).await.unwrap().unwrap();
+            assert!(
+                stored.revoked_at.is_some(),
+                "round {round}: a child committed beside its parent's revocation survived it"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_admins_demoting_each_other_leave_one_admin() {
+    use koryphaios_core::store::UserUpdated;
+    use koryphaios_core::users::UserChange;
+    let store = store().await;
+    let root = user(&store, "root").await;
+    let bob = user(&store, "bob").await;
+    let promote = UserChange {
+        role: Some(Role::Admin),
+        ..UserChange::default()
+    };
+    let bob = match store
+        .update_user(
+            &bob,
+            &promote.apply(&bob, OffsetDateTime::now_utc()),
+            &anonymous("user_update"),
+        )
+        .await
+        .unwrap()
+    {
+        UserUpdated::Updated(bob) => bob,
+        other => panic!("promotion: {other:?}"),
+    };
+    let (root_c, bob_c) = (root.clone(), bob.clone());
+    let outcomes = race(&store, move |store, i| {
+        let target = if i % 2 == 0 {
+            root_c.clone()
+        } else {
+            bob_c.clone()
+        };
+        async move {
+            let demote = UserChange {
+                role: Some(Role::User),
+                ..UserChange::default()
+            };
+            let after = demote.apply(&target, OffsetDateTime::now_utc());
+            store
+                .update_user(&target, &after, &anonymous("user_update"))
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    let updated = outcomes
+        .iter()
+        .filter(|o| matches!(o, UserUpdated::Updated(_)))
+        .count();
+    assert_eq!(updated, 1, "{outcomes:?}");
+    assert!(outcomes.contains(&UserUpdated::LastAdmin), "{outcomes:?}");
+    let remaining = store.list_users(None, 10).await.unwrap();
+    assert_eq!(
+        remaining.iter().filter(|u| u.is_active_admin()).count(),
+        1,
+        "{remaining:?}"
+    );
+}

@@ -45,6 +45,7 @@ fn verification(c: &mut Criterion) {
                     id: UserId::generate(),
                     username: Username::parse("bench").unwrap(),
                     password_hash: PasswordHash::from_stored("x".into()),
+                    default_tier: koryphaios_core::tier::Tier::Free,
                     created_at: time::OffsetDateTime::now_utc(),
                 },
                 RegistrationPolicy::Open,
@@ -61,6 +62,7 @@ fn verification(c: &mut Criterion) {
             user_id: user.id.clone(),
             username: user.username.clone(),
             role: user.role,
+            tier: koryphaios_core::tier::Tier::Pro,
             scopes: user.role.scopes(),
             method: AuthMethod::Session {
                 jti: "j".into(),

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::SqliteStore;
 use crate::audit::{commit_audited, insert_audit};
 use crate::error::map_err;
-use crate::users::user_from_row;
+use crate::users::{user_columns, user_from_row};
 
 pub(crate) async fn revoke_all_families(
     conn: &mut SqliteConnection,
@@ -108,6 +108,12 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(map_err)?;
         insert_refresh_token(&mut tx, family.as_str(), first).await?;
+        sqlx::query("UPDATE users SET last_login_at = ? WHERE id = ?")
+            .bind(to_unix_ms(first.issued_at))
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         insert_audit(&self.chain, &mut tx, audit).await?;
         commit_audited(tx, audit).await
     }
@@ -215,10 +221,11 @@ impl SessionStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE users SET session_epoch = session_epoch + 1, updated_at = ?
-             WHERE id = ? RETURNING id, username, role, session_epoch, created_at, updated_at",
-        )
+             WHERE id = ? RETURNING ",
+            user_columns!()
+        ))
         .bind(to_unix_ms(now))
         .bind(user.as_str())
         .fetch_optional(&mut *tx)
@@ -239,7 +246,8 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<Option<SessionState>> {
         // One round trip: the user, whether this family is live *for this user*, whether the jti is revoked.
         let row = sqlx::query(
-            "SELECT u.id, u.username, u.role, u.session_epoch, u.created_at, u.updated_at,
+            "SELECT u.id, u.username, u.role, u.tier, u.disabled_at, u.session_epoch, u.created_at,
+                    u.updated_at, u.last_login_at,
                     NOT EXISTS (SELECT 1 FROM session_families f
                                 WHERE f.id = ?2 AND f.user_id = u.id AND f.revoked_at IS NULL) AS family_revoked,
                     EXISTS (SELECT 1 FROM revoked_access_tokens r WHERE r.jti = ?3) AS token_revoked

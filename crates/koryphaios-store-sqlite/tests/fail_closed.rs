@@ -36,6 +36,7 @@ async fn setup() -> (tempfile::TempDir, Arc<SqliteStore>, User) {
                 id: UserId::generate(),
                 username: Username::parse("ada").unwrap(),
                 password_hash: PasswordHash::from_stored("x".into()),
+                default_tier: koryphaios_core::tier::Tier::Free,
                 created_at: OffsetDateTime::now_utc(),
             },
             RegistrationPolicy::Open,
@@ -56,6 +57,7 @@ fn entry(user: &User, action: &str, id: &CredentialId) -> AuditEntry {
         user_id: user.id.clone(),
         username: user.username.clone(),
         role: user.role,
+        tier: koryphaios_core::tier::Tier::Pro,
         scopes: user.role.scopes(),
         method: AuthMethod::Session {
             jti: "j".into(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::KeyLookup;
-use crate::ids::ApiKeyId;
+use crate::ids::{ApiKeyId, UserId};
 
 /// Cached lookups by key hash.
 #[derive(Debug, Default)]
@@ -52,6 +52,20 @@ impl KeyCache {
     pub fn invalidate(&self, key: &ApiKeyId) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|_, (_, lookup)| &lookup.key.id != key);
+    }
+
+    /// Forgets one key's entries and those of every key created by a key (after a revoke or
+    /// roll, which reach a key's descendants; a descendant's ancestry is not cached, so every
+    /// child key is re-read once).
+    pub fn invalidate_with_children(&self, key: &ApiKeyId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, lookup)| &lookup.key.id != key && lookup.key.parent_id.is_none());
+    }
+
+    /// Forgets every entry of one owner's keys (after an admin changed the owner).
+    pub fn invalidate_owner(&self, owner: &UserId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, lookup)| &lookup.key.user_id != owner);
     }
 }
 

@@ -20,38 +20,7 @@ use crate::secret::TokenHash;
 use crate::users::Role;
 use crate::validation::FieldError;
 
-/// Rate-limit tiers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Tier {
-    /// 60 requests/minute by default.
-    Free,
-    /// 300 requests/minute by default.
-    Premium,
-    /// 1000 requests/minute by default.
-    Pro,
-    /// 5000 requests/minute by default.
-    Enterprise,
-}
-
-impl Tier {
-    /// Every tier, in order.
-    pub const ALL: [Tier; 4] = [Tier::Free, Tier::Premium, Tier::Pro, Tier::Enterprise];
-
-    /// The wire and storage name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Free => "free",
-            Tier::Premium => "premium",
-            Tier::Pro => "pro",
-            Tier::Enterprise => "enterprise",
-        }
-    }
-
-    /// Parses a tier name.
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|tier| tier.as_str() == raw)
-    }
-}
+pub use crate::tier::Tier;
 
 /// A stored API key (never its secret).
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +51,8 @@ pub struct ApiKey {
     pub last_used_at: Option<OffsetDateTime>,
     /// How often it was used (flushed from memory every few seconds).
     pub usage_count: i64,
+    /// The key that created this one, if a key did (it never outlives or survives its parent).
+    pub parent_id: Option<ApiKeyId>,
 }
 
 /// What verification reads for a presented key hash.
@@ -91,6 +62,10 @@ pub struct KeyLookup {
     pub key: ApiKey,
     /// Its owner's role now (a key never outgrows it).
     pub owner_role: Role,
+    /// Its owner's tier now (the key's requests count against it).
+    pub owner_tier: Tier,
+    /// Whether an admin disabled the owner (the key then stops working).
+    pub owner_disabled: bool,
     /// The owner's name.
     pub owner_username: String,
     /// When this particular secret stops working (set for a rolled-away secret's grace period).

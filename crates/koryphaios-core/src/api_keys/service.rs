@@ -16,7 +16,7 @@ use super::{
 use crate::audit::{AuditEntry, RequestContext};
 use crate::clock::Clock;
 use crate::credentials::check_metadata;
-use crate::ids::ApiKeyId;
+use crate::ids::{ApiKeyId, UserId};
 use crate::pagination::{After, Page, PageRequest};
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
@@ -46,9 +46,9 @@ pub struct NewApiKeyInput {
     pub name: String,
     /// 1–10 scopes (default `read`).
     pub scopes: Option<Vec<String>>,
-    /// free | premium | pro | enterprise (default free).
+    /// free | premium | pro | enterprise, at most the caller's (default: the caller's tier).
     pub tier: Option<String>,
-    /// 1–365 days; none means no expiry.
+    /// 1–365 days; none means no expiry (a key created by a key never outlives its parent).
     pub expires_in_days: Option<i64>,
     /// A JSON object ≤ 2 KB.
     pub metadata: Option<Value>,
@@ -77,9 +77,12 @@ pub enum ApiKeyError {
     /// The caller lacks a scope (or asked for a scope it does not hold).
     #[error("missing scope {0}")]
     Forbidden(Scope),
-    /// An API key asked for a tier above its own.
-    #[error("an API key may not grant tier {}", .0.as_str())]
+    /// The tier asked for is above the owner's (or the calling key's own).
+    #[error("tier {} is above what this caller may grant", .0.as_str())]
     TierNotAllowed(Tier),
+    /// The calling key was revoked or expired while it created a key.
+    #[error("the calling API key is no longer live")]
+    ParentGone,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -103,6 +106,9 @@ pub enum ApiKeyAuthError {
     /// Revoked.
     #[error("REVOKED")]
     Revoked,
+    /// The key's owner was disabled by an admin.
+    #[error("OWNER_DISABLED")]
+    OwnerDisabled,
 }
 
 impl ApiKeyAuthError {
@@ -113,6 +119,7 @@ impl ApiKeyAuthError {
             ApiKeyAuthError::NotFound => "NOT_FOUND",
             ApiKeyAuthError::Expired => "EXPIRED",
             ApiKeyAuthError::Revoked => "REVOKED",
+            ApiKeyAuthError::OwnerDisabled => "OWNER_DISABLED",
         }
     }
 }
@@ -126,6 +133,8 @@ pub enum KeyVerification {
         key: Box<ApiKey>,
         /// Its effective scopes (never more than its owner's).
         scopes: ScopeSet,
+        /// Its effective tier (never more than its owner's).
+        tier: Tier,
     },
     /// It does not.
     Invalid(ApiKeyAuthError),
@@ -220,18 +229,22 @@ impl ApiKeyService {
             .ok_or(ApiKeyError::NotFound)?;
         self.check_grantable(principal, context, &target.scopes, attempted, Some(id))
             .await?;
-        Self::check_tier_allowed(principal, target.tier)?;
+        // A key may not manage a key of a higher tier than its own. (The owner's own tier does
+        // not restrict management: a user must be able to revoke a key above their tier.)
+        if let AuthMethod::ApiKey { tier: own, .. } = &principal.method
+            && target.tier > *own
+        {
+            return Err(ApiKeyError::TierNotAllowed(target.tier));
+        }
         Ok(target)
     }
 
-    /// An API key may not hand out (or manage) a tier above its own.
-    fn check_tier_allowed(principal: &Principal, tier: Tier) -> Result<(), ApiKeyError> {
-        match &principal.method {
-            AuthMethod::ApiKey { tier: own, .. } if tier > *own => {
-                Err(ApiKeyError::TierNotAllowed(tier))
-            }
-            _ => Ok(()),
+    /// A key's tier may not exceed its owner's, nor the calling key's own.
+    fn check_tier_grantable(principal: &Principal, tier: Tier) -> Result<(), ApiKeyError> {
+        if tier > principal.effective_tier() {
+            return Err(ApiKeyError::TierNotAllowed(tier));
         }
+        Ok(())
     }
 
     fn audit(
@@ -269,7 +282,12 @@ impl ApiKeyService {
                 .as_deref()
                 .map_or_else(|| Ok(ScopeSet::new([Scope::Read])), check_scopes),
         );
-        let tier = checks.check(input.tier.as_deref().map_or(Ok(Tier::Free), check_tier));
+        let tier = checks.check(
+            input
+                .tier
+                .as_deref()
+                .map_or(Ok(principal.effective_tier()), check_tier),
+        );
         if input
             .expires_in_days
             .is_some_and(|days| !(1..=MAX_EXPIRES_DAYS).contains(&days))
@@ -289,10 +307,22 @@ impl ApiKeyService {
         };
         self.check_grantable(principal, context, &scopes, actions::CREATE, None)
             .await?;
-        Self::check_tier_allowed(principal, tier)?;
+        Self::check_tier_grantable(principal, tier)?;
         let now = self.clock.now();
         let (secret, parsed) =
             format::generate().map_err(|e| ApiKeyError::Internal(e.to_string()))?;
+        // A key created by a key is its child: it never outlives the presented key.
+        let (parent_id, parent_expires_at) = match &principal.method {
+            AuthMethod::ApiKey {
+                key_id, expires_at, ..
+            } => (Some(key_id.clone()), *expires_at),
+            AuthMethod::Session { .. } => (None, None),
+        };
+        let requested_expiry = input.expires_in_days.map(|days| now + Duration::days(days));
+        let expires_at = match (requested_expiry, parent_expires_at) {
+            (Some(requested), Some(parent)) => Some(requested.min(parent)),
+            (requested, parent) => requested.or(parent),
+        };
         let key = ApiKey {
             id: ApiKeyId::generate(),
             user_id: principal.user_id.clone(),
@@ -303,10 +333,11 @@ impl ApiKeyService {
             metadata,
             created_at: now,
             updated_at: now,
-            expires_at: input.expires_in_days.map(|days| now + Duration::days(days)),
+            expires_at,
             revoked_at: None,
             last_used_at: None,
             usage_count: 0,
+            parent_id,
         };
         let mut details = Map::new();
         details.insert("name".into(), json!(key.name));
@@ -321,10 +352,17 @@ impl ApiKeyService {
         );
         details.insert("tier".into(), json!(key.tier.as_str()));
         details.insert("prefix".into(), json!(key.prefix));
+        if let Some(parent) = &key.parent_id {
+            details.insert("parentKeyId".into(), json!(parent.as_str()));
+        }
         let audit = self.audit(principal, context, actions::CREATE, &key.id, details);
-        self.store
+        if !self
+            .store
             .insert_api_key(&key, &parsed.hash(), &audit)
-            .await?;
+            .await?
+        {
+            return Err(ApiKeyError::ParentGone);
+        }
         Ok((key, secret))
     }
 
@@ -397,7 +435,7 @@ impl ApiKeyService {
                 .await?;
         }
         if let Some(tier) = tier {
-            Self::check_tier_allowed(principal, tier)?;
+            Self::check_tier_grantable(principal, tier)?;
         }
         let mut details = Map::new();
         let changed: Vec<&str> = [
@@ -438,12 +476,17 @@ impl ApiKeyService {
             .await?;
         self.check_control(principal, context, id, actions::REVOKE)
             .await?;
-        let audit = self.audit(principal, context, actions::REVOKE, id, Map::new());
+        let mut details = Map::new();
+        details.insert(
+            "cascade".into(),
+            json!("keys created through it are revoked too"),
+        );
+        let audit = self.audit(principal, context, actions::REVOKE, id, details);
         let revoked = self
             .store
             .revoke_api_key(&principal.user_id, id, self.clock.now(), &audit)
             .await?;
-        self.cache.invalidate(id);
+        self.cache.invalidate_with_children(id);
         if revoked {
             Ok(())
         } else {
@@ -478,6 +521,10 @@ impl ApiKeyService {
         let mut details = Map::new();
         details.insert("gracePeriodSeconds".into(), json!(grace));
         details.insert("prefix".into(), json!(parsed.display_prefix()));
+        details.insert(
+            "cascade".into(),
+            json!("keys created through it expire with the grace period"),
+        );
         let audit = self.audit(principal, context, actions::ROLL, id, details);
         let key = self
             .store
@@ -492,7 +539,7 @@ impl ApiKeyService {
             )
             .await?
             .ok_or(ApiKeyError::NotFound)?;
-        self.cache.invalidate(id);
+        self.cache.invalidate_with_children(id);
         Ok((key, secret, old_expires_at))
     }
 
@@ -526,6 +573,9 @@ impl ApiKeyService {
         if expired(found.key.expires_at) || expired(found.secret_expires_at) {
             return Err(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Expired));
         }
+        if found.owner_disabled {
+            return Err(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::OwnerDisabled));
+        }
         Ok(found)
     }
 
@@ -547,14 +597,20 @@ impl ApiKeyService {
         let found = self.lookup(presented).await?;
         self.usage.record(&found.key.id, self.clock.now());
         let scopes = Self::effective_scopes(&found);
+        let expires_at = match (found.key.expires_at, found.secret_expires_at) {
+            (Some(key), Some(secret)) => Some(key.min(secret)),
+            (key, secret) => key.or(secret),
+        };
         Ok(Principal {
             user_id: found.key.user_id.clone(),
             username: found.owner_username.clone(),
             role: found.owner_role,
+            tier: found.owner_tier,
             scopes,
             method: AuthMethod::ApiKey {
                 key_id: found.key.id.clone(),
                 tier: found.key.tier,
+                expires_at,
             },
         })
     }
@@ -573,9 +629,11 @@ impl ApiKeyService {
             Ok(found) => {
                 self.usage.record(&found.key.id, self.clock.now());
                 let scopes = Self::effective_scopes(&found);
+                let tier = found.key.tier.min(found.owner_tier);
                 Ok(KeyVerification::Valid {
                     key: Box::new(found.key),
                     scopes,
+                    tier,
                 })
             }
             Err(ApiKeyAuthOutcome::Store(error)) => Err(error.into()),
@@ -612,6 +670,12 @@ impl ApiKeyService {
             return Err(error);
         }
         Ok(count)
+    }
+
+    /// Forgets this instance's cached lookups of a user's keys (after an admin changed the user),
+    /// so the change applies here on the next request.
+    pub fn forget_owner(&self, owner: &UserId) {
+        self.cache.invalidate_owner(owner);
     }
 
     /// Whether a presented token looks like an API key (so it is not tried as a JWT).

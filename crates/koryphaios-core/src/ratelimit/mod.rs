@@ -207,11 +207,10 @@ pub mod arithmetic {
     /// Takes back one unit from the newest sub-window of the window that has any; false when the
     /// window is empty. `oldest` is the oldest sub-window still overlapping the window.
     pub fn refund_window(state: &mut WindowState, oldest: i64) -> bool {
-        state.buckets.retain(|(index, count)| *index >= oldest && *count > 0);
-        let newest = state
+        state
             .buckets
-            .iter_mut()
-            .max_by_key(|(index, _)| *index);
+            .retain(|(index, count)| *index >= oldest && *count > 0);
+        let newest = state.buckets.iter_mut().max_by_key(|(index, _)| *index);
         let refunded = match newest {
             Some(bucket) => {
                 bucket.1 -= 1;

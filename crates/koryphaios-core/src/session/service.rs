@@ -15,6 +15,7 @@ use crate::ids::{FamilyId, RefreshTokenId, UserId};
 use crate::principal::{AuthMethod, Principal};
 use crate::secret::{RandomError, TokenHash, random_token};
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store, StoreError};
+use crate::tier::Tier;
 use crate::users::password::HashError;
 use crate::users::{NewUser, PasswordHasher, PasswordPolicy, RegistrationPolicy, User, Username};
 use crate::validation::{ValidationErrors, Validator};
@@ -31,6 +32,8 @@ pub struct AuthSettings {
     pub refresh_ttl: Duration,
     /// Whether anyone may register once the install has a user.
     pub allow_registration: bool,
+    /// The tier of every user but the first (`KORYPHAIOS_DEFAULT_USER_TIER`; default free).
+    pub default_user_tier: Tier,
 }
 
 impl Default for AuthSettings {
@@ -39,6 +42,7 @@ impl Default for AuthSettings {
             access_ttl: Duration::minutes(15),
             refresh_ttl: Duration::days(7),
             allow_registration: false,
+            default_user_tier: Tier::Free,
         }
     }
 }
@@ -89,6 +93,9 @@ pub enum AuthError {
     /// Too many password checks are running; retry shortly.
     #[error("too many logins in progress")]
     Busy,
+    /// An admin disabled the user: no login, refresh, session or key works.
+    #[error("this user is disabled")]
+    UserDisabled,
     /// The operation needs a user session, and the caller used an API key.
     #[error("this needs a user session, not an API key")]
     NotASession,
@@ -175,6 +182,7 @@ impl AuthService {
             id: UserId::generate(),
             username,
             password_hash,
+            default_tier: self.settings.default_user_tier,
             created_at: self.clock.now(),
         };
         let mut details = Map::new();
@@ -210,13 +218,25 @@ impl AuthService {
         };
         let Some(stored) = stored else {
             self.hasher.verify_dummy(password).await?;
-            self.audit_login_failure(context, None, username).await?;
+            self.audit_login_failure(context, None, username, "invalid credentials")
+                .await?;
             return Err(AuthError::InvalidCredentials);
         };
         if !self.hasher.verify(password, &stored.password_hash).await? {
-            self.audit_login_failure(context, Some(&stored.user.id), username)
-                .await?;
+            self.audit_login_failure(
+                context,
+                Some(&stored.user.id),
+                username,
+                "invalid credentials",
+            )
+            .await?;
             return Err(AuthError::InvalidCredentials);
+        }
+        // Said only to a caller who proved the password.
+        if stored.user.is_disabled() {
+            self.audit_login_failure(context, Some(&stored.user.id), username, "user disabled")
+                .await?;
+            return Err(AuthError::UserDisabled);
         }
         let audit =
             AuditEntry::for_user(&stored.user.id, context, actions::LOGIN, self.clock.now());
@@ -230,6 +250,7 @@ impl AuthService {
         context: &RequestContext,
         user: Option<&UserId>,
         username: &str,
+        reason: &str,
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
         let entry = match user {
@@ -242,7 +263,7 @@ impl AuthService {
             json!(username.chars().take(64).collect::<String>()),
         );
         self.store
-            .append_audit(&entry.failed("invalid credentials").with_metadata(details))
+            .append_audit(&entry.failed(reason).with_metadata(details))
             .await?;
         Ok(())
     }
@@ -264,6 +285,10 @@ impl AuthService {
             .rotate_refresh_token(&TokenHash::of(presented), &next, now)
             .await?
         {
+            // Disabling revokes every family; this catches a session started during the disable.
+            RotateOutcome::Rotated { user, .. } if user.is_disabled() => {
+                Err(AuthError::UserDisabled)
+            }
             RotateOutcome::Rotated { user, family } => {
                 let (access_token, expires_in) = self.issue_access_token(&user, &family, now)?;
                 Ok(SessionTokens {
@@ -306,12 +331,16 @@ impl AuthService {
         if state.token_revoked || state.family_revoked || state.user.session_epoch != claims.sv {
             return Err(AuthError::TokenRevoked);
         }
+        if state.user.is_disabled() {
+            return Err(AuthError::UserDisabled);
+        }
         let expires_at =
             OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| AuthError::InvalidToken)?;
         Ok(Principal {
             user_id: state.user.id.clone(),
             username: state.user.username.clone(),
             role: state.user.role,
+            tier: state.user.tier,
             scopes: state.user.role.scopes(),
             method: AuthMethod::Session {
                 jti: claims.jti,

@@ -10,6 +10,7 @@
 
 mod audit;
 mod pagination;
+mod users;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Userna
 
 pub use audit::*;
 pub use pagination::*;
+pub use users::*;
 
 /// Generates one test per contract check for a backend.
 #[macro_export]
@@ -66,6 +68,13 @@ macro_rules! store_contract_tests {
             the_audit_key_wrap_is_stored_once_and_swapped_only_if_unchanged,
             credential_lists_page_newest_first_covering_each_once,
             key_lists_page_newest_first_covering_each_once,
+            the_first_user_is_an_enterprise_admin_and_later_ones_get_the_default_tier,
+            an_admin_change_is_stored_audited_and_refused_when_the_user_moved,
+            the_last_active_admin_can_be_neither_demoted_nor_disabled,
+            disabling_a_user_ends_their_sessions_and_marks_their_keys,
+            users_are_listed_in_id_order_a_page_at_a_time,
+            revoking_a_key_revokes_every_key_created_through_it,
+            rolling_a_key_ends_its_descendants_with_the_grace_period,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -96,6 +105,7 @@ fn new_user(name: &str) -> NewUser {
         password_hash: PasswordHash::from_stored(format!(
             "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$hash-of-{name}"
         )),
+        default_tier: crate::tier::Tier::Free,
         created_at: t0(),
     }
 }
@@ -418,6 +428,7 @@ fn principal(user: &User) -> Principal {
         user_id: user.id.clone(),
         username: user.username.clone(),
         role: user.role,
+        tier: crate::tier::Tier::Pro,
         scopes: user.role.scopes(),
         method: AuthMethod::Session {
             jti: "j".into(),
@@ -875,6 +886,7 @@ fn api_key(owner: &User) -> ApiKey {
         revoked_at: None,
         last_used_at: None,
         usage_count: 0,
+        parent_id: None,
     }
 }
 

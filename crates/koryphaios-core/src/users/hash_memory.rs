@@ -92,7 +92,8 @@ impl HashMemory {
             loop {
                 tokio::time::sleep(IDLE_RELEASE).await;
                 if pool.idle() {
-                    let freed = std::mem::take(&mut *pool.free.lock().unwrap_or_else(|p| p.into_inner()));
+                    let freed =
+                        std::mem::take(&mut *pool.free.lock().unwrap_or_else(|p| p.into_inner()));
                     drop(freed);
                     pool.reaper_running.store(false, Ordering::Release);
                     // A hash may have returned a buffer between the check and the flag: look again.
@@ -130,7 +131,11 @@ mod tests {
         let large = pool.take(64);
         assert_eq!(large.len(), 64);
         pool.give_back(large);
-        assert_eq!(pool.pooled(), 1, "a larger one-off buffer is freed, not kept");
+        assert_eq!(
+            pool.pooled(),
+            1,
+            "a larger one-off buffer is freed, not kept"
+        );
     }
 
     #[tokio::test]

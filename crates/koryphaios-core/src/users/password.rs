@@ -421,7 +421,9 @@ mod tests {
             .map(|_| {
                 let hasher = hasher.clone();
                 let stored = stored.clone();
-                tokio::spawn(async move { hasher.verify(&secret("guess guess guess"), &stored).await })
+                tokio::spawn(
+                    async move { hasher.verify(&secret("guess guess guess"), &stored).await },
+                )
             })
             .collect();
         let mut busy = 0;

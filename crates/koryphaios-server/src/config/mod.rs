@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
+use koryphaios_core::tier::Tier;
 
 mod http;
 mod rate_limit;
@@ -89,6 +90,9 @@ pub struct Config {
     pub kms: KmsConfig,
     /// `KORYPHAIOS_ALLOW_REGISTRATION`: whether anyone may register after the first user.
     pub allow_registration: bool,
+    /// `KORYPHAIOS_DEFAULT_USER_TIER`: the tier of new users after the first (default free; the
+    /// first user, the admin, gets enterprise).
+    pub default_user_tier: Tier,
     /// `KORYPHAIOS_CORS_ORIGINS`: comma-separated origins allowed to call from a browser.
     pub cors_origins: Vec<HeaderValue>,
     /// `KORYPHAIOS_HSTS_MAX_AGE`: seconds for `Strict-Transport-Security`; unset sends none.
@@ -124,6 +128,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_DATABASE_STATEMENT_TIMEOUT_SECS",
     "KORYPHAIOS_JWT_SECRET",
     "KORYPHAIOS_ALLOW_REGISTRATION",
+    "KORYPHAIOS_DEFAULT_USER_TIER",
     "KORYPHAIOS_KMS_PROVIDER",
     "KORYPHAIOS_KMS_PASSPHRASE",
     "KORYPHAIOS_AGE_IDENTITY_FILE",
@@ -186,6 +191,11 @@ impl Config {
                 "KORYPHAIOS_ALLOW_REGISTRATION",
                 get("KORYPHAIOS_ALLOW_REGISTRATION"),
                 false,
+            )?,
+            default_user_tier: parse_tier(
+                "KORYPHAIOS_DEFAULT_USER_TIER",
+                get("KORYPHAIOS_DEFAULT_USER_TIER"),
+                Tier::Free,
             )?,
             cors_origins: parse_origins(get("KORYPHAIOS_CORS_ORIGINS"))?,
             hsts_max_age: get("KORYPHAIOS_HSTS_MAX_AGE")
@@ -276,6 +286,21 @@ pub(crate) fn parse_in(
             variable,
             problem: format!("expected a whole number from {min} to {max}, got {raw:?}"),
         })
+}
+
+/// A tier name. The value is not echoed: the message says what is allowed.
+pub(crate) fn parse_tier(
+    variable: &'static str,
+    raw: Option<String>,
+    default: Tier,
+) -> Result<Tier, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => Tier::parse(&raw.to_ascii_lowercase()).ok_or_else(|| ConfigError {
+            variable,
+            problem: "expected free, premium, pro or enterprise".into(),
+        }),
+    }
 }
 
 pub(crate) fn parse_bool(
@@ -631,6 +656,31 @@ mod tests {
         let error = load(&[("KORYPHAIOS_REDIS_URL", "http://user:hunter2@cache")]).unwrap_err();
         assert!(!error.to_string().contains("hunter2"));
         assert!(!format!("{custom:?}").contains(":pw@"));
+    }
+
+    #[test]
+    fn the_default_user_tier_is_free_and_takes_a_tier_name() {
+        assert_eq!(load(&[]).unwrap().default_user_tier, Tier::Free);
+        let pro = load(&[("KORYPHAIOS_DEFAULT_USER_TIER", "Pro")]).unwrap();
+        assert_eq!(pro.default_user_tier, Tier::Pro);
+        let error = load(&[("KORYPHAIOS_DEFAULT_USER_TIER", "platinum-secret")]).unwrap_err();
+        assert_eq!(error.variable, "KORYPHAIOS_DEFAULT_USER_TIER");
+        assert!(
+            error
+                .to_string()
+                .contains("free, premium, pro or enterprise")
+        );
+        assert!(
+            !error.to_string().contains("platinum-secret"),
+            "the value is not echoed"
+        );
+    }
+
+    #[test]
+    fn the_removed_session_tier_setting_stops_the_start_with_a_pointer() {
+        let error = load(&[("KORYPHAIOS_RATE_LIMIT_SESSION_TIER", "premium")]).unwrap_err();
+        assert_eq!(error.variable, "KORYPHAIOS_RATE_LIMIT_SESSION_TIER");
+        assert!(error.to_string().contains("KORYPHAIOS_DEFAULT_USER_TIER"));
     }
 
     #[test]

@@ -43,8 +43,6 @@ pub struct RateLimitConfig {
     pub tier_per_minute: [u64; 4],
     /// `KORYPHAIOS_RATE_LIMIT_SENSITIVE_{FREE,…}` as `CAPACITY:REFILL_PER_MINUTE`.
     pub sensitive: [BucketSetting; 4],
-    /// `KORYPHAIOS_RATE_LIMIT_SESSION_TIER`: the tier of user sessions (default premium).
-    pub session_tier: Tier,
     /// `KORYPHAIOS_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -79,6 +77,8 @@ pub const VARIABLES: &[&str] = &[
     "KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM",
     "KORYPHAIOS_RATE_LIMIT_SENSITIVE_PRO",
     "KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE",
+    // Removed (sessions count under their user's tier); still known so setting it is an error,
+    // not a typo warning.
     "KORYPHAIOS_RATE_LIMIT_SESSION_TIER",
     "KORYPHAIOS_TRUSTED_PROXIES",
 ];
@@ -185,13 +185,12 @@ pub fn parse(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitConfig, Co
             },
         )?;
     }
-    let session_tier = match get("KORYPHAIOS_RATE_LIMIT_SESSION_TIER") {
-        None => Tier::Premium,
-        Some(raw) => Tier::parse(&raw).ok_or_else(|| ConfigError {
+    if get("KORYPHAIOS_RATE_LIMIT_SESSION_TIER").is_some() {
+        return Err(ConfigError {
             variable: "KORYPHAIOS_RATE_LIMIT_SESSION_TIER",
-            problem: format!("expected free, premium, pro or enterprise, got {raw:?}"),
-        })?,
-    };
+            problem: "was removed: sessions and keys count under their user's tier; set new users' tier with KORYPHAIOS_DEFAULT_USER_TIER and change a user's with PATCH /api/v1/users/{id}".into(),
+        });
+    }
     let trusted_proxies = match get("KORYPHAIOS_TRUSTED_PROXIES") {
         None => Vec::new(),
         Some(raw) => raw
@@ -238,7 +237,6 @@ pub fn parse(get: &dyn Fn(&str) -> Option<String>) -> Result<RateLimitConfig, Co
         )?),
         tier_per_minute,
         sensitive,
-        session_tier,
         trusted_proxies,
     })
 }

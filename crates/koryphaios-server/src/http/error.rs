@@ -12,6 +12,7 @@ use koryphaios_core::audit::service::AuditError;
 use koryphaios_core::credentials::CredentialError;
 use koryphaios_core::session::AuthError;
 use koryphaios_core::store::StoreError;
+use koryphaios_core::users::UserAdminError;
 use koryphaios_core::validation::{FieldError, ValidationErrors};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -144,6 +145,11 @@ impl ApiError {
     /// 403.
     pub fn forbidden(code: &'static str, message: &str) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// 403 for a caller whose user an admin disabled (login, session or key).
+    pub fn user_disabled() -> Self {
+        Self::forbidden("user_disabled", "This user is disabled")
     }
 
     /// 404: also what another user's resource looks like.
@@ -299,6 +305,7 @@ impl From<AuthError> for ApiError {
                 "refresh_token_reused",
                 "Refresh token already used; the session has been revoked",
             ),
+            AuthError::UserDisabled => Self::user_disabled(),
             AuthError::Busy => Self::unavailable("password hashing slots exhausted"),
             AuthError::NotASession => Self::new(
                 StatusCode::FORBIDDEN,
@@ -360,10 +367,33 @@ impl From<ApiKeyError> for ApiError {
             }
             ApiKeyError::TierNotAllowed(_) => Self::forbidden(
                 "tier_not_allowed",
-                "An API key may not grant a rate-limit tier above its own",
+                "The rate-limit tier may not exceed the owner's tier, nor the calling key's own",
             ),
+            ApiKeyError::ParentGone => Self::unauthenticated("api_key_revoked", "API key revoked"),
             ApiKeyError::Store(store) => store.into(),
             ApiKeyError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<UserAdminError> for ApiError {
+    fn from(error: UserAdminError) -> Self {
+        match error {
+            UserAdminError::Validation(errors) => errors.into(),
+            UserAdminError::NotFound => Self::not_found(),
+            UserAdminError::Forbidden(scope) => Self::missing_scope(&scope),
+            UserAdminError::CannotDisableSelf => Self::conflict(
+                "cannot_disable_self",
+                "An admin cannot disable their own account",
+            ),
+            UserAdminError::LastAdmin => Self::conflict(
+                "last_admin",
+                "The install must keep at least one admin who is not disabled",
+            ),
+            UserAdminError::Conflict => {
+                Self::conflict("conflict", "The user changed concurrently; retry")
+            }
+            UserAdminError::Store(store) => store.into(),
         }
     }
 }

@@ -48,6 +48,7 @@ fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
         ApiKeyAuthOutcome::Denied(ApiKeyAuthError::Revoked) => {
             ApiError::unauthenticated("api_key_revoked", "API key revoked")
         }
+        ApiKeyAuthOutcome::Denied(ApiKeyAuthError::OwnerDisabled) => ApiError::user_disabled(),
         ApiKeyAuthOutcome::Denied(_) => {
             ApiError::unauthenticated("invalid_api_key", "Invalid API key")
         }
@@ -102,6 +103,7 @@ pub fn validation_label(reason: ApiKeyAuthError) -> &'static str {
         ApiKeyAuthError::NotFound => "not_found",
         ApiKeyAuthError::Expired => "expired",
         ApiKeyAuthError::Revoked => "revoked",
+        ApiKeyAuthError::OwnerDisabled => "owner_disabled",
     }
 }
 
@@ -135,14 +137,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<ClientIp>().copied().unwrap_or_else(|| {
-            Self(
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip()),
-            )
-        }))
+        Ok(parts
+            .extensions
+            .get::<ClientIp>()
+            .copied()
+            .unwrap_or_else(|| {
+                Self(
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| {
+                            a.ip()
+                        }),
+                )
+            }))
     }
 }
 

@@ -205,12 +205,9 @@ impl Activity {
         let now = self.now_ms();
         self.last_ms.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ = self.head_since.compare_exchange(
-                0,
-                now + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.head_since
+                    .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -247,9 +244,9 @@ impl Activity {
     /// How long until one of the limits could be reached (at least a little while).
     fn next_check(&self, limits: &ConnectionLimits) -> Duration {
         let idle = limits.keep_alive_timeout.saturating_sub(self.idle_for());
-        let head = self.head_age().map_or(idle, |age| {
-            limits.header_read_timeout.saturating_sub(age)
-        });
+        let head = self
+            .head_age()
+            .map_or(idle, |age| limits.header_read_timeout.saturating_sub(age));
         idle.min(head).max(Duration::from_millis(50))
     }
 }
@@ -310,10 +307,7 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 

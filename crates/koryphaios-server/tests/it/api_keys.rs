@@ -618,7 +618,7 @@ async fn a_weaker_key_cannot_take_over_a_stronger_one_or_raise_a_tier() {
     let weak = app
         .create_key(
             &ada.access,
-            json!({"name": "weak", "scopes": ["read", "write"]}),
+            json!({"name": "weak", "scopes": ["read", "write"], "rateLimitTier": "free"}),
         )
         .await;
     let weak_key = weak["key"].as_str().unwrap();

@@ -133,7 +133,10 @@ async fn metrics_can_move_to_their_own_listener() {
     assert_eq!(response.status(), 200);
     assert_security_headers(response.headers());
     let text = response.text().await.unwrap();
-    assert!(text.contains("rate_limit_hits_total{"), "known series exist at 0");
+    assert!(
+        text.contains("rate_limit_hits_total{"),
+        "known series exist at 0"
+    );
     assert!(text.contains("credentials_stored{"));
     assert_error(
         app.client

@@ -241,6 +241,7 @@ fn principal_with(user: &UserId, scopes: &[Scope]) -> Principal {
         user_id: user.clone(),
         username: "ada".into(),
         role: koryphaios_core::users::Role::User,
+        tier: koryphaios_core::tier::Tier::Pro,
         scopes: ScopeSet::new(scopes.iter().cloned()),
         method: AuthMethod::Session {
             jti: "j".into(),
@@ -277,6 +278,7 @@ async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
                 id: UserId::generate(),
                 username: Username::parse("ada").unwrap(),
                 password_hash: PasswordHash::from_stored("x".into()),
+                default_tier: koryphaios_core::tier::Tier::Free,
                 created_at: time::OffsetDateTime::now_utc(),
             },
             RegistrationPolicy::Open,

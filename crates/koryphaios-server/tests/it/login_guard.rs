@@ -48,9 +48,17 @@ async fn concurrent_guesses_from_one_address_verify_at_most_the_limit_and_the_ow
     let (verified, _) = guesses(&app, 60, |_| "203.0.113.7".into()).await;
     assert_eq!(verified, 5, "exactly the limit was verified");
     // The attacker's address stays refused, even with the right password…
-    assert_error(login_from(&app, "203.0.113.7", PASSWORD).await, 429, "rate_limited").await;
+    assert_error(
+        login_from(&app, "203.0.113.7", PASSWORD).await,
+        429,
+        "rate_limited",
+    )
+    .await;
     // …but the owner, from elsewhere, logs in.
-    assert_eq!(login_from(&app, "198.51.100.1", PASSWORD).await.status(), 200);
+    assert_eq!(
+        login_from(&app, "198.51.100.1", PASSWORD).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -58,12 +66,23 @@ async fn a_distributed_attack_is_capped_by_the_per_username_counter() {
     let app = TestApp::spawn_with(GUARDED).await;
     app.register("ada").await;
     let (verified, refused) = guesses(&app, 60, |i| format!("203.0.113.{}", i + 1)).await;
-    assert!(verified <= 20, "{verified} verified past the per-user limit");
+    assert!(
+        verified <= 20,
+        "{verified} verified past the per-user limit"
+    );
     assert!(refused >= 40);
     // Documented trade-off: once the per-username counter is full, every address waits.
-    assert_error(login_from(&app, "198.51.100.1", PASSWORD).await, 429, "rate_limited").await;
+    assert_error(
+        login_from(&app, "198.51.100.1", PASSWORD).await,
+        429,
+        "rate_limited",
+    )
+    .await;
     app.clock.advance(time::Duration::minutes(3));
-    assert_eq!(login_from(&app, "198.51.100.1", PASSWORD).await.status(), 200);
+    assert_eq!(
+        login_from(&app, "198.51.100.1", PASSWORD).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -94,7 +113,10 @@ async fn wrong_current_passwords_on_password_change_are_limited() {
         .iter()
         .filter(|r| r.as_ref().unwrap().status() == 401)
         .count();
-    assert_eq!(verified, 5, "at most the limit of wrong current passwords is checked");
+    assert_eq!(
+        verified, 5,
+        "at most the limit of wrong current passwords is checked"
+    );
     assert_error(change(PASSWORD).await.unwrap(), 429, "rate_limited").await;
     app.clock.advance(time::Duration::minutes(3));
     assert_eq!(change(PASSWORD).await.unwrap().status(), 200);
@@ -117,5 +139,8 @@ async fn an_oversize_username_is_not_a_limiter_key_and_still_answers_401() {
         assert_error(response, 401, "invalid_credentials").await;
     }
     // Invalid names share one counter, which no real user's counter is.
-    assert_eq!(login_from(&app, "203.0.113.50", PASSWORD).await.status(), 200);
+    assert_eq!(
+        login_from(&app, "203.0.113.50", PASSWORD).await.status(),
+        200
+    );
 }

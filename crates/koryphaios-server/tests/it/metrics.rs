@@ -88,7 +88,10 @@ async fn every_named_metric_moves_when_its_event_happens() {
     app.with_api_key(Method::GET, "/api/auth/me", "kor_not-a-key", None)
         .await;
     let free = app
-        .create_key(&ada.access, json!({"name": "free", "scopes": ["read"]}))
+        .create_key(
+            &ada.access,
+            json!({"name": "free", "scopes": ["read"], "rateLimitTier": "free"}),
+        )
         .await;
     let free = free["key"].as_str().unwrap();
     for _ in 0..61 {

@@ -89,12 +89,15 @@ async fn each_tier_gets_its_own_limit() {
         ("KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM", "7"),
         ("KORYPHAIOS_RATE_LIMIT_TIER_PRO", "9"),
         ("KORYPHAIOS_RATE_LIMIT_TIER_ENTERPRISE", "11"),
+        ("KORYPHAIOS_DEFAULT_USER_TIER", "enterprise"),
     ])
     .await;
+    // Every user is enterprise (11): a lower key is held to its own tier; an enterprise key
+    // shares its user's 11 with the session that created it (1 spent).
     for (user, tier, limit) in [
         ("pat", "premium", 7u64),
         ("pro", "pro", 9),
-        ("ent", "enterprise", 11),
+        ("ent", "enterprise", 10),
     ] {
         let key = key_of_tier(&app, user, tier).await;
         exhaust(&app, &key, "/api/v1/keys", limit).await;

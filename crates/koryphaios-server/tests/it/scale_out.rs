@@ -35,6 +35,11 @@ fn instance(data_dir: &Path, database: &str, redis: &str, port: u16) -> Child {
         .env("KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE", "1000")
         .env("KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM", "100000")
         .env("KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM", "100000:100000")
+        .env("KORYPHAIOS_RATE_LIMIT_TIER_ENTERPRISE", "100000")
+        .env(
+            "KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE",
+            "100000:100000",
+        )
         .env("KORYPHAIOS_RATE_LIMIT_TIER_FREE", "20")
         .stdout(Stdio::null())
         .stderr(log)
@@ -204,6 +209,92 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
             "revocation must reach B within 1 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Disabled on A: the user's session and key stop on B within 1 s (B has both warm).
+    let registered = client
+        .post(format!("{url_a}/api/auth/register"))
+        .json(&json!({"username": "victim", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let victim_id = registered.json::<Value>().await.unwrap()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raised = call(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{url_a}/api/v1/users/{victim_id}"),
+        &admin.access,
+        Some(json!({"tier": "pro"})),
+    )
+    .await;
+    assert_eq!(raised.status(), 200);
+    let login = client
+        .post(format!("{url_a}/api/auth/login"))
+        .json(&json!({"username": "victim", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let victim = session_from(login.json().await.unwrap());
+    let victim_key: Value = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{url_a}/api/v1/keys"),
+        &victim.access,
+        Some(json!({"name": "victim", "scopes": ["read"]})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        victim_key["rateLimitTier"], "pro",
+        "a key defaults to its owner's tier"
+    );
+    let victim_key = victim_key["key"].as_str().unwrap().to_owned();
+    for token in [&victim.access, &victim_key] {
+        let warm = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{url_b}/api/auth/me"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(warm.status(), 200);
+    }
+    let disabled = call(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{url_a}/api/v1/users/{victim_id}"),
+        &admin.access,
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(disabled.status(), 200);
+    let disabled_at = Instant::now();
+    for (token, refused) in [(&victim.access, 401), (&victim_key, 403)] {
+        loop {
+            let response = call(
+                &client,
+                reqwest::Method::GET,
+                format!("{url_b}/api/auth/me"),
+                token,
+                None,
+            )
+            .await;
+            if response.status() == refused {
+                break;
+            }
+            assert_eq!(response.status(), 200);
+            assert!(
+                disabled_at.elapsed() < Duration::from_secs(1),
+                "disabling must reach B within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // Concurrent writes on both instances keep one verifying chain.

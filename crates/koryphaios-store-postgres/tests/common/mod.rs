@@ -23,6 +23,7 @@ pub fn new_user(name: &str) -> NewUser {
         id: UserId::generate(),
         username: Username::parse(name).unwrap(),
         password_hash: PasswordHash::from_stored("x".into()),
+        default_tier: koryphaios_core::tier::Tier::Free,
         created_at: OffsetDateTime::now_utc(),
     }
 }
@@ -52,6 +53,7 @@ pub fn entry(user: &User, action: &str, resource: (&str, &str)) -> AuditEntry {
         user_id: user.id.clone(),
         username: user.username.clone(),
         role: user.role,
+        tier: koryphaios_core::tier::Tier::Pro,
         scopes: user.role.scopes(),
         method: AuthMethod::Session {
             jti: "j".into(),
@@ -115,5 +117,6 @@ pub fn api_key(owner: &User) -> ApiKey {
         revoked_at: None,
         last_used_at: None,
         usage_count: 0,
+        parent_id: None,
     }
 }

@@ -46,7 +46,16 @@ mod tests {
         for bad in ["%00", "a%0a", "x=%1F", "%7f", "%7F&y=1", "a%0D%0Ab"] {
             assert!(has_encoded_control(bad), "{bad}");
         }
-        for fine in ["", "action=login", "a%20b", "%41%7E", "100%", "%2", "%zz", "%C3%A9"] {
+        for fine in [
+            "",
+            "action=login",
+            "a%20b",
+            "%41%7E",
+            "100%",
+            "%2",
+            "%zz",
+            "%C3%A9",
+        ] {
             assert!(!has_encoded_control(fine), "{fine}");
         }
     }

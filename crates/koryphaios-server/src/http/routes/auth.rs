@@ -67,6 +67,9 @@ pub struct UserView {
     /// `admin` or `user`.
     #[schema(example = "user")]
     pub role: String,
+    /// The rate-limit tier all the user's sessions and keys share.
+    #[schema(example = "free")]
+    pub tier: &'static str,
     /// When the user registered.
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -79,6 +82,7 @@ impl From<&User> for UserView {
             id: user.id.to_string(),
             username: user.username.clone(),
             role: user.role.as_str().to_owned(),
+            tier: user.tier.as_str(),
             created_at: user.created_at,
         }
     }
@@ -131,6 +135,9 @@ pub struct MeResponse {
     pub username: String,
     /// The caller's role.
     pub role: String,
+    /// The user's rate-limit tier (shared by all their sessions and keys).
+    #[schema(example = "free")]
+    pub tier: &'static str,
     /// How the caller authenticated: `session` or `api_key`.
     pub auth_method: &'static str,
     /// What the caller may do.
@@ -154,7 +161,7 @@ impl From<&Principal> for MeResponse {
     fn from(principal: &Principal) -> Self {
         let (auth_method, key_id, rate_limit_tier, expires_at) = match &principal.method {
             AuthMethod::Session { expires_at, .. } => ("session", None, None, Some(*expires_at)),
-            AuthMethod::ApiKey { key_id, tier } => (
+            AuthMethod::ApiKey { key_id, tier, .. } => (
                 "api_key",
                 Some(key_id.to_string()),
                 Some(tier.as_str()),
@@ -165,6 +172,7 @@ impl From<&Principal> for MeResponse {
             user_id: principal.user_id.to_string(),
             username: principal.username.clone(),
             role: principal.role.as_str().to_owned(),
+            tier: principal.tier.as_str(),
             auth_method,
             scopes: principal.scopes.iter().map(ToString::to_string).collect(),
             key_id,
@@ -209,6 +217,7 @@ pub async fn register(
         (status = 200, description = "Logged in", body = SessionResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 403, description = "The user is disabled (`user_disabled`; said only after the right password)", body = ErrorBody),
         (status = 429, description = "Too many requests from this IP, or too many failed logins for this username", body = ErrorBody),
         (status = 503, description = "Password hashing is saturated; retry shortly", body = ErrorBody),
     ))]

@@ -32,10 +32,11 @@ pub struct CreateKeyRequest {
     /// never more than the caller holds.
     #[schema(min_items = 1, max_items = 10, example = json!(["read", "provider:openai"]))]
     pub scopes: Option<Vec<String>>,
-    /// free (default), premium, pro or enterprise.
+    /// free, premium, pro or enterprise: at most the owner's tier (and, when a key creates the
+    /// key, the calling key's own), else 403 `tier_not_allowed`. Default: the caller's tier.
     #[schema(example = "free")]
     pub rate_limit_tier: Option<String>,
-    /// 1–365; omitted means the key does not expire.
+    /// 1–365; omitted means the key does not expire. A key created by a key never outlives it.
     #[schema(minimum = 1, maximum = 365)]
     pub expires_in_days: Option<i64>,
     /// Descriptive data: a JSON object of at most 2 KB.
@@ -51,7 +52,7 @@ pub struct UpdateKeyRequest {
     pub name: Option<String>,
     /// New scopes (never more than the caller holds).
     pub scopes: Option<Vec<String>>,
-    /// A new tier.
+    /// A new tier (at most the owner's, else 403 `tier_not_allowed`).
     pub rate_limit_tier: Option<String>,
 }
 
@@ -110,6 +111,8 @@ pub struct KeyView {
     pub last_used_at: Option<OffsetDateTime>,
     /// How often it was used (counted in memory, written every few seconds).
     pub usage_count: i64,
+    /// The key that created this one (it is revoked with it and never outlives it).
+    pub parent_key_id: Option<String>,
 }
 
 impl KeyView {
@@ -134,6 +137,7 @@ impl KeyView {
             revoked_at: key.revoked_at,
             last_used_at: key.last_used_at,
             usage_count: key.usage_count,
+            parent_key_id: key.parent_id.map(|id| id.to_string()),
         }
     }
 }
@@ -227,7 +231,7 @@ pub struct VerifyResponse {
     pub user_id: Option<String>,
     /// The effective scopes (when valid).
     pub scopes: Option<Vec<String>>,
-    /// The rate-limit tier (when valid).
+    /// The effective rate-limit tier: the key's, or its owner's when lower (when valid).
     pub tier: Option<&'static str>,
     /// When the key expires (when valid).
     #[serde(with = "time::serde::rfc3339::option")]
@@ -245,7 +249,7 @@ pub struct VerifyResponse {
         (status = 201, description = "Issued; the secret is in `key` and never shown again", body = IssuedKey),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "Missing scope write, or asking for a scope the caller lacks", body = ErrorBody),
+        (status = 403, description = "Missing scope write, asking for a scope the caller lacks, or a tier above the owner's (`tier_not_allowed`)", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -322,7 +326,7 @@ pub async fn get(
     responses(
         (status = 200, description = "Updated", body = KeyView),
         (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 403, description = "Asking for a scope the caller lacks", body = ErrorBody),
+        (status = 403, description = "Asking for a scope the caller lacks, or a tier above the owner's (`tier_not_allowed`)", body = ErrorBody),
         (status = 404, description = "No such live key for this caller", body = ErrorBody),
     ))]
 pub async fn update(
@@ -415,13 +419,13 @@ pub async fn verify(
         KeyVerification::Invalid(reason) => crate::http::extract::validation_label(*reason),
     });
     let response = match verdict {
-        KeyVerification::Valid { key, scopes } => VerifyResponse {
+        KeyVerification::Valid { key, scopes, tier } => VerifyResponse {
             valid: true,
             code: "VALID",
             key_id: Some(key.id.to_string()),
             user_id: Some(key.user_id.to_string()),
             scopes: Some(scopes.iter().map(ToString::to_string).collect()),
-            tier: Some(key.tier.as_str()),
+            tier: Some(tier.as_str()),
             expires_at: key.expires_at,
             ratelimit: None,
         },

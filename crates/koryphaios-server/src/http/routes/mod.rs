@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -70,7 +71,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::mine))
         .routes(routes!(audit::suspicious))
         .routes(routes!(audit::verify))
-        .routes(routes!(audit::export));
+        .routes(routes!(audit::export))
+        .routes(routes!(users::list))
+        .routes(routes!(users::get, users::update));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
