@@ -10,7 +10,7 @@ use axum::http::Method;
 use koryphaios_core::api_keys::Tier;
 use koryphaios_core::ratelimit::{Decision, Layer, LimitCheck, Mode, RateLimiter, Rule};
 use koryphaios_core::users::Username;
-use koryphaios_core::{AuthMethod, Principal};
+use koryphaios_core::{ApiKeyId, AuthMethod, Principal, UserId};
 use koryphaios_ratelimit::FallbackLimiter;
 
 use crate::config::RateLimitConfig;
@@ -56,11 +56,24 @@ fn principal_tier(principal: &Principal) -> Tier {
 /// session and key of a user shares it, at the user's tier), and for an API key whose own tier
 /// is lower, the key's too (at the key's tier).
 fn principal_identity(principal: &Principal) -> Vec<(String, Tier)> {
-    let mut counters = vec![(format!("user:{}", principal.user_id), principal.tier)];
-    if let AuthMethod::ApiKey { key_id, tier, .. } = &principal.method
-        && *tier < principal.tier
+    let key = match &principal.method {
+        AuthMethod::ApiKey { key_id, tier, .. } => Some((key_id, *tier)),
+        AuthMethod::Session { .. } => None,
+    };
+    tier_counters(&principal.user_id, principal.tier, key)
+}
+
+/// The tier counters of a user's request, made with `key` when it is an API key's.
+fn tier_counters(
+    user_id: &UserId,
+    user_tier: Tier,
+    key: Option<(&ApiKeyId, Tier)>,
+) -> Vec<(String, Tier)> {
+    let mut counters = vec![(format!("user:{user_id}"), user_tier)];
+    if let Some((key_id, key_tier)) = key
+        && key_tier < user_tier
     {
-        counters.push((format!("key:{key_id}"), *tier));
+        counters.push((format!("key:{key_id}"), key_tier));
     }
     counters
 }
@@ -179,6 +192,27 @@ impl RateLimits {
                 }
             }
         }
+    }
+
+    /// The tier-layer state a request made with this key would meet, looked at without counting
+    /// (for `/keys/verify`): the tightest of its counters.
+    pub async fn peek_key(
+        &self,
+        user_id: &UserId,
+        user_tier: Tier,
+        key_id: &ApiKeyId,
+        key_tier: Tier,
+    ) -> Decision {
+        let checks: Vec<LimitCheck> = tier_counters(user_id, user_tier, Some((key_id, key_tier)))
+            .into_iter()
+            .map(|(key, tier)| LimitCheck {
+                layer: Layer::Tier,
+                key,
+                rule: Rule::per_window(self.config.tier_limit(tier), 60_000),
+                mode: Mode::Peek,
+            })
+            .collect();
+        self.decide(&checks).await
     }
 
     /// Reserves a failed-password slot for an attempt on `username` from `ip` *before* the

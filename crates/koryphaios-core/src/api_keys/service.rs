@@ -135,6 +135,8 @@ pub enum KeyVerification {
         scopes: ScopeSet,
         /// Its effective tier (never more than its owner's).
         tier: Tier,
+        /// Its owner's tier (the user-wide rate-limit counter's).
+        owner_tier: Tier,
     },
     /// It does not.
     Invalid(ApiKeyAuthError),
@@ -634,6 +636,7 @@ impl ApiKeyService {
                     key: Box::new(found.key),
                     scopes,
                     tier,
+                    owner_tier: found.owner_tier,
                 })
             }
             Err(ApiKeyAuthOutcome::Store(error)) => Err(error.into()),

@@ -25,5 +25,6 @@ mod openapi_drift;
 mod pipeline;
 mod process;
 mod rate_limits;
+mod request_hygiene;
 mod scale_out;
 mod users;

@@ -47,7 +47,12 @@ fn is_exempt(path: &str) -> bool {
     path == "/health" || path.starts_with("/health/") || path == "/metrics"
 }
 
-/// Sets the `X-RateLimit-*` headers (and `Retry-After` for a refusal) from the tightest layer.
+/// When a layer next frees capacity, in Unix seconds (rounded up).
+pub fn reset_secs(result: &LayerResult) -> i64 {
+    (result.reset_at_ms + 999) / 1000
+}
+
+/// Sets the `X-RateLimit-*` headers (and `Retry-After` when refused) from the tightest layer.
 pub fn set_headers(headers: &mut HeaderMap, tightest: &LayerResult) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -56,10 +61,7 @@ pub fn set_headers(headers: &mut HeaderMap, tightest: &LayerResult) {
     };
     put("x-ratelimit-limit", tightest.limit.to_string());
     put("x-ratelimit-remaining", tightest.remaining.to_string());
-    put(
-        "x-ratelimit-reset",
-        ((tightest.reset_at_ms + 999) / 1000).to_string(),
-    );
+    put("x-ratelimit-reset", reset_secs(tightest).to_string());
     if !tightest.allowed {
         put(
             header::RETRY_AFTER.as_str(),

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::http::error::{ApiError, ApiResult, ErrorBody, invalid_id};
 use crate::http::extract::{CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery, MaybeJson};
+use crate::http::middleware::rate_limit;
 use crate::state::AppState;
 
 fn parse_id(raw: &str) -> Result<ApiKeyId, ApiError> {
@@ -237,9 +238,23 @@ pub struct VerifyResponse {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
-    /// The key's rate-limit state; `null` until rate limiting is enabled in this build.
-    #[schema(value_type = Option<Object>)]
-    pub ratelimit: Option<Value>,
+    /// The key's rate-limit state now (this check does not count against it); `null` when the
+    /// key is not valid or rate limiting is off.
+    pub ratelimit: Option<RateLimitState>,
+}
+
+/// Where a key stands against its tier limit: the tightest of the counters its requests meet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitState {
+    /// Requests per minute allowed.
+    #[schema(example = 60)]
+    pub limit: u64,
+    /// Requests left in the current window.
+    #[schema(example = 42)]
+    pub remaining: u64,
+    /// When capacity is next freed, Unix seconds (as `X-RateLimit-Reset`).
+    #[schema(example = 1_767_225_600)]
+    pub reset: i64,
 }
 
 /// Issues an API key (scope `write`); its scopes may not exceed the caller's.
@@ -419,7 +434,24 @@ pub async fn verify(
         KeyVerification::Invalid(reason) => crate::http::extract::validation_label(*reason),
     });
     let response = match verdict {
-        KeyVerification::Valid { key, scopes, tier } => VerifyResponse {
+        KeyVerification::Valid {
+            key,
+            scopes,
+            tier,
+            owner_tier,
+        } => VerifyResponse {
+            ratelimit: match &state.rate_limits {
+                Some(limits) => limits
+                    .peek_key(&key.user_id, owner_tier, &key.id, key.tier)
+                    .await
+                    .tightest()
+                    .map(|tightest| RateLimitState {
+                        limit: tightest.limit,
+                        remaining: tightest.remaining,
+                        reset: rate_limit::reset_secs(tightest),
+                    }),
+                None => None,
+            },
             valid: true,
             code: "VALID",
             key_id: Some(key.id.to_string()),
@@ -427,7 +459,6 @@ pub async fn verify(
             scopes: Some(scopes.iter().map(ToString::to_string).collect()),
             tier: Some(tier.as_str()),
             expires_at: key.expires_at,
-            ratelimit: None,
         },
         KeyVerification::Invalid(reason) => VerifyResponse {
             valid: false,
