@@ -51,7 +51,14 @@ pub const CREDENTIAL_OPERATIONS: [&str; 8] = [
     "create", "list", "get", "update", "delete", "rotate", "reveal", "audit",
 ];
 const AUTH_METHODS: [&str; 4] = ["password", "refresh", "jwt", "api_key"];
-const KEY_VALIDATION_RESULTS: [&str; 5] = ["valid", "malformed", "not_found", "expired", "revoked"];
+const KEY_VALIDATION_RESULTS: [&str; 6] = [
+    "valid",
+    "malformed",
+    "not_found",
+    "expired",
+    "revoked",
+    "owner_disabled",
+];
 
 /// Creates every counter whose label set is known at 0, so alerts and dashboards (`rate()`,
 /// `increase()`) work before the first event.
