@@ -64,42 +64,64 @@ pub fn create_private_file(path: &Path) -> anyhow::Result<()> {
 /// Reads the generated JWT secret from the data dir, creating it on first start.
 pub fn load_or_create_jwt_secret(dir: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let path: PathBuf = dir.join(JWT_SECRET_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let text = Zeroizing::new(text);
-            let bytes = Zeroizing::new(
-                STANDARD
-                    .decode(text.trim())
-                    .with_context(|| format!("{} is not valid base64; delete it to generate a new one (this ends every session)", path.display()))?,
-            );
-            if bytes.len() < 32 {
-                bail!(
-                    "{} holds fewer than 32 bytes; delete it to generate a new one",
-                    path.display()
-                );
+    // Two rounds suffice when another instance wins the creation race; a name that can be neither
+    // read nor created (a dangling symbolic link) must not loop.
+    for _ in 0..3 {
+        match fs::read_to_string(&path) {
+            Ok(text) => return parse_jwt_secret(&path, &Zeroizing::new(text)),
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                let bytes = Zeroizing::new(random_bytes::<64>()?.to_vec());
+                let encoded = Zeroizing::new(STANDARD.encode(bytes.as_slice()));
+                // Written whole under a temporary name, then linked into place: a crash never
+                // leaves a partial secret, and of two instances starting at once, both use the
+                // winner's.
+                let created = files::create_private_exclusive(&path, encoded.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                if created {
+                    tracing::info!(path = %path.display(), "generated a JWT signing secret");
+                    return Ok(bytes);
+                }
             }
-            Ok(bytes)
-        }
-        Err(error) if error.kind() == ErrorKind::NotFound => {
-            let bytes = Zeroizing::new(random_bytes::<64>()?.to_vec());
-            let encoded = Zeroizing::new(STANDARD.encode(bytes.as_slice()));
-            // Written whole under a temporary name, then linked into place: a crash never leaves
-            // a partial secret, and of two instances starting at once, both use the winner's.
-            let created = files::create_private_exclusive(&path, encoded.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            if !created {
-                return load_or_create_jwt_secret(dir);
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
             }
-            tracing::info!(path = %path.display(), "generated a JWT signing secret");
-            Ok(bytes)
         }
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
     }
+    bail!(
+        "{} exists but cannot be read (a dangling symbolic link?); remove it or make it point at the secret",
+        path.display()
+    )
+}
+
+fn parse_jwt_secret(path: &Path, text: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(STANDARD.decode(text.trim()).with_context(|| {
+        format!(
+            "{} is not valid base64; delete it to generate a new one (this ends every session)",
+            path.display()
+        )
+    })?);
+    if bytes.len() < 32 {
+        bail!(
+            "{} holds fewer than 32 bytes; delete it to generate a new one",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dangling_link_in_place_of_the_secret_is_an_error_not_a_loop() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        prepare(&dir).unwrap();
+        std::os::unix::fs::symlink(root.path().join("missing"), dir.join(JWT_SECRET_FILE)).unwrap();
+        let error = load_or_create_jwt_secret(&dir).unwrap_err().to_string();
+        assert!(error.contains("dangling"), "{error}");
+    }
 
     #[test]
     fn data_dir_and_secret_are_private_and_stable() {

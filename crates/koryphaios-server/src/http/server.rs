@@ -8,6 +8,8 @@
 //!   until the request head is complete (slow-header clients are dropped);
 //! - a keep-alive idle timeout: a connection with no request in flight and no bytes moving for
 //!   this long is closed;
+//! - a write-stall timeout (the keep-alive timeout again): a client that stops reading its
+//!   response, so that a write waits this long, has its socket dropped;
 //! - a maximum request-head size: a larger head is refused by hyper with 431;
 //! - graceful shutdown: stop accepting, let in-flight requests finish, close idle connections.
 //!
@@ -23,6 +25,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -84,9 +88,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if !is_per_connection(&error) {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },
@@ -104,6 +110,17 @@ pub async fn serve(
     let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
+}
+
+/// An accept error that concerns one connection only (the peer went away before it was
+/// accepted): the next accept can follow at once.
+fn is_per_connection(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+    )
 }
 
 async fn serve_connection(
@@ -125,12 +142,12 @@ async fn serve_connection(
         let guard = InFlight::enter(Arc::clone(&in_flight));
         let router = router.clone();
         async move {
-            let response = router.oneshot(request).await;
-            drop(guard);
-            Ok::<_, Infallible>(match response {
+            let response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
-            })
+            };
+            // The request stays in flight until its body has been sent (or dropped).
+            Ok::<_, Infallible>(response.map(|body| Body::new(GuardedBody { body, guard })))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -160,6 +177,11 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
             }
             () = check => {
+                if activity.write_stalled(limits.keep_alive_timeout) {
+                    // The client stopped reading: hyper would wait on the write forever.
+                    tracing::debug!("response write stalled; connection dropped");
+                    return;
+                }
                 if activity.head_overdue(limits.header_read_timeout) {
                     // A head trickling in: hyper would wait for it to finish, so drop the socket.
                     tracing::debug!("request head not complete in time; connection dropped");
@@ -183,6 +205,8 @@ struct Activity {
     /// 0: no head arriving; else 1 + when its first byte came.
     head_since: AtomicU64,
     in_flight: AtomicUsize,
+    /// 0: no write waiting; else 1 + when the current write started waiting.
+    write_blocked_since: AtomicU64,
 }
 
 impl Activity {
@@ -193,6 +217,7 @@ impl Activity {
             // A new connection waits for its first head from the start.
             head_since: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
+            write_blocked_since: AtomicU64::new(0),
         }
     }
 
@@ -213,6 +238,34 @@ impl Activity {
 
     fn sent(&self) {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A write could not proceed (the client's window is full).
+    fn write_blocked(&self) {
+        let now = self.now_ms();
+        let _ = self.write_blocked_since.compare_exchange(
+            0,
+            now + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn write_unblocked(&self) {
+        self.write_blocked_since.store(0, Ordering::Relaxed);
+    }
+
+    fn write_blocked_for(&self) -> Option<Duration> {
+        match self.write_blocked_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.now_ms().saturating_sub(since - 1),
+            )),
+        }
+    }
+
+    fn write_stalled(&self, timeout: Duration) -> bool {
+        self.write_blocked_for().is_some_and(|age| age >= timeout)
     }
 
     fn idle_for(&self) -> Duration {
@@ -243,11 +296,19 @@ impl Activity {
 
     /// How long until one of the limits could be reached (at least a little while).
     fn next_check(&self, limits: &ConnectionLimits) -> Duration {
-        let idle = limits.keep_alive_timeout.saturating_sub(self.idle_for());
+        // While a request is in flight only a stalled write can end the connection.
+        let idle = if self.in_flight.load(Ordering::Relaxed) == 0 {
+            limits.keep_alive_timeout.saturating_sub(self.idle_for())
+        } else {
+            limits.keep_alive_timeout
+        };
         let head = self
             .head_age()
             .map_or(idle, |age| limits.header_read_timeout.saturating_sub(age));
-        idle.min(head).max(Duration::from_millis(50))
+        let write = self
+            .write_blocked_for()
+            .map_or(idle, |age| limits.keep_alive_timeout.saturating_sub(age));
+        idle.min(head).min(write).max(Duration::from_millis(50))
     }
 }
 
@@ -269,10 +330,51 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that keeps its request in flight until the body is sent or dropped.
+struct GuardedBody {
+    body: Body,
+    #[allow(dead_code, reason = "held for its Drop")]
+    guard: InFlight,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A stream that records when bytes last moved either way.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
+}
+
+impl Tracked {
+    fn record_write(&self, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(result) => {
+                self.activity.write_unblocked();
+                if matches!(result, Ok(n) if *n > 0) {
+                    self.activity.sent();
+                }
+            }
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -297,9 +399,7 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.sent();
-        }
+        self.record_write(&polled);
         polled
     }
 
@@ -317,9 +417,7 @@ impl AsyncWrite for Tracked {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.sent();
-        }
+        self.record_write(&polled);
         polled
     }
 

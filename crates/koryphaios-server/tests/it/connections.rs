@@ -149,3 +149,32 @@ async fn metrics_can_move_to_their_own_listener() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_responses_is_dropped() {
+    let app = TestApp::spawn_with(&[
+        ("KORYPHAIOS_HTTP_MAX_CONNECTIONS", "1"),
+        ("KORYPHAIOS_HTTP_KEEP_ALIVE_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(address(&app).parse().unwrap())
+        .await
+        .unwrap();
+    // Far more response bytes than the socket buffers hold, and never a byte read.
+    let pipelined = "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);
+    stalled.write_all(pipelined.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The only connection slot is held by the stalled writer until it is dropped.
+    let mut next = TcpStream::connect(address(&app)).await.unwrap();
+    next.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut next, Duration::from_secs(8))
+        .await
+        .expect("the stalled connection is dropped and its slot serves the next client");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    drop(stalled);
+}

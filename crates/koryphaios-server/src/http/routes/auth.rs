@@ -246,7 +246,8 @@ pub async fn login(
 
 /// Runs a password check under the failed-password counters (ADR 0006): a slot is reserved before
 /// the password is verified, so concurrent guesses cannot overrun the limit, and given back
-/// unless the password was wrong. `Err` is the 429 to answer when the counters are full.
+/// unless the attempt spent it (see [`spends_attempt`]). `Err` is the 429 to answer when the
+/// counters are full.
 async fn password_guarded<T>(
     state: &AppState,
     username: &str,
@@ -263,10 +264,21 @@ async fn password_guarded<T>(
         return Err(rate_limit::refusal(&decision));
     }
     let outcome = attempt.await;
-    if !matches!(outcome, Err(AuthError::InvalidCredentials)) {
+    if !spends_attempt(&outcome) {
         limits.release_password_attempt(username, ip).await;
     }
     Ok(outcome)
+}
+
+/// Whether a password attempt keeps its failed-attempt slot: a wrong password does, and so does
+/// an outcome that cannot tell (storage or internal failure, which may come after a wrong password
+/// was seen, for instance when its audit record could not be written): failing closed costs a
+/// real user one slot while the store is down, failing open would give a guesser free tries.
+fn spends_attempt<T>(outcome: &Result<T, AuthError>) -> bool {
+    matches!(
+        outcome,
+        Err(AuthError::InvalidCredentials | AuthError::Store(_) | AuthError::Internal(_))
+    )
 }
 
 /// Exchanges a refresh token for a new access and refresh token. Presenting a spent refresh
@@ -363,4 +375,28 @@ pub async fn change_password(
     };
     tracing::info!(user_id = %principal.user_id, "password changed");
     Ok(ApiJson(SessionResponse::from(tokens)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use koryphaios_core::store::StoreError;
+
+    use super::*;
+
+    #[test]
+    fn a_wrong_password_or_an_unknown_outcome_keeps_its_slot() {
+        let spent = |error: AuthError| spends_attempt::<()>(&Err(error));
+        assert!(spent(AuthError::InvalidCredentials));
+        // A wrong password whose audit record failed surfaces as a store error: still counted.
+        assert!(spent(AuthError::Store(StoreError::Unavailable(
+            "down".into()
+        ))));
+        assert!(spent(AuthError::Internal("hash".into())));
+        assert!(!spends_attempt::<()>(&Ok(())));
+        assert!(
+            !spent(AuthError::Busy),
+            "a flood's busy answers cost nobody"
+        );
+        assert!(!spent(AuthError::UserDisabled), "the password was right");
+    }
 }
