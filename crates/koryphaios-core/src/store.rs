@@ -458,7 +458,8 @@ pub struct WrapRecord {
 pub trait KeyWrapStore: Send + Sync {
     /// DEK counts per provider, key and version (deleted credentials included: their data is still sealed).
     async fn dek_inventory(&self) -> StoreResult<Vec<DekCount>>;
-    /// Up to `limit` wraps of `provider` not under `current` (kek id or version differs), in a stable order after `after`.
+    /// Up to `limit` wraps not under `provider`'s `kek_id` at version `current` (another provider,
+    /// key or version), in a stable order after `after`.
     async fn wraps_to_rewrap(
         &self,
         provider: &str,
@@ -471,6 +472,56 @@ pub trait KeyWrapStore: Send + Sync {
     async fn replace_wrap(&self, old: &WrapRecord, new: &WrappedDek) -> StoreResult<bool>;
 }
 
+/// What a sealed service key is for: each purpose is its own versioned ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPurpose {
+    /// Key-encryption keys: wrapped by the configured key provider, they wrap every DEK.
+    Kek,
+    /// Access-token signing keys: wrapped by the KEKs.
+    Jwt,
+}
+
+impl KeyPurpose {
+    /// The name stored in the `purpose` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Kek => "kek",
+            KeyPurpose::Jwt => "jwt",
+        }
+    }
+}
+
+/// One version of a sealed service key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedKey {
+    /// The version (1, 2, …): unique per purpose.
+    pub version: i64,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// The key, wrapped; `None` once retired (its material is gone).
+    pub wrapped: Option<WrappedDek>,
+}
+
+/// Service keys kept in the database, sealed: the KEK ring and the JWT signing keys. Inserting a
+/// version that exists is refused, which is how instances agree on who created a key.
+#[async_trait]
+pub trait SealedKeyStore: Send + Sync {
+    /// Every version of `purpose`, oldest first.
+    async fn sealed_keys(&self, purpose: KeyPurpose) -> StoreResult<Vec<SealedKey>>;
+    /// Stores a new version; `false` when that version exists already (someone else won).
+    async fn insert_sealed_key(&self, purpose: KeyPurpose, key: &SealedKey) -> StoreResult<bool>;
+    /// Replaces a version's wrap if it is still `old` (compare-and-swap).
+    async fn replace_sealed_key_wrap(
+        &self,
+        purpose: KeyPurpose,
+        version: i64,
+        old: &WrappedDek,
+        new: &WrappedDek,
+    ) -> StoreResult<bool>;
+    /// Destroys a version's material (the row stays, so the version number is never reused).
+    async fn retire_sealed_key(&self, purpose: KeyPurpose, version: i64) -> StoreResult<bool>;
+}
+
 /// Everything the service stores: the port the composition root holds as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store:
@@ -480,6 +531,7 @@ pub trait Store:
     + ApiKeyStore
     + AuditStore
     + KeyWrapStore
+    + SealedKeyStore
     + SchemaMigrator
     + Debug
 {

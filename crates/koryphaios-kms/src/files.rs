@@ -42,42 +42,6 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), KmsError
     result.map_err(|e| KmsError::Internal(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Creates `path` with `contents` (mode 0600) unless it exists, atomically: the file is written
-/// and synced under a temporary name, then hard-linked into place, which fails when the name is
-/// taken. So a reader never sees a partial file, and of concurrent creators exactly one wins.
-/// Returns whether this call created it.
-pub fn create_private_exclusive(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        let created = match fs::hard_link(&temp, path) {
-            Ok(()) => true,
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(error) => return Err(error),
-        };
-        if let Ok(dir_handle) = fs::File::open(dir) {
-            let _ = dir_handle.sync_all();
-        }
-        Ok(created)
-    })();
-    let _ = fs::remove_file(&temp);
-    result
-}
-
 /// Takes the cross-process lock that serialises changes to `path` (a `.lock` file beside it,
 /// released when the returned handle drops). Creates the directory (0700) if needed.
 pub(crate) fn lock(path: &Path) -> Result<fs::File, KmsError> {

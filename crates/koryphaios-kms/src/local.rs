@@ -99,6 +99,9 @@ pub struct LocalKeyRing {
     ring: RwLock<Ring>,
     /// The file as last read, so a change by another process is noticed before wrapping.
     loaded: Mutex<Option<(std::time::SystemTime, u64)>>,
+    /// `None` when the ring is ours to change; else the setting it was given through (a mounted
+    /// secret or an environment variable), which rotation and retirement name when they refuse.
+    read_only: Option<&'static str>,
 }
 
 impl std::fmt::Debug for LocalKeyRing {
@@ -189,6 +192,49 @@ impl LocalKeyRing {
             passphrase,
             ring: RwLock::new(ring),
             loaded: Mutex::new(crate::files::fingerprint(path)),
+            read_only: None,
+        })
+    }
+
+    /// Opens an existing ring given to every instance as a file (a mounted secret, named by
+    /// `setting`): read without a lock and never written; a change to the file is picked up.
+    pub fn open_existing(
+        path: &Path,
+        passphrase: Option<SecretString>,
+        setting: &'static str,
+    ) -> Result<Self, KmsError> {
+        let bytes = fs::read(path).map_err(|e| {
+            KmsError::Refused(format!(
+                "{setting}: cannot read the key ring {} ({e}); create one with `koryphaios kms init-keyring <file>`",
+                path.display()
+            ))
+        })?;
+        let ring = Self::decode(path, &bytes, passphrase.as_ref())?;
+        Ok(Self {
+            path: path.to_owned(),
+            passphrase,
+            ring: RwLock::new(ring),
+            loaded: Mutex::new(crate::files::fingerprint(path)),
+            read_only: Some(setting),
+        })
+    }
+
+    /// Opens a ring whose contents were given directly (an environment variable named
+    /// `setting`); it is never written.
+    pub fn from_contents(
+        contents: &[u8],
+        passphrase: Option<SecretString>,
+        setting: &'static str,
+    ) -> Result<Self, KmsError> {
+        // The "path" only names the setting in messages; no file by that name is ever read.
+        let path = PathBuf::from(setting);
+        let ring = Self::decode(&path, contents, passphrase.as_ref())?;
+        Ok(Self {
+            path,
+            passphrase,
+            ring: RwLock::new(ring),
+            loaded: Mutex::new(None),
+            read_only: Some(setting),
         })
     }
 
@@ -350,6 +396,12 @@ impl LocalKeyRing {
         &self,
         change: impl FnOnce(&mut Ring) -> Result<i64, KmsError>,
     ) -> Result<i64, KmsError> {
+        if let Some(setting) = self.read_only {
+            return Err(KmsError::Refused(format!(
+                "the key ring comes from {setting} and is not changed here: change a writable copy \
+                 (`koryphaios kms rotate` with KORYPHAIOS_DATA_DIR holding it) and hand it out again"
+            )));
+        }
         let _lock = crate::files::lock(&self.path)?;
         let bytes = fs::read(&self.path)
             .map_err(|e| KmsError::Internal(format!("cannot read {}: {e}", self.path.display())))?;
@@ -376,6 +428,10 @@ impl LocalKeyRing {
 
     /// Re-reads the file if another process changed it since it was read (a stat otherwise).
     fn reload_if_changed(&self) -> Result<(), KmsError> {
+        if self.read_only.is_some() && self.loaded.lock().map(|l| l.is_none()).unwrap_or(true) {
+            // Given as contents: nothing to re-read.
+            return Ok(());
+        }
         let now = crate::files::fingerprint(&self.path);
         let known = *self
             .loaded

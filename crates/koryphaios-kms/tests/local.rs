@@ -198,3 +198,53 @@ async fn a_rotation_by_another_process_is_used_for_the_next_wrap() {
     let wrapped = server.wrap(&dek(), &UserId::generate()).await.unwrap();
     assert_eq!(wrapped.kek_version, 2, "never wrap under a retired version");
 }
+
+#[tokio::test]
+async fn a_ring_handed_out_as_a_file_or_contents_opens_the_same_keys_and_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("made.keyring");
+    let made = LocalKeyRing::open(&path, None).unwrap();
+    let owner = UserId::generate();
+    let key = dek();
+    let wrapped = made.wrap(&key, &owner).await.unwrap();
+
+    let mounted =
+        LocalKeyRing::open_existing(&path, None, "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE").unwrap();
+    let contents = std::fs::read(&path).unwrap();
+    let given =
+        LocalKeyRing::from_contents(&contents, None, "KORYPHAIOS_KMS_LOCAL_KEYRING").unwrap();
+    for ring in [&mounted, &given] {
+        let opened = ring.unwrap(&wrapped, &owner).await.unwrap();
+        assert_eq!(opened.expose_bytes(), key.expose_bytes());
+        let refused = ring.rotate().await.unwrap_err().to_string();
+        assert!(
+            refused.contains("KORYPHAIOS_KMS_LOCAL_KEYRING"),
+            "{refused}"
+        );
+        ring.reload().await.unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), contents, "never written");
+
+    let missing = LocalKeyRing::open_existing(
+        &dir.path().join("absent"),
+        None,
+        "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        missing.contains("KORYPHAIOS_KMS_LOCAL_KEYRING_FILE"),
+        "{missing}"
+    );
+    let garbage = LocalKeyRing::from_contents(b"not json", None, "KORYPHAIOS_KMS_LOCAL_KEYRING")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        garbage.contains("KORYPHAIOS_KMS_LOCAL_KEYRING"),
+        "{garbage}"
+    );
+    assert!(
+        !garbage.contains("not json"),
+        "the contents are never echoed: {garbage}"
+    );
+}

@@ -12,9 +12,13 @@ use koryphaios_core::api_keys::ApiKeyService;
 use koryphaios_core::audit::service::AuditService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::KeyProvider;
+use koryphaios_core::envelope::hierarchy::KeyHierarchy;
 use koryphaios_core::envelope::rotation;
 use koryphaios_core::ratelimit::MemoryLimiter;
-use koryphaios_core::session::{AccessTokenCodec, AuthService, AuthSettings, JwtSecret};
+use koryphaios_core::session::signing_keys;
+use koryphaios_core::session::{
+    AccessTokenCodec, AuthService, AuthSettings, JwtSecret, SigningKeys,
+};
 use koryphaios_core::store::Store;
 use koryphaios_core::users::{PasswordHasher, UserAdminService};
 use koryphaios_core::{Clock, SystemClock};
@@ -26,7 +30,7 @@ use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::{Config, DatabaseConfig, KmsConfig};
+use crate::config::{Config, DatabaseConfig, KmsConfig, LocalKeyringSource};
 use crate::data_dir;
 use crate::http::routes::{self, PipelineSettings};
 use crate::http::server::{self, ConnectionLimits};
@@ -77,7 +81,11 @@ pub struct Application {
     /// The separate metrics listener and its router (`KORYPHAIOS_METRICS_ADDR`).
     metrics: Option<(TcpListener, Router)>,
     store: Arc<dyn Store>,
-    kms: Arc<dyn KeyProvider>,
+    kms: Arc<KeyHierarchy>,
+    /// `KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS`.
+    key_rotation: Option<time::Duration>,
+    /// The database-kept signing keys and the codec they refresh (none with a configured secret).
+    signing: Option<(SigningKeys, AccessTokenCodec)>,
     api_keys: Arc<ApiKeyService>,
     audit: Arc<AuditService>,
     rate_limits: Option<Arc<RateLimits>>,
@@ -87,9 +95,10 @@ pub struct Application {
 
 /// Opens the configured store without migrating it (the `migrate` CLI decides what to apply).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    data_dir::prepare(&config.data_dir)?;
     match &config.database {
         DatabaseConfig::Sqlite(path) => {
+            // The data directory is needed only for what lives in it.
+            data_dir::prepare(&config.data_dir)?;
             data_dir::create_private_file(path)?;
             let store = SqliteStore::open(path, &SqliteSettings::default())
                 .await
@@ -117,18 +126,38 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// Opens the configured key provider (creating its key file on first start).
-pub async fn open_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
-    data_dir::prepare(&config.data_dir)?;
+/// Opens the configured key provider, the root of the key hierarchy (creating its key file on
+/// first start when it lives in the data directory).
+pub async fn open_root_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
+    if config.kms.uses_data_dir() {
+        data_dir::prepare(&config.data_dir)?;
+    }
     let kms = config.kms.clone();
     let data_dir = config.data_dir.clone();
     // Key files are read (and a passphrase stretched) off the async runtime.
     let provider: Arc<dyn KeyProvider> =
         tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn KeyProvider>> {
             Ok(match kms {
-                KmsConfig::Local { passphrase } => Arc::new(
-                    LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase)
-                        .context("local key ring")?,
+                KmsConfig::Local {
+                    passphrase,
+                    keyring,
+                } => Arc::new(
+                    match keyring {
+                        LocalKeyringSource::DataDir => {
+                            LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase)
+                        }
+                        LocalKeyringSource::File(path) => LocalKeyRing::open_existing(
+                            &path,
+                            passphrase,
+                            "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE",
+                        ),
+                        LocalKeyringSource::Contents(contents) => LocalKeyRing::from_contents(
+                            contents.expose_secret().as_bytes(),
+                            passphrase,
+                            "KORYPHAIOS_KMS_LOCAL_KEYRING",
+                        ),
+                    }
+                    .context("local key ring")?,
                 ),
                 KmsConfig::Age { identity_file } => {
                     let path =
@@ -139,6 +168,39 @@ pub async fn open_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
         })
         .await??;
     Ok(provider)
+}
+
+/// Opens the key hierarchy: the root provider and the key-encryption keys in `store` (ADR 0011).
+pub async fn open_kms(
+    config: &Config,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<KeyHierarchy>> {
+    let root = open_root_kms(config).await?;
+    let hierarchy = KeyHierarchy::open(root, Arc::clone(store))
+        .await
+        .context("cannot load the key-encryption keys (KORYPHAIOS_KMS_PROVIDER)")?;
+    Ok(Arc::new(hierarchy))
+}
+
+/// The access-token codec: the configured `KORYPHAIOS_JWT_SECRET`, or the signing keys kept in
+/// the database (then also returned, for the refresh task).
+async fn token_codec(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    kms: &Arc<KeyHierarchy>,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<(AccessTokenCodec, Option<SigningKeys>)> {
+    if let Some(configured) = &config.jwt_secret {
+        let secret = JwtSecret::new(configured.expose_secret().as_bytes().to_vec())
+            .context("KORYPHAIOS_JWT_SECRET")?;
+        return Ok((AccessTokenCodec::new(&secret), None));
+    }
+    let keys = SigningKeys::new(Arc::clone(store), Arc::clone(kms) as Arc<dyn KeyProvider>);
+    let codec = keys
+        .codec(now)
+        .await
+        .context("cannot load the access-token signing keys")?;
+    Ok((codec, Some(keys)))
 }
 
 /// The rate limiter: Redis with the in-memory fallback, memory only, or none (disabled).
@@ -166,14 +228,6 @@ fn build_rate_limits(
     ))))
 }
 
-fn jwt_secret(config: &Config) -> anyhow::Result<JwtSecret> {
-    let bytes = match &config.jwt_secret {
-        Some(configured) => configured.expose_secret().as_bytes().to_vec(),
-        None => data_dir::load_or_create_jwt_secret(&config.data_dir)?.to_vec(),
-    };
-    JwtSecret::new(bytes).context("KORYPHAIOS_JWT_SECRET")
-}
-
 /// Opens the store (migrated), the key provider and the audit use cases, for the `audit` CLI.
 pub async fn open_audit(config: &Config) -> anyhow::Result<AuditService> {
     let store = open_store(config).await?;
@@ -181,7 +235,7 @@ pub async fn open_audit(config: &Config) -> anyhow::Result<AuditService> {
         .migrate_up()
         .await
         .context("database migration failed")?;
-    let kms = open_kms(config).await?;
+    let kms = open_kms(config, &store).await?;
     start_audit(config, store, kms.as_ref(), Arc::new(SystemClock)).await
 }
 
@@ -213,7 +267,7 @@ impl Application {
         if !applied.is_empty() {
             tracing::info!(?applied, "database migrated");
         }
-        let kms = open_kms(config).await?;
+        let kms = open_kms(config, &store).await?;
         let audit = Arc::new(
             start_audit(
                 config,
@@ -223,7 +277,8 @@ impl Application {
             )
             .await?,
         );
-        let codec = AccessTokenCodec::new(&jwt_secret(config)?);
+        let (codec, signing_keys) =
+            token_codec(config, &store, &kms, components.clock.now()).await?;
         let settings = AuthSettings {
             allow_registration: config.allow_registration,
             default_user_tier: config.default_user_tier,
@@ -232,13 +287,13 @@ impl Application {
         let auth = AuthService::new(
             Arc::clone(&store),
             Arc::clone(&components.clock),
-            codec,
+            codec.clone(),
             components.password_hasher,
             settings,
         );
         let credentials = CredentialService::new(
             Arc::clone(&store),
-            Arc::clone(&kms),
+            Arc::clone(&kms) as Arc<dyn KeyProvider>,
             Arc::clone(&components.clock),
         );
         let api_keys = Arc::new(ApiKeyService::new(
@@ -294,6 +349,8 @@ impl Application {
             metrics,
             store,
             kms,
+            key_rotation: config.key_rotation,
+            signing: signing_keys.map(|keys| (keys, codec)),
             api_keys,
             audit,
             rate_limits,
@@ -327,6 +384,8 @@ impl Application {
             metrics,
             store,
             kms,
+            key_rotation,
+            signing,
             api_keys,
             audit,
             rate_limits,
@@ -335,8 +394,23 @@ impl Application {
         } = self;
         let limiter_upkeep =
             rate_limits.map(|limits| tokio::spawn(Arc::clone(limits.limiter()).maintain()));
-        let purge = tokio::spawn(purge_sessions_periodically(Arc::clone(&store), clock));
-        let maintenance = tokio::spawn(maintain_keys_periodically(Arc::clone(&store), kms));
+        let purge = tokio::spawn(purge_sessions_periodically(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+        ));
+        let maintenance = tokio::spawn(maintain_keys_periodically(
+            Arc::clone(&store),
+            kms,
+            key_rotation,
+            Arc::clone(&clock),
+        ));
+        let signing_refresh = signing.map(|(keys, codec)| {
+            tokio::spawn(refresh_signing_keys_periodically(
+                keys,
+                codec,
+                Arc::clone(&clock),
+            ))
+        });
         let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
         let retention = tokio::spawn(purge_audit_periodically(audit));
         let data_gauges = tokio::spawn(refresh_data_gauges_periodically(Arc::clone(&store)));
@@ -383,6 +457,9 @@ impl Application {
         data_gauges.abort();
         purge.abort();
         maintenance.abort();
+        if let Some(task) = signing_refresh {
+            task.abort();
+        }
         usage.abort();
         retention.abort();
         metrics_upkeep.abort();
@@ -446,15 +523,48 @@ async fn flush_usage_periodically(api_keys: Arc<ApiKeyService>) {
     }
 }
 
-async fn maintain_keys_periodically(store: Arc<dyn Store>, kms: Arc<dyn KeyProvider>) {
+/// Keeps the key hierarchy current: re-reads the KEK ring (rotations by other instances or the
+/// CLI), rotates the KEK when it is due (one instance wins: the version number is the lock),
+/// reports whether the root provider answers, and re-wraps what is not under the newest keys.
+async fn maintain_keys_periodically(
+    store: Arc<dyn Store>,
+    kms: Arc<KeyHierarchy>,
+    rotation_period: Option<time::Duration>,
+    clock: Arc<dyn Clock>,
+) {
+    let provider: Arc<dyn KeyProvider> = Arc::clone(&kms) as Arc<dyn KeyProvider>;
     let mut interval = tokio::time::interval(KEY_MAINTENANCE_INTERVAL);
     loop {
         interval.tick().await;
+        let root_up = kms.root().check().await.is_ok();
+        crate::metrics::kms_root_up(kms.root().provider_name(), root_up);
         if let Err(error) = kms.reload().await {
             tracing::warn!(%error, "re-reading key material failed");
             continue;
         }
-        match rotation::rewrap_all(&store, &kms, REWRAP_BATCH, |_| {}).await {
+        if let Some(period) = rotation_period {
+            match kms.rotate_if_older_than(period, clock.now()).await {
+                Ok(Some(version)) => {
+                    tracing::info!(
+                        version,
+                        "rotated the key-encryption key (KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS)"
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "rotating the key-encryption key failed; retrying later")
+                }
+            }
+        }
+        match kms.rewrap_keks().await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(
+                moved,
+                "re-wrapped key-encryption keys under the root's current version"
+            ),
+            Err(error) => tracing::warn!(%error, "re-wrapping key-encryption keys failed"),
+        }
+        match rotation::rewrap_all(&store, &provider, REWRAP_BATCH, |_| {}).await {
             Ok(report) if report.rewrapped + report.failed > 0 => {
                 tracing::info!(
                     rewrapped = report.rewrapped,
@@ -465,6 +575,22 @@ async fn maintain_keys_periodically(store: Arc<dyn Store>, kms: Arc<dyn KeyProvi
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "re-wrapping data keys failed"),
+        }
+    }
+}
+
+/// Re-reads the access-token signing keys, so a key made by `koryphaios jwt rotate` (or another
+/// instance) is known here before anyone signs with it, and retired keys stop verifying.
+async fn refresh_signing_keys_periodically(
+    keys: SigningKeys,
+    codec: AccessTokenCodec,
+    clock: Arc<dyn Clock>,
+) {
+    let mut interval = tokio::time::interval(signing_keys::RELOAD_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(error) = keys.refresh(&codec, clock.now()).await {
+            tracing::warn!(%error, "re-reading the access-token signing keys failed");
         }
     }
 }

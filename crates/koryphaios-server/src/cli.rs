@@ -7,11 +7,16 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
 use koryphaios_core::audit::checkpoint::Checkpoint;
-use koryphaios_core::envelope::rotation;
+use koryphaios_core::envelope::{KeyProvider, rotation};
+use koryphaios_core::session::{SigningKeys, signing_keys};
+use koryphaios_kms::LocalKeyRing;
+use time::OffsetDateTime;
 
 use crate::app::{self, Application};
-use crate::config::Config;
+use crate::config::{Config, KmsConfig};
 
 /// Koryphaios: provider credentials under envelope encryption, API keys, rate limits, audit.
 ///
@@ -36,11 +41,17 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Manage the key provider's master-key versions.
+    /// Manage the key-encryption keys and the key provider's master key.
     Kms {
-        /// status, rotate, rewrap or retire.
+        /// status, rotate, rewrap, retire or init-keyring.
         #[command(subcommand)]
         action: KmsAction,
+    },
+    /// Manage the access-token signing keys kept in the database.
+    Jwt {
+        /// rotate.
+        #[command(subcommand)]
+        action: JwtAction,
     },
     /// Verify, checkpoint or purge the audit log.
     Audit {
@@ -93,13 +104,33 @@ pub enum AuditAction {
     },
 }
 
+/// `koryphaios jwt …`
+#[derive(Debug, Subcommand)]
+pub enum JwtAction {
+    /// Add a signing key: instances sign with it after a short publish delay, and tokens signed
+    /// by the previous key verify until it is retired (hours after every such token expired).
+    Rotate,
+}
+
 /// `koryphaios kms …`
 #[derive(Debug, Subcommand)]
 pub enum KmsAction {
-    /// List key versions and how many data keys each wraps.
+    /// List the key-encryption-key versions, how many data keys each wraps, the next automatic
+    /// rotation, and the key provider (root) that wraps them.
     Status,
-    /// Add a new master-key version; new data keys are wrapped under it.
-    Rotate,
+    /// Add a key-encryption-key version; new data keys are wrapped under it. With `--root`,
+    /// rotate the key provider's master key instead (the local ring) and re-wrap the KEKs.
+    Rotate {
+        /// Rotate the key provider's master key, not the key-encryption key.
+        #[arg(long)]
+        root: bool,
+    },
+    /// Create a local key ring file to hand to every instance
+    /// (`KORYPHAIOS_KMS_LOCAL_KEYRING_FILE`, or its contents in `KORYPHAIOS_KMS_LOCAL_KEYRING`).
+    InitKeyring {
+        /// Where to write it (refused if it exists).
+        path: PathBuf,
+    },
     /// Re-wrap data keys under the newest version (resumable; the data stays sealed as it is).
     Rewrap {
         /// Data keys per batch.
@@ -127,7 +158,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             application.run_until_stopped(app::shutdown_signal()).await
         }
         Command::Migrate { action } => migrate(action, &config).await,
+        Command::Kms {
+            action: KmsAction::InitKeyring { path },
+        } => init_keyring(&path, &config),
         Command::Kms { action } => kms(action, &config).await,
+        Command::Jwt {
+            action: JwtAction::Rotate,
+        } => jwt_rotate(&config).await,
         Command::Audit { action } => audit(action, config).await,
         Command::Openapi { output } => {
             let yaml = crate::openapi::yaml()?;
@@ -257,23 +294,70 @@ async fn audit(action: AuditAction, mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn init_keyring(path: &std::path::Path, config: &Config) -> anyhow::Result<()> {
+    if path.exists() {
+        anyhow::bail!("{} exists; choose another path", path.display());
+    }
+    let passphrase = match &config.kms {
+        KmsConfig::Local { passphrase, .. } => passphrase.clone(),
+        KmsConfig::Age { .. } => None,
+    };
+    LocalKeyRing::open(path, passphrase).context("cannot create the key ring")?;
+    println!(
+        "created {}: hand it to every instance as KORYPHAIOS_KMS_LOCAL_KEYRING_FILE (a mounted secret) and keep a backup",
+        path.display()
+    );
+    Ok(())
+}
+
+async fn jwt_rotate(config: &Config) -> anyhow::Result<()> {
+    if config.jwt_secret.is_some() {
+        anyhow::bail!(
+            "KORYPHAIOS_JWT_SECRET is set: tokens are signed with it, not with database keys; change that secret instead"
+        );
+    }
+    let store = app::open_store(config).await?;
+    store
+        .migrate_up()
+        .await
+        .context("database migration failed")?;
+    let kms = app::open_kms(config, &store).await?;
+    let keys = SigningKeys::new(Arc::clone(&store), kms as Arc<dyn KeyProvider>);
+    let version = keys.rotate(OffsetDateTime::now_utc()).await?;
+    println!(
+        "created signing key v{version}: instances sign with it within {} s; tokens of the previous key verify until they expire",
+        signing_keys::PUBLISH_DELAY.as_secs() + signing_keys::RELOAD_INTERVAL.as_secs()
+    );
+    Ok(())
+}
+
 async fn kms(action: KmsAction, config: &Config) -> anyhow::Result<()> {
     let store = app::open_store(config).await?;
     store
         .migrate_up()
         .await
         .context("database migration failed")?;
-    let provider = app::open_kms(config).await?;
+    let hierarchy = app::open_kms(config, &store).await?;
+    let provider: Arc<dyn KeyProvider> = Arc::clone(&hierarchy) as Arc<dyn KeyProvider>;
+    let root = Arc::clone(hierarchy.root());
     let mut out = std::io::stdout().lock();
     match action {
         KmsAction::Status => {
             let counts = rotation::inventory(&store).await?;
             writeln!(
                 out,
-                "provider {} key {}",
-                provider.provider_name(),
-                provider.kek_id()
+                "root provider {} key {} version {}",
+                root.provider_name(),
+                root.kek_id(),
+                root.current_version()
             )?;
+            let next = match (config.key_rotation, hierarchy.current_created_at()) {
+                (Some(period), Some(created)) => (created + period)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                _ => "off (KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS=0)".to_owned(),
+            };
+            writeln!(out, "next key-encryption-key rotation: {next}")?;
             writeln!(
                 out,
                 "{:<8} {:<8} {:<26} data_keys",
@@ -310,19 +394,36 @@ async fn kms(action: KmsAction, config: &Config) -> anyhow::Result<()> {
             {
                 writeln!(
                     out,
-                    "note: {} data key(s) are wrapped by provider {} (key {}, version {})",
+                    "note: {} data key(s) are still wrapped by provider {} directly (key {}, version {}); `koryphaios kms rewrap` moves them under the key-encryption key",
                     other.count, other.provider, other.kek_id, other.kek_version
                 )?;
             }
         }
-        KmsAction::Rotate => {
+        KmsAction::Rotate { root: true } => {
+            let version = root.rotate().await?;
+            let moved = hierarchy.rewrap_keks().await?;
+            writeln!(
+                out,
+                "rotated the {} master key to version {version}; {moved} key-encryption key(s) re-wrapped under it",
+                root.provider_name()
+            )?;
+        }
+        KmsAction::Rotate { root: false } => {
             let version = provider.rotate().await?;
             writeln!(
                 out,
                 "rotated: new data keys are wrapped under version {version}; run `koryphaios kms rewrap` to move existing ones"
             )?;
         }
+        KmsAction::InitKeyring { .. } => unreachable!("handled before the store is opened"),
         KmsAction::Rewrap { batch } => {
+            let moved = hierarchy.rewrap_keks().await?;
+            if moved > 0 {
+                writeln!(
+                    out,
+                    "{moved} key-encryption key(s) re-wrapped under the root's current version"
+                )?;
+            }
             let report = rotation::rewrap_all(&store, &provider, batch, |progress| {
                 eprintln!(
                     "rewrap: {} re-wrapped, {} failed so far",

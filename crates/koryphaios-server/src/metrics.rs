@@ -197,6 +197,12 @@ pub fn audit_chain_head(seq: i64, occurred_at_ms: i64) {
     gauge!("audit_chain_head_timestamp_seconds").set(occurred_at_ms as f64 / 1000.0);
 }
 
+/// Whether the root key provider answered its last check (1) or not (0). The service keeps
+/// working without it (the KEKs are loaded), but cannot start another instance or rotate.
+pub fn kms_root_up(provider: &'static str, up: bool) {
+    gauge!("kms_root_up", "provider" => provider).set(if up { 1.0 } else { 0.0 });
+}
+
 /// Which rate-limit backend decides (1 for the one in use).
 pub fn rate_limit_backend(backend: &'static str) {
     for candidate in ["redis", "memory", "off"] {

@@ -6,7 +6,7 @@ use koryphaios_core::Clock;
 use koryphaios_core::api_keys::ApiKeyService;
 use koryphaios_core::audit::service::AuditService;
 use koryphaios_core::credentials::CredentialService;
-use koryphaios_core::envelope::KeyProvider;
+use koryphaios_core::envelope::hierarchy::KeyHierarchy;
 use koryphaios_core::session::AuthService;
 use koryphaios_core::store::Store;
 use koryphaios_core::users::UserAdminService;
@@ -29,7 +29,7 @@ pub struct AppState {
     /// The store, for readiness checks.
     pub store: Arc<dyn Store>,
     /// The key provider, for readiness checks.
-    pub kms: Arc<dyn KeyProvider>,
+    pub kms: Arc<KeyHierarchy>,
     /// The source of "now" (views that depend on time use it, like the use cases).
     pub clock: Arc<dyn Clock>,
     /// Rate limits; `None` when `KORYPHAIOS_RATE_LIMIT_ENABLED=false`.

@@ -49,7 +49,7 @@ impl KeyWrapStore for PostgresStore {
         let rows = sqlx::query(
             "SELECT v.credential_id, v.version, c.user_id, v.kms_provider, v.kek_id, v.kek_version, v.wrapped_dek
              FROM credential_versions v JOIN credentials c ON c.id = v.credential_id
-             WHERE v.kms_provider = $1 AND (v.kek_version <> $3 OR v.kek_id <> $2)
+             WHERE NOT (v.kms_provider = $1 AND v.kek_id = $2 AND v.kek_version = $3)
                AND (v.credential_id > $4 OR (v.credential_id = $4 AND v.version > $5))
              ORDER BY v.credential_id, v.version LIMIT $6",
         )

@@ -42,6 +42,7 @@ mod error;
 mod group_commit;
 mod keywrap;
 mod migrate;
+mod sealed_keys;
 mod sessions;
 mod users;
 

@@ -56,6 +56,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0006_user_tiers.up.sql"),
         down: include_str!("../migrations/0006_user_tiers.down.sql"),
     },
+    Migration {
+        version: 7,
+        name: "sealed_keys",
+        up: include_str!("../migrations/0007_sealed_keys.up.sql"),
+        down: include_str!("../migrations/0007_sealed_keys.down.sql"),
+    },
 ];
 
 /// The advisory lock key every Koryphaios process migrating this database queues on

@@ -11,6 +11,7 @@ mod error;
 mod group_commit;
 mod keywrap;
 mod migrate;
+mod sealed_keys;
 mod sessions;
 mod users;
 

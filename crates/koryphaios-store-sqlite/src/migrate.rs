@@ -52,6 +52,12 @@ pub const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0006_user_tiers.up.sql"),
         down: include_str!("../migrations/0006_user_tiers.down.sql"),
     },
+    Migration {
+        version: 7,
+        name: "sealed_keys",
+        up: include_str!("../migrations/0007_sealed_keys.up.sql"),
+        down: include_str!("../migrations/0007_sealed_keys.down.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -6,6 +6,7 @@
 //! open. The DEK itself is wrapped by a [`KeyProvider`] under a per-user key-encryption key; the
 //! wrapped DEK travels with its provider, KEK id and KEK version.
 
+pub mod hierarchy;
 mod provider;
 pub mod rotation;
 

@@ -101,6 +101,20 @@ pub async fn rewrap_all(
             report.failed += 1;
         }
     }
+    // So are the access-token signing keys.
+    match crate::session::SigningKeys::new(Arc::clone(store), Arc::clone(kms))
+        .rewrap()
+        .await
+    {
+        Ok(moved) => report.rewrapped += moved,
+        Err(crate::session::SigningKeyError::Kms(KmsError::Unavailable(detail))) => {
+            return Err(KmsError::Unavailable(detail).into());
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot re-wrap the access-token signing keys");
+            report.failed += 1;
+        }
+    }
     progress(&report);
     Ok(report)
 }
@@ -119,13 +133,22 @@ pub async fn retire(
     version: i64,
     settle: std::time::Duration,
 ) -> Result<(), RotationError> {
-    let count: u64 = store
+    let deks: u64 = store
         .dek_inventory()
         .await?
         .iter()
         .filter(|row| row.provider == kms.provider_name() && row.kek_version == version)
         .map(|row| row.count)
         .sum();
+    // The signing keys are wrapped like DEKs and count the same.
+    let signing_keys = store
+        .sealed_keys(crate::store::KeyPurpose::Jwt)
+        .await?
+        .iter()
+        .filter_map(|key| key.wrapped.as_ref())
+        .filter(|wrapped| wrapped.provider == kms.provider_name() && wrapped.kek_version == version)
+        .count();
+    let count = deks + u64::try_from(signing_keys).unwrap_or(u64::MAX);
     if count > 0 {
         return Err(RotationError::InUse { version, count });
     }

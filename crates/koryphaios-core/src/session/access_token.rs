@@ -1,7 +1,11 @@
-//! Access tokens: HS256 JWTs with a pinned algorithm, issuer and audience.
+//! Access tokens: HS256 JWTs with a pinned algorithm, issuer and audience, and a key id (`kid`)
+//! naming the signing key, so keys can rotate while tokens signed by the previous one verify.
 //!
 //! Expiry is checked against the injected clock rather than the system time so that tests (and
 //! every instance) agree on what "expired" means.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretBox};
@@ -72,11 +76,19 @@ pub enum TokenError {
     Signing,
 }
 
-/// Signs and checks access tokens.
-pub struct AccessTokenCodec {
+/// The keys tokens are checked with, by key id, and the one new tokens are signed with.
+struct KeySet {
+    signing_kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    decoding: HashMap<String, DecodingKey>,
+}
+
+/// Signs and checks access tokens. Clones share one key set, so installing new keys (after a
+/// rotation) reaches every holder.
+#[derive(Clone)]
+pub struct AccessTokenCodec {
+    keys: Arc<RwLock<Arc<KeySet>>>,
+    validation: Arc<Validation>,
 }
 
 impl std::fmt::Debug for AccessTokenCodec {
@@ -85,10 +97,45 @@ impl std::fmt::Debug for AccessTokenCodec {
     }
 }
 
+/// The key id of a single configured secret (`KORYPHAIOS_JWT_SECRET`).
+pub const STATIC_KID: &str = "static";
+
+fn key_set(keys: &[(String, JwtSecret)], signing_kid: &str) -> Option<KeySet> {
+    let signing = keys.iter().find(|(kid, _)| kid == signing_kid)?;
+    Some(KeySet {
+        signing_kid: signing_kid.to_owned(),
+        encoding: EncodingKey::from_secret(signing.1.0.expose_secret()),
+        decoding: keys
+            .iter()
+            .map(|(kid, secret)| {
+                (
+                    kid.clone(),
+                    DecodingKey::from_secret(secret.0.expose_secret()),
+                )
+            })
+            .collect(),
+    })
+}
+
 impl AccessTokenCodec {
-    /// A codec for HS256 with `secret`.
+    /// A codec for HS256 with one `secret`.
     pub fn new(secret: &JwtSecret) -> Self {
         let key = secret.0.expose_secret();
+        let set = KeySet {
+            signing_kid: STATIC_KID.to_owned(),
+            encoding: EncodingKey::from_secret(key),
+            decoding: HashMap::from([(STATIC_KID.to_owned(), DecodingKey::from_secret(key))]),
+        };
+        Self::with_set(set)
+    }
+
+    /// A codec that verifies with every key of `keys` and signs with `signing_kid`'s
+    /// (`None` when `signing_kid` is not among them).
+    pub fn with_keys(keys: &[(String, JwtSecret)], signing_kid: &str) -> Option<Self> {
+        key_set(keys, signing_kid).map(Self::with_set)
+    }
+
+    fn with_set(set: KeySet) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -96,18 +143,38 @@ impl AccessTokenCodec {
         // Expiry is judged against the injected clock in `decode`.
         validation.validate_exp = false;
         Self {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
-            validation,
+            keys: Arc::new(RwLock::new(Arc::new(set))),
+            validation: Arc::new(validation),
         }
+    }
+
+    /// Replaces the key set for every clone; `false` (nothing changed) when `signing_kid` is not
+    /// among `keys`.
+    pub fn install(&self, keys: &[(String, JwtSecret)], signing_kid: &str) -> bool {
+        let Some(set) = key_set(keys, signing_kid) else {
+            return false;
+        };
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        true
+    }
+
+    /// The key id new tokens are signed with.
+    pub fn signing_kid(&self) -> String {
+        self.current().signing_kid.clone()
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Fills in issuer and audience and signs.
     pub fn encode(&self, mut claims: AccessClaims) -> Result<String, TokenError> {
         claims.iss = ISSUER.to_owned();
         claims.aud = AUDIENCE.to_owned();
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|_| TokenError::Signing)
+        let keys = self.current();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(keys.signing_kid.clone());
+        jsonwebtoken::encode(&header, &claims, &keys.encoding).map_err(|_| TokenError::Signing)
     }
 
     /// Verifies signature, algorithm, issuer, audience and expiry at `now`.
@@ -116,7 +183,12 @@ impl AccessTokenCodec {
         if token.len() > 4096 {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let keys = self.current();
+        // A token without a key id predates key ids: only the signing key can have made it.
+        let kid = header.kid.as_deref().unwrap_or(keys.signing_kid.as_str());
+        let key = keys.decoding.get(kid).ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         if data.claims.exp <= now.unix_timestamp() {
             return Err(TokenError::Expired);

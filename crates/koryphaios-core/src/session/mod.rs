@@ -3,6 +3,8 @@
 
 mod access_token;
 mod service;
+pub mod signing_keys;
 
-pub use access_token::{AccessClaims, AccessTokenCodec, JwtSecret, TokenError};
+pub use access_token::{AccessClaims, AccessTokenCodec, JwtSecret, STATIC_KID, TokenError};
 pub use service::{AuthError, AuthService, AuthSettings, SessionTokens};
+pub use signing_keys::{SigningKeyError, SigningKeys};

@@ -28,7 +28,7 @@ use crate::pagination::PageRequest;
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
-use crate::store::VersionAdded;
+use crate::store::{KeyPurpose, SealedKey, VersionAdded};
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Username};
 
@@ -75,6 +75,8 @@ macro_rules! store_contract_tests {
             users_are_listed_in_id_order_a_page_at_a_time,
             revoking_a_key_revokes_every_key_created_through_it,
             rolling_a_key_ends_its_descendants_with_the_grace_period,
+            sealed_keys_are_versioned_swapped_and_retired_per_purpose,
+            wraps_of_another_provider_are_pending_rewrap,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -869,6 +871,108 @@ pub async fn rewrap_bookkeeping_counts_and_swaps_wraps(store: Arc<dyn Store>) {
         1
     );
     assert!(first.id != second.id);
+}
+
+/// Contract check.
+pub async fn wraps_of_another_provider_are_pending_rewrap(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    credential(&store, &ada, "openai", None).await;
+    // Wrapped by `local` directly (before the KEK hierarchy): moving it is the migration.
+    let pending = store
+        .wraps_to_rewrap("kek", "kek", 1, None, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].wrapped.provider, "local");
+}
+
+fn sealed_key(version: i64, byte: u8) -> SealedKey {
+    SealedKey {
+        version,
+        created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + version).expect("time"),
+        wrapped: Some(WrappedDek {
+            provider: "local".into(),
+            kek_id: "ring-1".into(),
+            kek_version: 1,
+            ciphertext: vec![byte; 60],
+        }),
+    }
+}
+
+/// Contract check.
+pub async fn sealed_keys_are_versioned_swapped_and_retired_per_purpose(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .sealed_keys(KeyPurpose::Kek)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let first = sealed_key(1, 1);
+    assert!(
+        store
+            .insert_sealed_key(KeyPurpose::Kek, &first)
+            .await
+            .expect("insert")
+    );
+    assert!(
+        !store
+            .insert_sealed_key(KeyPurpose::Kek, &sealed_key(1, 2))
+            .await
+            .expect("second insert of a version"),
+        "a version is created once"
+    );
+    assert!(
+        store
+            .insert_sealed_key(KeyPurpose::Jwt, &sealed_key(1, 3))
+            .await
+            .expect("the same version of another purpose")
+    );
+    assert!(
+        store
+            .insert_sealed_key(KeyPurpose::Kek, &sealed_key(2, 4))
+            .await
+            .expect("insert")
+    );
+    let keks = store.sealed_keys(KeyPurpose::Kek).await.expect("list");
+    assert_eq!(keks, vec![first.clone(), sealed_key(2, 4)]);
+    let old = first.wrapped.clone().expect("wrapped");
+    let new = WrappedDek {
+        kek_version: 2,
+        ciphertext: vec![9; 60],
+        ..old.clone()
+    };
+    assert!(
+        store
+            .replace_sealed_key_wrap(KeyPurpose::Kek, 1, &old, &new)
+            .await
+            .expect("swap")
+    );
+    assert!(
+        !store
+            .replace_sealed_key_wrap(KeyPurpose::Kek, 1, &old, &new)
+            .await
+            .expect("stale swap"),
+        "compare-and-swap"
+    );
+    assert!(
+        store
+            .retire_sealed_key(KeyPurpose::Kek, 1)
+            .await
+            .expect("retire")
+    );
+    let keks = store.sealed_keys(KeyPurpose::Kek).await.expect("list");
+    assert_eq!(keks[0].wrapped, None, "retired material is gone");
+    assert_eq!(keks[0].version, 1, "the row stays");
+    assert!(
+        !store
+            .insert_sealed_key(KeyPurpose::Kek, &sealed_key(1, 5))
+            .await
+            .expect("reuse"),
+        "a retired version number is never reused"
+    );
+    let jwt = store.sealed_keys(KeyPurpose::Jwt).await.expect("list");
+    assert_eq!(jwt, vec![sealed_key(1, 3)]);
 }
 
 fn api_key(owner: &User) -> ApiKey {

@@ -415,15 +415,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flood_is_refused_as_busy_instead_of_queueing_without_bound() {
-        let hasher = PasswordHasher::with_slots(Params::new(4 * 1024, 2, 1, None).unwrap(), 1);
+        // Slow enough hashes, and every attempt released at once, so the flood arrives within
+        // one hash even on a loaded machine.
+        let hasher = PasswordHasher::with_slots(Params::new(16 * 1024, 4, 1, None).unwrap(), 1);
         let stored = hasher.hash(&secret("correct horse battery")).await.unwrap();
+        let start = Arc::new(tokio::sync::Barrier::new(100));
         let attempts: Vec<_> = (0..100)
             .map(|_| {
                 let hasher = hasher.clone();
                 let stored = stored.clone();
-                tokio::spawn(
-                    async move { hasher.verify(&secret("guess guess guess"), &stored).await },
-                )
+                let start = Arc::clone(&start);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    hasher.verify(&secret("guess guess guess"), &stored).await
+                })
             })
             .collect();
         let mut busy = 0;

@@ -11,10 +11,13 @@ use axum::http::HeaderValue;
 use koryphaios_core::tier::Tier;
 
 mod http;
+mod kms;
 mod rate_limit;
 
+pub use kms::{KMS_PROVIDERS, KmsConfig, LocalKeyringSource};
+
 pub use rate_limit::{BucketSetting, RateLimitConfig};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 
 /// A setting that could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,26 +56,6 @@ pub enum DatabaseConfig {
     },
 }
 
-/// Which key provider wraps data keys.
-#[derive(Debug, Clone)]
-pub enum KmsConfig {
-    /// The local key ring in the data directory, optionally passphrase-protected.
-    Local {
-        /// `KORYPHAIOS_KMS_PASSPHRASE`.
-        passphrase: Option<SecretString>,
-    },
-    /// age X25519 identities.
-    Age {
-        /// `KORYPHAIOS_AGE_IDENTITY_FILE`; unset means `DATA_DIR/kms/age.identities`.
-        identity_file: Option<PathBuf>,
-    },
-}
-
-/// Key providers this build can use.
-pub const KMS_PROVIDERS: &[&str] = &["local", "age"];
-/// Key providers the product names that this build does not include yet.
-const KMS_PROVIDERS_NOT_BUILT: &[&str] = &["aws", "gcp", "azure", "vault"];
-
 /// The whole configuration of one instance.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -84,10 +67,13 @@ pub struct Config {
     pub port: u16,
     /// `KORYPHAIOS_DATABASE_URL`: `sqlite://PATH`; unset means `DATA_DIR/koryphaios.db`.
     pub database: DatabaseConfig,
-    /// `KORYPHAIOS_JWT_SECRET`: at least 32 bytes; unset means generated and kept in the data dir.
+    /// `KORYPHAIOS_JWT_SECRET`: at least 32 bytes; unset means signing keys kept in the database.
     pub jwt_secret: Option<SecretString>,
     /// `KORYPHAIOS_KMS_PROVIDER` and its settings.
     pub kms: KmsConfig,
+    /// `KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS`: a new key-encryption key after this long
+    /// (default 90; 0 turns automatic rotation off).
+    pub key_rotation: Option<time::Duration>,
     /// `KORYPHAIOS_ALLOW_REGISTRATION`: whether anyone may register after the first user.
     pub allow_registration: bool,
     /// `KORYPHAIOS_DEFAULT_USER_TIER`: the tier of new users after the first (default free; the
@@ -129,9 +115,6 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_JWT_SECRET",
     "KORYPHAIOS_ALLOW_REGISTRATION",
     "KORYPHAIOS_DEFAULT_USER_TIER",
-    "KORYPHAIOS_KMS_PROVIDER",
-    "KORYPHAIOS_KMS_PASSPHRASE",
-    "KORYPHAIOS_AGE_IDENTITY_FILE",
     "KORYPHAIOS_CORS_ORIGINS",
     "KORYPHAIOS_HSTS_MAX_AGE",
     "KORYPHAIOS_REQUEST_TIMEOUT_SECS",
@@ -186,7 +169,8 @@ impl Config {
             )?,
             database,
             jwt_secret,
-            kms: parse_kms(&get)?,
+            kms: kms::parse(&get)?,
+            key_rotation: kms::parse_rotation(get("KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS"))?,
             allow_registration: parse_bool(
                 "KORYPHAIOS_ALLOW_REGISTRATION",
                 get("KORYPHAIOS_ALLOW_REGISTRATION"),
@@ -252,6 +236,7 @@ impl Config {
                     && !KNOWN_VARIABLES.contains(name)
                     && !rate_limit::VARIABLES.contains(name)
                     && !http::VARIABLES.contains(name)
+                    && !kms::VARIABLES.contains(name)
                     && !name.starts_with("KORYPHAIOS_TEST_")
             })
             .collect()
@@ -367,51 +352,10 @@ fn parse_database_url(
     })
 }
 
-fn parse_kms(get: &dyn Fn(&str) -> Option<String>) -> Result<KmsConfig, ConfigError> {
-    let provider = get("KORYPHAIOS_KMS_PROVIDER").unwrap_or_else(|| "local".into());
-    let passphrase = lookup_secret(get, "KORYPHAIOS_KMS_PASSPHRASE");
-    match provider.as_str() {
-        "local" => {
-            if passphrase
-                .as_ref()
-                .is_some_and(|p| p.expose_secret().chars().count() < 12)
-            {
-                return Err(ConfigError {
-                    variable: "KORYPHAIOS_KMS_PASSPHRASE",
-                    problem: "must be at least 12 characters (its value is not shown)".into(),
-                });
-            }
-            Ok(KmsConfig::Local { passphrase })
-        }
-        "age" => {
-            if passphrase.is_some() {
-                return Err(ConfigError {
-                    variable: "KORYPHAIOS_KMS_PASSPHRASE",
-                    problem: "applies to the local provider only; protect age identities with file permissions".into(),
-                });
-            }
-            Ok(KmsConfig::Age {
-                identity_file: get("KORYPHAIOS_AGE_IDENTITY_FILE").map(PathBuf::from),
-            })
-        }
-        other if KMS_PROVIDERS_NOT_BUILT.contains(&other) => Err(ConfigError {
-            variable: "KORYPHAIOS_KMS_PROVIDER",
-            problem: format!(
-                "{other:?} is not available in this build yet; expected one of {}",
-                KMS_PROVIDERS.join(", ")
-            ),
-        }),
-        other => Err(ConfigError {
-            variable: "KORYPHAIOS_KMS_PROVIDER",
-            problem: format!(
-                "expected one of {}, got {other:?}",
-                KMS_PROVIDERS.join(", ")
-            ),
-        }),
-    }
-}
-
-fn lookup_secret(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<SecretString> {
+pub(crate) fn lookup_secret(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> Option<SecretString> {
     get(name).map(SecretString::from)
 }
 
@@ -568,7 +512,10 @@ mod tests {
     fn the_kms_defaults_to_local_and_age_takes_an_identity_file() {
         assert!(matches!(
             load(&[]).unwrap().kms,
-            KmsConfig::Local { passphrase: None }
+            KmsConfig::Local {
+                passphrase: None,
+                keyring: LocalKeyringSource::DataDir
+            }
         ));
         let age = load(&[
             ("KORYPHAIOS_KMS_PROVIDER", "age"),

@@ -17,6 +17,7 @@ mod credentials_bad_input;
 mod credentials_crypto;
 mod deploy_files;
 mod harness;
+mod key_hierarchy;
 mod key_tiers;
 mod list_paging;
 mod login_guard;

@@ -83,7 +83,7 @@ async fn serve_runs_on_embedded_defaults_and_stops_gracefully() {
         std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    for file in ["koryphaios.db", "jwt.secret"] {
+    for file in ["koryphaios.db", "kms/local.keyring"] {
         let mode = std::fs::metadata(data.join(file))
             .unwrap()
             .permissions()
@@ -243,13 +243,17 @@ async fn logs_carry_request_ids_and_never_secrets() {
         .unwrap();
     let output = terminate(child).await;
     let logs = String::from_utf8_lossy(&output.stderr);
-    let secret = std::fs::read_to_string(cwd.path().join(".koryphaios/jwt.secret")).unwrap();
+    let ring: Value = serde_json::from_slice(
+        &std::fs::read(cwd.path().join(".koryphaios/kms/local.keyring")).unwrap(),
+    )
+    .unwrap();
+    let master = ring["keys"][0]["key"].as_str().unwrap().to_owned();
     for leaked in [
         PASSWORD,
         "wrong-password-123",
         access.as_str(),
         refresh.as_str(),
-        secret.trim(),
+        master.as_str(),
     ] {
         assert!(!logs.contains(leaked), "a secret leaked into the logs");
     }

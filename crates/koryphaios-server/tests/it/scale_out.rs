@@ -1,7 +1,9 @@
 //! Scale-out: two `koryphaios serve` processes on one PostgreSQL and one Redis behave as one
 //! service. Keys work across instances, revocation reaches the other instance within 1 s, limits
 //! are counted once, concurrent writes on both keep one verifying audit chain, both can start at
-//! once on an empty database, and `kill -9` loses no acknowledged write.
+//! once on an empty database, and `kill -9` loses no acknowledged write. Each has its own data
+//! directory (two hosts): the key ring is handed out as a file to one and as contents to the
+//! other, and the signing keys and key-encryption keys come from the database.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -18,13 +20,30 @@ fn free_port() -> u16 {
     listener.local_addr().expect("address").port()
 }
 
-/// One instance: the shared data dir holds the key ring and JWT secret every replica uses.
-fn instance(data_dir: &Path, database: &str, redis: &str, port: u16) -> Child {
+/// How an instance is given the shared local key ring.
+enum Keyring<'a> {
+    File(&'a Path),
+    Contents(&'a str),
+}
+
+/// One instance with its own data directory.
+fn instance(
+    data_dir: &Path,
+    keyring: Keyring<'_>,
+    database: &str,
+    redis: &str,
+    port: u16,
+) -> Child {
     let log = std::fs::File::create(data_dir.with_file_name(format!("instance-{port}.log")))
         .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_koryphaios"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_koryphaios"));
+    command.env_clear();
+    match keyring {
+        Keyring::File(path) => command.env("KORYPHAIOS_KMS_LOCAL_KEYRING_FILE", path),
+        Keyring::Contents(contents) => command.env("KORYPHAIOS_KMS_LOCAL_KEYRING", contents),
+    };
+    command
         .arg("serve")
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("KORYPHAIOS_DATA_DIR", data_dir)
         .env("KORYPHAIOS_DATABASE_URL", database)
@@ -79,11 +98,31 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
     let database = koryphaios_store_postgres::testing::fresh_database_url().await;
     let redis = PrivateRedis::start();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let keyring = dir.path().join("keyring.json");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_koryphaios"))
+        .args(["kms", "init-keyring"])
+        .arg(&keyring)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let contents = std::fs::read_to_string(&keyring).unwrap();
     let (port_a, port_b) = (free_port(), free_port());
-    // Both start at once on an empty database.
-    let mut a = instance(&data, &database, &redis.url(), port_a);
-    let b = instance(&data, &database, &redis.url(), port_b);
+    // Both start at once on an empty database, each on its own host (data directory).
+    let mut a = instance(
+        &dir.path().join("host-a"),
+        Keyring::File(&keyring),
+        &database,
+        &redis.url(),
+        port_a,
+    );
+    let b = instance(
+        &dir.path().join("host-b"),
+        Keyring::Contents(&contents),
+        &database,
+        &redis.url(),
+        port_b,
+    );
     let (url_a, url_b) = (
         format!("http://127.0.0.1:{port_a}"),
         format!("http://127.0.0.1:{port_b}"),
@@ -106,7 +145,7 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
         "each migration applied once"
     );
 
-    // A session from A works on B (one JWT secret in the shared data dir).
+    // A session from A works on B (the signing keys are in the database).
     let registered = client
         .post(format!("{url_a}/api/auth/register"))
         .json(&json!({"username": "root", "password": PASSWORD}))
@@ -130,6 +169,37 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
     )
     .await;
     assert_eq!(me.status(), 200);
+
+    // A credential written on either instance is revealed on both.
+    for (writer, reader) in [(&url_a, &url_b), (&url_b, &url_a)] {
+        let secret = format!("sk-written-on-{writer}");
+        let created: Value = call(
+            &client,
+            reqwest::Method::POST,
+            format!("{writer}/api/v1/credentials"),
+            &admin.access,
+            Some(json!({"provider": "openai", "credential": secret})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let id = created["id"].as_str().unwrap();
+        for base in [reader, writer] {
+            let revealed: Value = call(
+                &client,
+                reqwest::Method::POST,
+                format!("{base}/api/v1/credentials/{id}/reveal"),
+                &admin.access,
+                Some(json!({"reason": "scale-out test"})),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            assert_eq!(revealed["credential"], secret.as_str(), "{revealed}");
+        }
+    }
 
     // A key created on A works on B, and their combined rate is limited once (free: 20/min).
     let key = call(

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use koryphaios_core::envelope::KeyProvider as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -107,7 +108,7 @@ pub async fn ready(
     };
     let kms = ComponentState {
         status: if kms_error.is_none() { "up" } else { "down" },
-        backend: state.kms.provider_name(),
+        backend: state.kms.root().provider_name(),
         latency_ms: kms_started.elapsed().as_secs_f64() * 1000.0,
         error: kms_error,
     };
