@@ -11,9 +11,9 @@ use axum::Router;
 use koryphaios_core::api_keys::ApiKeyService;
 use koryphaios_core::audit::service::AuditService;
 use koryphaios_core::credentials::CredentialService;
-use koryphaios_core::envelope::KeyProvider;
 use koryphaios_core::envelope::hierarchy::KeyHierarchy;
 use koryphaios_core::envelope::rotation;
+use koryphaios_core::envelope::{KeyProvider, KmsError};
 use koryphaios_core::ratelimit::MemoryLimiter;
 use koryphaios_core::session::signing_keys;
 use koryphaios_core::session::{
@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, DatabaseConfig, KmsConfig, LocalKeyringSource};
 use crate::data_dir;
+use crate::http::routes::starting::{self, Swappable};
 use crate::http::routes::{self, PipelineSettings};
 use crate::http::server::{self, ConnectionLimits};
 use crate::rate_limits::RateLimits;
@@ -50,13 +51,16 @@ const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// DEKs re-wrapped per batch by the background job.
 const REWRAP_BATCH: u32 = 200;
 
-/// The parts that tests replace: the clock and the password hashing cost.
+/// The parts that tests replace: the clock, the password hashing cost, and the root key
+/// provider (to make it unreachable).
 #[derive(Debug, Clone)]
 pub struct Components {
     /// The source of "now".
     pub clock: Arc<dyn Clock>,
     /// Password hashing (tests use cheap parameters).
     pub password_hasher: PasswordHasher,
+    /// The root key provider; `None` opens the configured one.
+    pub root_kms: Option<Arc<dyn KeyProvider>>,
 }
 
 impl Default for Components {
@@ -64,6 +68,16 @@ impl Default for Components {
         Self {
             clock: Arc::new(SystemClock),
             password_hasher: PasswordHasher::default(),
+            root_kms: None,
+        }
+    }
+}
+
+impl Components {
+    async fn root_kms(&self, config: &Config) -> anyhow::Result<Arc<dyn KeyProvider>> {
+        match &self.root_kms {
+            Some(root) => Ok(Arc::clone(root)),
+            None => open_root_kms(config).await,
         }
     }
 }
@@ -76,11 +90,32 @@ const DATA_GAUGES_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    /// The separate metrics listener (`KORYPHAIOS_METRICS_ADDR`).
+    metrics_listener: Option<TcpListener>,
     connection_limits: ConnectionLimits,
-    /// The separate metrics listener and its router (`KORYPHAIOS_METRICS_ADDR`).
-    metrics: Option<(TcpListener, Router)>,
+    shutdown_grace: Duration,
     store: Arc<dyn Store>,
+    services: Services,
+}
+
+/// The instance's use cases and routers, or what is needed to make them once the key provider
+/// answers.
+#[derive(Debug)]
+enum Services {
+    Ready(Box<Assembled>),
+    /// The key provider was unreachable at start: serve "not ready" and keep trying.
+    WaitingForKms {
+        config: Box<Config>,
+        components: Components,
+        root_backend: &'static str,
+    },
+}
+
+/// Everything built on top of the store and the keys.
+#[derive(Debug)]
+struct Assembled {
+    router: Router,
+    metrics_router: Option<Router>,
     kms: Arc<KeyHierarchy>,
     /// `KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS`.
     key_rotation: Option<time::Duration>,
@@ -90,7 +125,58 @@ pub struct Application {
     audit: Arc<AuditService>,
     rate_limits: Option<Arc<RateLimits>>,
     clock: Arc<dyn Clock>,
-    shutdown_grace: Duration,
+}
+
+/// How often an instance waiting for its key provider tries again.
+const KMS_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The background jobs of a serving instance, stopped at shutdown.
+struct Upkeep {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    api_keys: Arc<ApiKeyService>,
+}
+
+impl Upkeep {
+    fn start(store: &Arc<dyn Store>, parts: &Assembled) -> Self {
+        let mut tasks = vec![
+            tokio::spawn(purge_sessions_periodically(
+                Arc::clone(store),
+                Arc::clone(&parts.clock),
+            )),
+            tokio::spawn(maintain_keys_periodically(
+                Arc::clone(store),
+                Arc::clone(&parts.kms),
+                parts.key_rotation,
+                Arc::clone(&parts.clock),
+            )),
+            tokio::spawn(flush_usage_periodically(Arc::clone(&parts.api_keys))),
+            tokio::spawn(purge_audit_periodically(Arc::clone(&parts.audit))),
+            tokio::spawn(refresh_data_gauges_periodically(Arc::clone(store))),
+        ];
+        if let Some(limits) = &parts.rate_limits {
+            tasks.push(tokio::spawn(Arc::clone(limits.limiter()).maintain()));
+        }
+        if let Some((keys, codec)) = &parts.signing {
+            tasks.push(tokio::spawn(refresh_signing_keys_periodically(
+                keys.clone(),
+                codec.clone(),
+                Arc::clone(&parts.clock),
+            )));
+        }
+        Self {
+            tasks,
+            api_keys: Arc::clone(&parts.api_keys),
+        }
+    }
+
+    async fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        if let Err(error) = self.api_keys.flush_usage().await {
+            tracing::warn!(%error, "final flush of API key usage failed");
+        }
+    }
 }
 
 /// Opens the configured store without migrating it (the `migrate` CLI decides what to apply).
@@ -175,7 +261,13 @@ pub async fn open_kms(
     config: &Config,
     store: &Arc<dyn Store>,
 ) -> anyhow::Result<Arc<KeyHierarchy>> {
-    let root = open_root_kms(config).await?;
+    open_hierarchy(open_root_kms(config).await?, store).await
+}
+
+async fn open_hierarchy(
+    root: Arc<dyn KeyProvider>,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<KeyHierarchy>> {
     let hierarchy = KeyHierarchy::open(root, Arc::clone(store))
         .await
         .context("cannot load the key-encryption keys (KORYPHAIOS_KMS_PROVIDER)")?;
@@ -251,13 +343,103 @@ async fn start_audit(
         .context("cannot load the audit chain key")
 }
 
+/// Whether `error` says the key provider could not be reached (rather than refused or broken).
+fn kms_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<KmsError>(),
+            Some(KmsError::Unavailable(_))
+        )
+    })
+}
+
+/// Builds the use cases and routers on top of a migrated store and loaded keys.
+async fn assemble(
+    config: &Config,
+    components: Components,
+    store: &Arc<dyn Store>,
+    kms: Arc<KeyHierarchy>,
+) -> anyhow::Result<Assembled> {
+    let audit = Arc::new(
+        start_audit(
+            config,
+            Arc::clone(store),
+            kms.as_ref(),
+            Arc::clone(&components.clock),
+        )
+        .await?,
+    );
+    let (codec, signing_keys) = token_codec(config, store, &kms, components.clock.now()).await?;
+    let settings = AuthSettings {
+        allow_registration: config.allow_registration,
+        default_user_tier: config.default_user_tier,
+        ..AuthSettings::default()
+    };
+    let auth = AuthService::new(
+        Arc::clone(store),
+        Arc::clone(&components.clock),
+        codec.clone(),
+        components.password_hasher,
+        settings,
+    );
+    let credentials = CredentialService::new(
+        Arc::clone(store),
+        Arc::clone(&kms) as Arc<dyn KeyProvider>,
+        Arc::clone(&components.clock),
+    );
+    let api_keys = Arc::new(ApiKeyService::new(
+        Arc::clone(store),
+        Arc::clone(&components.clock),
+    ));
+    let users = Arc::new(UserAdminService::new(
+        Arc::clone(store),
+        Arc::clone(&components.clock),
+        Arc::clone(&api_keys),
+    ));
+    let rate_limits = build_rate_limits(config, &components.clock)?;
+    let state = AppState {
+        rate_limits: rate_limits.clone(),
+        trusted_proxies: Arc::new(config.rate_limit.trusted_proxies.clone()),
+        metrics_token: config.metrics_token.clone(),
+        serves_metrics: config.metrics_addr.is_none(),
+        api_keys: Arc::clone(&api_keys),
+        auth: Arc::new(auth),
+        credentials: Arc::new(credentials),
+        users,
+        audit: Arc::clone(&audit),
+        store: Arc::clone(store),
+        kms: Arc::clone(&kms),
+        clock: Arc::clone(&components.clock),
+    };
+    let pipeline = PipelineSettings {
+        cors_origins: config.cors_origins.clone(),
+        hsts_max_age: config.hsts_max_age,
+        request_timeout: config.request_timeout,
+    };
+    let metrics_router = config
+        .metrics_addr
+        .map(|_| routes::metrics::metrics_only_router(state.clone(), config.hsts_max_age));
+    Ok(Assembled {
+        router: routes::router(state, &pipeline),
+        metrics_router,
+        kms,
+        key_rotation: config.key_rotation,
+        signing: signing_keys.map(|keys| (keys, codec)),
+        api_keys,
+        audit,
+        rate_limits,
+        clock: components.clock,
+    })
+}
+
 impl Application {
     /// Builds the production application.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         Self::build_with(config, Components::default()).await
     }
 
-    /// Builds with replaced components (tests).
+    /// Builds with replaced components (tests). When the key provider cannot be reached, the
+    /// instance still binds and serves: not ready (503) until the keys load by themselves.
     pub async fn build_with(config: &Config, components: Components) -> anyhow::Result<Self> {
         let store = open_store(config).await?;
         let applied = store
@@ -267,95 +449,42 @@ impl Application {
         if !applied.is_empty() {
             tracing::info!(?applied, "database migrated");
         }
-        let kms = open_kms(config, &store).await?;
-        let audit = Arc::new(
-            start_audit(
-                config,
-                Arc::clone(&store),
-                kms.as_ref(),
-                Arc::clone(&components.clock),
-            )
-            .await?,
-        );
-        let (codec, signing_keys) =
-            token_codec(config, &store, &kms, components.clock.now()).await?;
-        let settings = AuthSettings {
-            allow_registration: config.allow_registration,
-            default_user_tier: config.default_user_tier,
-            ..AuthSettings::default()
-        };
-        let auth = AuthService::new(
-            Arc::clone(&store),
-            Arc::clone(&components.clock),
-            codec.clone(),
-            components.password_hasher,
-            settings,
-        );
-        let credentials = CredentialService::new(
-            Arc::clone(&store),
-            Arc::clone(&kms) as Arc<dyn KeyProvider>,
-            Arc::clone(&components.clock),
-        );
-        let api_keys = Arc::new(ApiKeyService::new(
-            Arc::clone(&store),
-            Arc::clone(&components.clock),
-        ));
-        let users = Arc::new(UserAdminService::new(
-            Arc::clone(&store),
-            Arc::clone(&components.clock),
-            Arc::clone(&api_keys),
-        ));
-        let rate_limits = build_rate_limits(config, &components.clock)?;
-        let state = AppState {
-            rate_limits: rate_limits.clone(),
-            trusted_proxies: Arc::new(config.rate_limit.trusted_proxies.clone()),
-            metrics_token: config.metrics_token.clone(),
-            serves_metrics: config.metrics_addr.is_none(),
-            api_keys: Arc::clone(&api_keys),
-            auth: Arc::new(auth),
-            credentials: Arc::new(credentials),
-            users,
-            audit: Arc::clone(&audit),
-            store: Arc::clone(&store),
-            kms: Arc::clone(&kms),
-            clock: Arc::clone(&components.clock),
-        };
-        let pipeline = PipelineSettings {
-            cors_origins: config.cors_origins.clone(),
-            hsts_max_age: config.hsts_max_age,
-            request_timeout: config.request_timeout,
-        };
         crate::metrics::handle();
-        let metrics = match config.metrics_addr {
-            Some(address) => {
-                let listener = TcpListener::bind(address).await.with_context(|| {
-                    format!("cannot listen on {address} (KORYPHAIOS_METRICS_ADDR)")
-                })?;
-                let router =
-                    routes::metrics::metrics_only_router(state.clone(), config.hsts_max_age);
-                Some((listener, router))
+        let root = components.root_kms(config).await?;
+        let root_backend = root.provider_name();
+        let services = match open_hierarchy(root, &store).await {
+            Ok(kms) => Services::Ready(Box::new(assemble(config, components, &store, kms).await?)),
+            Err(error) if kms_unreachable(&error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "the key provider is unreachable: not ready; retrying every {} s",
+                    KMS_RETRY_INTERVAL.as_secs()
+                );
+                Services::WaitingForKms {
+                    config: Box::new(config.clone()),
+                    components,
+                    root_backend,
+                }
             }
+            Err(error) => return Err(error),
+        };
+        let metrics_listener = match config.metrics_addr {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("cannot listen on {address} (KORYPHAIOS_METRICS_ADDR)")
+            })?),
             None => None,
         };
-        let router = routes::router(state, &pipeline);
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address).await.with_context(|| {
             format!("cannot listen on {address} (KORYPHAIOS_HOST/KORYPHAIOS_PORT)")
         })?;
         Ok(Self {
             listener,
-            router,
+            metrics_listener,
             connection_limits: config.connection_limits,
-            metrics,
-            store,
-            kms,
-            key_rotation: config.key_rotation,
-            signing: signing_keys.map(|keys| (keys, codec)),
-            api_keys,
-            audit,
-            rate_limits,
-            clock: components.clock,
             shutdown_grace: config.shutdown_grace,
+            store,
+            services,
         })
     }
 
@@ -366,8 +495,8 @@ impl Application {
 
     /// The address of the separate metrics listener, when `KORYPHAIOS_METRICS_ADDR` is set.
     pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        Ok(match &self.metrics {
-            Some((listener, _)) => Some(listener.local_addr()?),
+        Ok(match &self.metrics_listener {
+            Some(listener) => Some(listener.local_addr()?),
             None => None,
         })
     }
@@ -379,51 +508,50 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
-            router,
+            metrics_listener,
             connection_limits,
-            metrics,
-            store,
-            kms,
-            key_rotation,
-            signing,
-            api_keys,
-            audit,
-            rate_limits,
-            clock,
             shutdown_grace,
+            store,
+            services,
         } = self;
-        let limiter_upkeep =
-            rate_limits.map(|limits| tokio::spawn(Arc::clone(limits.limiter()).maintain()));
-        let purge = tokio::spawn(purge_sessions_periodically(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-        ));
-        let maintenance = tokio::spawn(maintain_keys_periodically(
-            Arc::clone(&store),
-            kms,
-            key_rotation,
-            Arc::clone(&clock),
-        ));
-        let signing_refresh = signing.map(|(keys, codec)| {
-            tokio::spawn(refresh_signing_keys_periodically(
-                keys,
-                codec,
-                Arc::clone(&clock),
-            ))
-        });
-        let usage = tokio::spawn(flush_usage_periodically(Arc::clone(&api_keys)));
-        let retention = tokio::spawn(purge_audit_periodically(audit));
-        let data_gauges = tokio::spawn(refresh_data_gauges_periodically(Arc::clone(&store)));
+        let upkeep: Arc<tokio::sync::Mutex<Option<Upkeep>>> =
+            Arc::new(tokio::sync::Mutex::new(None));
+        let (router, metrics_router, waiting) = match services {
+            Services::Ready(parts) => {
+                *upkeep.lock().await = Some(Upkeep::start(&store, &parts));
+                let metrics_router = parts.metrics_router.clone();
+                (parts.router.clone(), metrics_router, None)
+            }
+            Services::WaitingForKms {
+                config,
+                components,
+                root_backend,
+            } => {
+                let main = Swappable::new(starting::router(root_backend, config.hsts_max_age));
+                let metrics = Swappable::new(starting::router(root_backend, config.hsts_max_age));
+                let task = tokio::spawn(wait_for_kms(
+                    config,
+                    components,
+                    Arc::clone(&store),
+                    main.clone(),
+                    metrics.clone(),
+                    Arc::clone(&upkeep),
+                ));
+                (main.router(), Some(metrics.router()), Some(task))
+            }
+        };
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-        let metrics_server = metrics.map(|(listener, router)| {
-            let limits = ConnectionLimits {
-                max_connections: 64,
-                ..connection_limits
-            };
-            tokio::spawn(server::serve(listener, router, limits, async {
-                let _ = metrics_stopped.await;
-            }))
-        });
+        let metrics_server = metrics_listener
+            .zip(metrics_router)
+            .map(|(listener, router)| {
+                let limits = ConnectionLimits {
+                    max_connections: 64,
+                    ..connection_limits
+                };
+                tokio::spawn(server::serve(listener, router, limits, async {
+                    let _ = metrics_stopped.await;
+                }))
+            });
         crate::metrics::started();
         let metrics_upkeep = tokio::spawn(async {
             let mut interval = tokio::time::interval(Duration::from_secs(5));
@@ -454,23 +582,61 @@ impl Application {
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
-        data_gauges.abort();
-        purge.abort();
-        maintenance.abort();
-        if let Some(task) = signing_refresh {
+        if let Some(task) = waiting {
             task.abort();
         }
-        usage.abort();
-        retention.abort();
         metrics_upkeep.abort();
-        if let Some(upkeep) = limiter_upkeep {
-            upkeep.abort();
-        }
-        if let Err(error) = api_keys.flush_usage().await {
-            tracing::warn!(%error, "final flush of API key usage failed");
+        if let Some(upkeep) = upkeep.lock().await.take() {
+            upkeep.stop().await;
         }
         store.close().await;
         result
+    }
+}
+
+/// Retries loading the keys until the key provider answers, then installs the full routers and
+/// starts the background jobs.
+async fn wait_for_kms(
+    config: Box<Config>,
+    components: Components,
+    store: Arc<dyn Store>,
+    main: Swappable,
+    metrics: Swappable,
+    upkeep: Arc<tokio::sync::Mutex<Option<Upkeep>>>,
+) {
+    loop {
+        tokio::time::sleep(KMS_RETRY_INTERVAL).await;
+        let opened = match components.root_kms(&config).await {
+            Ok(root) => open_hierarchy(root, &store).await,
+            Err(error) => Err(error),
+        };
+        let kms = match opened {
+            Ok(kms) => kms,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "the key provider is still unreachable"
+                );
+                continue;
+            }
+        };
+        match assemble(&config, components.clone(), &store, kms).await {
+            Ok(parts) => {
+                *upkeep.lock().await = Some(Upkeep::start(&store, &parts));
+                if let Some(router) = &parts.metrics_router {
+                    metrics.install(router.clone());
+                }
+                main.install(parts.router.clone());
+                tracing::info!("the key provider answered: keys loaded, serving");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "starting the services failed; retrying"
+                );
+            }
+        }
     }
 }
 

@@ -30,7 +30,7 @@ pub struct ErrorBody {
     /// Per-field problems, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<FieldDetail>>,
-    /// Seconds until a retry can succeed (429 only).
+    /// Seconds until a retry can succeed (429, and 503 while starting).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     /// The request's id, as in the `X-Request-Id` header.
@@ -66,7 +66,7 @@ pub struct ErrorReport {
     pub details: Option<Vec<FieldDetail>>,
     /// Detail for the operator's log only (never serialised).
     pub internal: Option<String>,
-    /// Seconds until a retry can succeed (429 only).
+    /// Seconds until a retry can succeed (429, and 503 while starting).
     pub retry_after: Option<u64>,
 }
 
@@ -211,6 +211,12 @@ impl ApiError {
         );
         error.report.internal = Some(detail.into());
         error
+    }
+
+    /// Tells the client when to try again (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.report.retry_after = Some(seconds);
+        self
     }
 
     /// The status this error answers with.

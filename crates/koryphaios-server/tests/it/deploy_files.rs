@@ -50,7 +50,9 @@ fn deployment_files_use_only_variables_the_service_reads() {
         "KORYPHAIOS_DATABASE_URL",
         "KORYPHAIOS_REDIS_URL",
         "KORYPHAIOS_HOST",
-        "replicas: 2",
+        "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE",
+        "koryphaios-1:",
+        "koryphaios-2:",
         "profiles:",
     ] {
         assert!(compose.contains(needed), "compose.yaml lacks {needed}");

@@ -60,6 +60,24 @@ impl TestApp {
         vars: &[(&str, &str)],
         start: time::OffsetDateTime,
     ) -> Self {
+        Self::spawn_full(data_dir, vars, start, None).await
+    }
+
+    /// An instance whose root key provider is `root` (to make it unreachable).
+    pub async fn spawn_with_root(
+        vars: &[(&str, &str)],
+        root: Arc<dyn koryphaios_core::envelope::KeyProvider>,
+    ) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn_full(data_dir, vars, time::OffsetDateTime::now_utc(), Some(root)).await
+    }
+
+    async fn spawn_full(
+        data_dir: Arc<TempDir>,
+        vars: &[(&str, &str)],
+        start: time::OffsetDateTime,
+        root_kms: Option<Arc<dyn koryphaios_core::envelope::KeyProvider>>,
+    ) -> Self {
         let mut map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
@@ -88,6 +106,7 @@ impl TestApp {
         let components = Components {
             clock: clock.clone(),
             password_hasher: PasswordHasher::insecure_fast_for_tests(),
+            root_kms,
         };
         let app = Application::build_with(&config, components)
             .await

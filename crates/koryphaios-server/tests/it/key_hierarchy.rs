@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 /// A root provider for these tests: the real local ring, with a switch that makes every call
 /// fail as an unreachable KMS would.
 #[derive(Debug)]
-struct SwitchableRoot {
+pub struct SwitchableRoot {
     ring: LocalKeyRing,
     down: AtomicBool,
 }
@@ -328,4 +328,74 @@ async fn signing_keys_rotate_publish_after_a_delay_and_retire_after_their_tokens
         "a retired key verifies nothing"
     );
     assert!(codec.decode(&new_token, published).is_ok());
+}
+
+#[tokio::test]
+async fn an_instance_whose_kms_is_down_at_start_is_not_ready_and_gets_ready_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Arc::new(SwitchableRoot {
+        ring: LocalKeyRing::open(&dir.path().join("ring"), None).unwrap(),
+        down: AtomicBool::new(true),
+    });
+    let app = crate::harness::TestApp::spawn_with_root(
+        &[("KORYPHAIOS_ALLOW_REGISTRATION", "true")],
+        Arc::clone(&root) as Arc<dyn KeyProvider>,
+    )
+    .await;
+    assert_eq!(
+        app.client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        body["data"]["components"]["kms"]["status"], "down",
+        "{body}"
+    );
+    assert_eq!(body["data"]["components"]["kms"]["backend"], "local");
+    let refused = app
+        .client
+        .post(app.url("/api/auth/register"))
+        .json(&serde_json::json!({"username": "ada", "password": crate::harness::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.headers()["retry-after"], "2");
+    crate::harness::assert_error(refused, 503, "service_unavailable").await;
+
+    root.down.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = app
+            .client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready by itself once the KMS answers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let session = app.user("ada").await;
+    let id = app
+        .create_credential(&session.access, "openai", "sk-after-start")
+        .await;
+    assert_eq!(app.reveal(&session.access, &id).await, "sk-after-start");
 }

@@ -44,6 +44,7 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
     } else {
         tracing::debug!(code = report.code, "client error");
     }
+    let retry_after = report.retry_after;
     let body = ErrorBody {
         error: report.message,
         code: report.code.to_owned(),
@@ -60,6 +61,11 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     headers.remove(header::CONTENT_LENGTH);
+    if let Some(seconds) = retry_after {
+        headers
+            .entry(header::RETRY_AFTER)
+            .or_insert_with(|| HeaderValue::from(seconds));
+    }
     *response.body_mut() = Body::from(bytes);
     response
 }

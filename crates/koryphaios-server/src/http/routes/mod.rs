@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod starting;
 pub mod users;
 
 use std::sync::Arc;
