@@ -276,6 +276,52 @@ mod tests {
     }
 
     #[test]
+    fn tokens_name_their_key_and_verify_only_with_a_key_the_set_holds() {
+        let secret = |byte: u8| JwtSecret::new(vec![byte; 32]).unwrap();
+        let one = AccessTokenCodec::with_keys(&[("v1".into(), secret(1))], "v1").unwrap();
+        let signed = one
+            .encode(AccessTokenCodec::claims(
+                "usr_x".into(),
+                "j".into(),
+                "fam_x".into(),
+                0,
+                now().unix_timestamp(),
+                now().unix_timestamp() + 900,
+            ))
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&signed).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("v1"));
+        assert!(AccessTokenCodec::with_keys(&[("v1".into(), secret(1))], "v9").is_none());
+
+        let both = AccessTokenCodec::with_keys(
+            &[("v1".into(), secret(1)), ("v2".into(), secret(2))],
+            "v2",
+        )
+        .unwrap();
+        assert!(both.decode(&signed, now()).is_ok(), "the old key verifies");
+        let only_new = AccessTokenCodec::with_keys(&[("v2".into(), secret(2))], "v2").unwrap();
+        assert_eq!(
+            only_new.decode(&signed, now()).unwrap_err(),
+            TokenError::Invalid,
+            "an unknown key id"
+        );
+        // The same key under another id: the kid must match, not just the signature.
+        let renamed = AccessTokenCodec::with_keys(&[("v7".into(), secret(1))], "v7").unwrap();
+        assert_eq!(
+            renamed.decode(&signed, now()).unwrap_err(),
+            TokenError::Invalid
+        );
+        // Installing a new set reaches every clone.
+        let clone = one.clone();
+        assert!(one.install(&[("v2".into(), secret(2))], "v2"));
+        assert_eq!(clone.signing_kid(), "v2");
+        assert!(
+            !one.install(&[("v2".into(), secret(2))], "v3"),
+            "no such signing key"
+        );
+    }
+
+    #[test]
     fn tampered_and_alg_none_tokens_are_invalid() {
         let good = token(900);
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
