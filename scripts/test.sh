@@ -2,7 +2,9 @@
 # The whole test suite, on a fresh machine too: starts (or installs) the services the tests
 # need, runs every test of the workspace (SQLite, plus the PostgreSQL store's own suite), then
 # runs the HTTP suite a second time with every instance on PostgreSQL. One build serves both
-# passes. Extra arguments go to `cargo test`.
+# passes. Last, scripts/check_deploy.sh checks deploy/ with nginx, promtool and the compose
+# schema, and runs the two-instance topology on that build's target/debug/koryphaios. Extra
+# arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +24,5 @@ cargo test --workspace --locked "$@"
 echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
 # `--workspace` keeps the feature set of pass 1, so its test binary is reused, not rebuilt.
 KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked --test it "$@"
+echo "test: deployment files and the two-instance topology (scripts/check_deploy.sh)"
+bash scripts/check_deploy.sh
