@@ -398,4 +398,18 @@ async fn an_instance_whose_kms_is_down_at_start_is_not_ready_and_gets_ready_by_i
         .create_credential(&session.access, "openai", "sk-after-start")
         .await;
     assert_eq!(app.reveal(&session.access, &id).await, "sk-after-start");
+    // The key maintenance job now runs and reports the root as reachable.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        if metrics.contains("kms_root_up{provider=\"local\"} 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kms_root_up: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
