@@ -2,13 +2,17 @@
 # The whole test suite, on a fresh machine too: starts (or installs) the services the tests
 # need, runs every test of the workspace (SQLite, plus the PostgreSQL store's own suite), then
 # runs the HTTP suite a second time with every instance on PostgreSQL. One build serves both
-# passes. Extra arguments go to `cargo test`.
+# passes. Extra arguments go to `cargo test`. The remote KMS providers are built in (their features
+# below); the `aws` tests run against moto_server, the others against in-process fakes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 export KORYPHAIOS_TEST_REDIS_URL="${KORYPHAIOS_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export KORYPHAIOS_TEST_POSTGRES_URL="${KORYPHAIOS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export KORYPHAIOS_TEST_AWS_ENDPOINT="${KORYPHAIOS_TEST_AWS_ENDPOINT:-http://127.0.0.1:5999}"
+# The same feature set for both passes, so pass 2 reuses pass 1's build.
+features=(--features koryphaios-kms/aws,koryphaios-kms/vault,koryphaios-kms/gcp,koryphaios-kms/azure)
 
 # Test databases of earlier runs (each test creates its own `kor_test_…` database).
 psql "$KORYPHAIOS_TEST_POSTGRES_URL" -Atqc \
@@ -18,7 +22,7 @@ psql "$KORYPHAIOS_TEST_POSTGRES_URL" -Atqc \
     done || true
 
 echo "test: pass 1 of 2: the workspace (HTTP suite on SQLite)"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "${features[@]}" "$@"
 echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
 # `--workspace` keeps the feature set of pass 1, so its test binary is reused, not rebuilt.
-KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked --test it "$@"
+KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked "${features[@]}" --test it "$@"
