@@ -230,10 +230,11 @@ impl AzureKeyVault {
         let key = format!("{}/keys/{}", self.vault_url, self.key_name);
         let disabled = message.to_ascii_lowercase().contains("disabled");
         match reply.status {
-            401 => KmsError::Internal(format!(
+            401 => KmsError::Internal(
                 "Azure Key Vault rejected the access token (HTTP 401): check AZURE_TENANT_ID, \
                  AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or the managed identity"
-            )),
+                    .into(),
+            ),
             403 if op == Op::Unwrap && disabled => KmsError::UnknownVersion(0),
             403 => KmsError::Internal(format!(
                 "Azure Key Vault denied {name} on {key} (HTTP 403 {code}): check the identity's \

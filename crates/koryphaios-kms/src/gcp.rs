@@ -181,10 +181,11 @@ impl GcpKms {
         };
         let key = &self.key_name;
         match reply.status {
-            401 => KmsError::Internal(format!(
+            401 => KmsError::Internal(
                 "Cloud KMS rejected the access token (HTTP 401): check GOOGLE_OAUTH_ACCESS_TOKEN, \
                  GOOGLE_APPLICATION_CREDENTIALS or the instance's service account"
-            )),
+                    .into(),
+            ),
             403 => KmsError::Internal(format!(
                 "Cloud KMS denied {name} on {key} (HTTP 403, {status}): check KORYPHAIOS_GCP_KMS_KEY \
                  and the credentials' roles (roles/cloudkms.cryptoKeyEncrypterDecrypter): {message}"

@@ -70,6 +70,7 @@ impl Reply {
     }
 
     /// A 5xx or 429: the service is there but cannot serve now.
+    #[cfg(any(feature = "gcp", feature = "azure"))]
     pub fn transient(&self) -> bool {
         self.status >= 500 || self.status == 429
     }

@@ -126,8 +126,8 @@ impl VaultTransit {
             404 => KmsError::Internal(format!(
                 "Vault transit key {key} not found (HTTP 404): check KORYPHAIOS_VAULT_TRANSIT_MOUNT \
                  and KORYPHAIOS_VAULT_TRANSIT_KEY, or create it with \
-                 `vault write -f {key_path} derived=true`",
-                key_path = format!("{}/keys/{}", self.mount, self.key)
+                 `vault write -f {}/keys/{} derived=true`",
+                self.mount, self.key
             )),
             status if status >= 500 || status == 429 => {
                 KmsError::Unavailable(format!("{SERVICE} {name}: HTTP {status}: {messages}"))
