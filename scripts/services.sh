@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the tests talk to is here: Redis on 127.0.0.1:6379, PostgreSQL on
-# 127.0.0.1:5432 (trust auth, user postgres), and the `age` command-line tool. Installs them from Debian's
-# packages when absent, starts them when stopped. Idempotent; prints what it did.
+# 127.0.0.1:5432 (trust auth, user postgres), the `age` command-line tool, and the AWS KMS emulator
+# (moto_server on 127.0.0.1:5999, scripts/moto.sh). Installs them (Debian's packages, PyPI for moto)
+# when absent, starts them when stopped. Idempotent; prints what it did.
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -55,4 +56,5 @@ ensure_age() {
 ensure_redis
 ensure_postgres
 ensure_age
-log "redis, postgres and age are ready"
+bash "$(dirname "$0")/moto.sh"
+log "redis, postgres, age and moto are ready"

@@ -2,15 +2,19 @@
 # The whole test suite, on a fresh machine too: starts (or installs) the services the tests
 # need, runs every test of the workspace (SQLite, plus the PostgreSQL store's own suite), then
 # runs the HTTP suite a second time with every instance on PostgreSQL. One build serves both
-# passes. Last, scripts/check_deploy.sh checks deploy/ with nginx, promtool and the compose
-# schema, and runs the two-instance topology on that build's target/debug/koryphaios. Extra
-# arguments go to `cargo test`.
+# passes. The remote KMS providers are built in (feature `remote-kms`): the `aws` tests run against
+# moto_server, the others against in-process fakes. Last, scripts/check_deploy.sh checks deploy/
+# with nginx, promtool and the compose schema, and runs the two-instance topology on that build's
+# target/debug/koryphaios. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 export KORYPHAIOS_TEST_REDIS_URL="${KORYPHAIOS_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export KORYPHAIOS_TEST_POSTGRES_URL="${KORYPHAIOS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export KORYPHAIOS_TEST_AWS_ENDPOINT="${KORYPHAIOS_TEST_AWS_ENDPOINT:-http://127.0.0.1:5999}"
+# The same feature set for both passes, so pass 2 reuses pass 1's build.
+features=(--features koryphaios-server/remote-kms)
 
 # Test databases of earlier runs (each test creates its own `kor_test_…` database).
 psql "$KORYPHAIOS_TEST_POSTGRES_URL" -Atqc \
@@ -20,9 +24,9 @@ psql "$KORYPHAIOS_TEST_POSTGRES_URL" -Atqc \
     done || true
 
 echo "test: pass 1 of 2: the workspace (HTTP suite on SQLite)"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked "${features[@]}" "$@"
 echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
 # `--workspace` keeps the feature set of pass 1, so its test binary is reused, not rebuilt.
-KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked --test it "$@"
+KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked "${features[@]}" --test it "$@"
 echo "test: deployment files and the two-instance topology (scripts/check_deploy.sh)"
 bash scripts/check_deploy.sh

@@ -221,38 +221,86 @@ pub async fn open_root_kms(config: &Config) -> anyhow::Result<Arc<dyn KeyProvide
     let kms = config.kms.clone();
     let data_dir = config.data_dir.clone();
     // Key files are read (and a passphrase stretched) off the async runtime.
-    let provider: Arc<dyn KeyProvider> =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn KeyProvider>> {
-            Ok(match kms {
-                KmsConfig::Local {
-                    passphrase,
-                    keyring,
-                } => Arc::new(
-                    match keyring {
-                        LocalKeyringSource::DataDir => {
-                            LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase)
-                        }
-                        LocalKeyringSource::File(path) => LocalKeyRing::open_existing(
-                            &path,
-                            passphrase,
-                            "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE",
-                        ),
-                        LocalKeyringSource::Contents(contents) => LocalKeyRing::from_contents(
-                            contents.expose_secret().as_bytes(),
-                            passphrase,
-                            "KORYPHAIOS_KMS_LOCAL_KEYRING",
-                        ),
+    let provider = tokio::task::spawn_blocking(move || -> anyhow::Result<RootKms> {
+        let provider: Arc<dyn KeyProvider> = match kms {
+            KmsConfig::Local {
+                passphrase,
+                keyring,
+            } => Arc::new(
+                match keyring {
+                    LocalKeyringSource::DataDir => {
+                        LocalKeyRing::open(&LocalKeyRing::default_path(&data_dir), passphrase)
                     }
-                    .context("local key ring")?,
-                ),
-                KmsConfig::Age { identity_file } => {
-                    let path =
-                        identity_file.unwrap_or_else(|| AgeKeyProvider::default_path(&data_dir));
-                    Arc::new(AgeKeyProvider::open(&path).context("age key provider")?)
+                    LocalKeyringSource::File(path) => LocalKeyRing::open_existing(
+                        &path,
+                        passphrase,
+                        "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE",
+                    ),
+                    LocalKeyringSource::Contents(contents) => LocalKeyRing::from_contents(
+                        contents.expose_secret().as_bytes(),
+                        passphrase,
+                        "KORYPHAIOS_KMS_LOCAL_KEYRING",
+                    ),
                 }
-            })
-        })
-        .await??;
+                .context("local key ring")?,
+            ),
+            KmsConfig::Age { identity_file } => {
+                let path = identity_file.unwrap_or_else(|| AgeKeyProvider::default_path(&data_dir));
+                Arc::new(AgeKeyProvider::open(&path).context("age key provider")?)
+            }
+            #[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+            remote => return Ok(RootKms::Remote(remote)),
+        };
+        Ok(RootKms::Ready(provider))
+    })
+    .await??;
+    match provider {
+        RootKms::Ready(provider) => Ok(provider),
+        #[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+        RootKms::Remote(settings) => open_remote_kms(settings).await,
+    }
+}
+
+/// A root provider opened off the runtime, or the settings of a remote one to connect to.
+enum RootKms {
+    Ready(Arc<dyn KeyProvider>),
+    #[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+    Remote(KmsConfig),
+}
+
+/// Connects a remote provider: fails only on unusable settings, never because the service is
+/// unreachable (that shows as "not ready").
+#[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+async fn open_remote_kms(settings: KmsConfig) -> anyhow::Result<Arc<dyn KeyProvider>> {
+    let provider: Arc<dyn KeyProvider> = match settings {
+        #[cfg(feature = "aws")]
+        KmsConfig::Aws(settings) => Arc::new(
+            koryphaios_kms::AwsKms::connect(settings)
+                .await
+                .context("AWS KMS (KORYPHAIOS_KMS_PROVIDER=aws)")?,
+        ),
+        #[cfg(feature = "vault")]
+        KmsConfig::Vault(settings) => Arc::new(
+            koryphaios_kms::VaultTransit::connect(settings)
+                .await
+                .context("Vault transit (KORYPHAIOS_KMS_PROVIDER=vault)")?,
+        ),
+        #[cfg(feature = "gcp")]
+        KmsConfig::Gcp(settings) => Arc::new(
+            koryphaios_kms::GcpKms::connect(settings)
+                .await
+                .context("Cloud KMS (KORYPHAIOS_KMS_PROVIDER=gcp)")?,
+        ),
+        #[cfg(feature = "azure")]
+        KmsConfig::Azure(settings) => Arc::new(
+            koryphaios_kms::AzureKeyVault::connect(settings)
+                .await
+                .context("Azure Key Vault (KORYPHAIOS_KMS_PROVIDER=azure)")?,
+        ),
+        KmsConfig::Local { .. } | KmsConfig::Age { .. } => {
+            anyhow::bail!("not a remote key provider")
+        }
+    };
     Ok(provider)
 }
 

@@ -300,7 +300,11 @@ fn init_keyring(path: &std::path::Path, config: &Config) -> anyhow::Result<()> {
     }
     let passphrase = match &config.kms {
         KmsConfig::Local { passphrase, .. } => passphrase.clone(),
-        KmsConfig::Age { .. } => None,
+        #[allow(
+            unreachable_patterns,
+            reason = "remote providers exist only with their features"
+        )]
+        _ => None,
     };
     LocalKeyRing::open(path, passphrase).context("cannot create the key ring")?;
     println!(

@@ -15,12 +15,30 @@ pub const VARIABLES: &[&str] = &[
     "KORYPHAIOS_KMS_LOCAL_KEYRING_FILE",
     "KORYPHAIOS_AGE_IDENTITY_FILE",
     "KORYPHAIOS_ENCRYPTION_KEY_ROTATION_DAYS",
+    "KORYPHAIOS_VAULT_TRANSIT_MOUNT",
+    "KORYPHAIOS_VAULT_TRANSIT_KEY",
+    "KORYPHAIOS_GCP_KMS_KEY",
+    "KORYPHAIOS_GCP_KMS_ENDPOINT",
+    "KORYPHAIOS_AZURE_KEY_VAULT_URL",
+    "KORYPHAIOS_AZURE_KEY_NAME",
+    "KORYPHAIOS_AZURE_IMDS_ENDPOINT",
 ];
 
 /// Key providers this build can use.
-pub const KMS_PROVIDERS: &[&str] = &["local", "age"];
-/// Key providers the product names that this build does not include yet.
-const KMS_PROVIDERS_NOT_BUILT: &[&str] = &["aws", "gcp", "azure", "vault"];
+pub const KMS_PROVIDERS: &[&str] = &[
+    "local",
+    "age",
+    #[cfg(feature = "aws")]
+    "aws",
+    #[cfg(feature = "vault")]
+    "vault",
+    #[cfg(feature = "gcp")]
+    "gcp",
+    #[cfg(feature = "azure")]
+    "azure",
+];
+/// Key providers the product knows, each behind a cargo feature of the same name.
+const KMS_PROVIDERS_KNOWN: &[&str] = &["local", "age", "aws", "vault", "gcp", "azure"];
 
 /// Where the local key ring comes from.
 #[derive(Debug, Clone)]
@@ -48,6 +66,18 @@ pub enum KmsConfig {
         /// `KORYPHAIOS_AGE_IDENTITY_FILE`; unset means `DATA_DIR/kms/age.identities`.
         identity_file: Option<PathBuf>,
     },
+    /// AWS KMS (`AWS_KMS_KEY_ID`, `AWS_REGION`, the standard credential chain).
+    #[cfg(feature = "aws")]
+    Aws(koryphaios_kms::AwsKmsSettings),
+    /// Vault / OpenBao transit (`VAULT_ADDR`, `VAULT_TOKEN`, …).
+    #[cfg(feature = "vault")]
+    Vault(koryphaios_kms::VaultTransitSettings),
+    /// Google Cloud KMS (`KORYPHAIOS_GCP_KMS_KEY`, application default credentials).
+    #[cfg(feature = "gcp")]
+    Gcp(koryphaios_kms::GcpKmsSettings),
+    /// Azure Key Vault (`KORYPHAIOS_AZURE_KEY_VAULT_URL`, `KORYPHAIOS_AZURE_KEY_NAME`, `AZURE_*`).
+    #[cfg(feature = "azure")]
+    Azure(koryphaios_kms::AzureKeyVaultSettings),
 }
 
 impl KmsConfig {
@@ -56,6 +86,8 @@ impl KmsConfig {
         match self {
             KmsConfig::Local { keyring, .. } => matches!(keyring, LocalKeyringSource::DataDir),
             KmsConfig::Age { identity_file } => identity_file.is_none(),
+            #[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+            _ => false,
         }
     }
 }
@@ -124,10 +156,22 @@ pub fn parse(get: &dyn Fn(&str) -> Option<String>) -> Result<KmsConfig, ConfigEr
                 identity_file: get("KORYPHAIOS_AGE_IDENTITY_FILE").map(PathBuf::from),
             })
         }
-        other if KMS_PROVIDERS_NOT_BUILT.contains(&other) => Err(ConfigError {
+        #[cfg(feature = "aws")]
+        "aws" => remote(koryphaios_kms::AwsKmsSettings::from_lookup(get)).map(KmsConfig::Aws),
+        #[cfg(feature = "vault")]
+        "vault" => {
+            remote(koryphaios_kms::VaultTransitSettings::from_lookup(get)).map(KmsConfig::Vault)
+        }
+        #[cfg(feature = "gcp")]
+        "gcp" => remote(koryphaios_kms::GcpKmsSettings::from_lookup(get)).map(KmsConfig::Gcp),
+        #[cfg(feature = "azure")]
+        "azure" => {
+            remote(koryphaios_kms::AzureKeyVaultSettings::from_lookup(get)).map(KmsConfig::Azure)
+        }
+        other if KMS_PROVIDERS_KNOWN.contains(&other) => Err(ConfigError {
             variable: "KORYPHAIOS_KMS_PROVIDER",
             problem: format!(
-                "{other:?} is not available in this build yet; expected one of {}",
+                "{other:?} is not in this build (cargo feature `{other}`, or `remote-kms`); expected one of {}",
                 KMS_PROVIDERS.join(", ")
             ),
         }),
@@ -139,6 +183,15 @@ pub fn parse(get: &dyn Fn(&str) -> Option<String>) -> Result<KmsConfig, ConfigEr
             ),
         }),
     }
+}
+
+/// A remote provider's settings error: its message names the provider's own variable.
+#[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+fn remote<T>(parsed: Result<T, koryphaios_core::envelope::KmsError>) -> Result<T, ConfigError> {
+    parsed.map_err(|error| ConfigError {
+        variable: "KORYPHAIOS_KMS_PROVIDER",
+        problem: error.to_string(),
+    })
 }
 
 #[cfg(test)]
