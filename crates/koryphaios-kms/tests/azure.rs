@@ -278,6 +278,11 @@ async fn azure_wrap_unwrap_round_trip() {
         .await
         .unwrap();
     kms.check().await.unwrap();
+    let debug = format!("{kms:?}");
+    assert!(
+        !debug.contains(CLIENT_SECRET) && !debug.contains(TOKEN),
+        "{debug}"
+    );
     assert_eq!(kms.provider_name(), "azure");
     assert_eq!(kms.kek_id(), format!("{base}/keys/{NAME}"));
     assert_eq!(kms.current_version(), 1);

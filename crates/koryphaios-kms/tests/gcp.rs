@@ -346,6 +346,11 @@ async fn gcp_wrap_unwrap_round_trip_with_a_service_account_key() {
     let fake = fake().await;
     let kms = provider(&fake).await;
     kms.check().await.unwrap();
+    let debug = format!("{kms:?}");
+    assert!(
+        !debug.contains("PRIVATE KEY") && !debug.contains(ISSUED),
+        "{debug}"
+    );
     assert_eq!(kms.provider_name(), "gcp");
     assert_eq!(kms.kek_id(), KEY);
     assert_eq!(kms.current_version(), 1);

@@ -305,6 +305,10 @@ async fn provider() -> VaultTransit {
 async fn vault_wrap_unwrap_round_trip() {
     let kms = provider().await;
     kms.check().await.unwrap();
+    assert!(
+        !format!("{kms:?}").contains(TOKEN),
+        "Debug redacts the token"
+    );
     assert_eq!(kms.provider_name(), "vault");
     assert_eq!(kms.kek_id(), "transit/koryphaios");
     assert_eq!(kms.current_version(), 1);
