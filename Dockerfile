@@ -24,11 +24,12 @@ COPY . .
 
 # Registry, git checkouts and the target dir live in BuildKit caches, so rebuilds after a source
 # change recompile only the workspace crates. The target dir is a cache mount (not in the layer),
-# so the binary is copied out within the same RUN.
+# so the binary is copied out within the same RUN. The image carries every key provider
+# (`remote-kms`: aws, vault, gcp, azure besides local and age).
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p koryphaios-server --bin koryphaios \
+    cargo build --release --locked -p koryphaios-server --features remote-kms --bin koryphaios \
  && install -D -m 0755 target/release/koryphaios /out/koryphaios
 
 # ---------------------------------------------------------------------------------------------

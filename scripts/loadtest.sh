@@ -8,7 +8,9 @@
 #
 # The rate limiter is on, in memory, with limits high enough that requests are admitted (the cost
 # measured is the limiter's decision, not the 429 path). LIMITER=off|memory|redis chooses; redis
-# uses REDIS_URL (default redis://127.0.0.1:6379).
+# uses REDIS_URL (default redis://127.0.0.1:6379). The key provider is the environment's
+# (KORYPHAIOS_KMS_PROVIDER and its settings; local by default): e.g. aws against moto_server with
+# KORYPHAIOS_KMS_PROVIDER=aws AWS_KMS_KEY_ID=… AWS_REGION=us-east-1 AWS_ENDPOINT_URL_KMS=http://127.0.0.1:5999.
 #
 # Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
 # apikey (the same read authenticated with an API key in X-API-Key),
@@ -32,7 +34,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --locked -p koryphaios-server >&2
+cargo build --release --locked -p koryphaios-server --features remote-kms >&2
 binary="$PWD/target/release/koryphaios"
 
 work=$(mktemp -d)

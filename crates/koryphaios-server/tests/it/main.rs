@@ -11,6 +11,8 @@ mod audit;
 mod audit_head;
 mod auth_bad_input;
 mod auth_sessions;
+#[cfg(feature = "aws")]
+mod aws_kms;
 mod connections;
 mod credentials;
 mod credentials_bad_input;
