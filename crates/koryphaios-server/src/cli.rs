@@ -307,10 +307,11 @@ fn init_keyring(path: &std::path::Path, config: &Config) -> anyhow::Result<()> {
         _ => None,
     };
     LocalKeyRing::open(path, passphrase).context("cannot create the key ring")?;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "created {}: hand it to every instance as KORYPHAIOS_KMS_LOCAL_KEYRING_FILE (a mounted secret) and keep a backup",
         path.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -328,10 +329,11 @@ async fn jwt_rotate(config: &Config) -> anyhow::Result<()> {
     let kms = app::open_kms(config, &store).await?;
     let keys = SigningKeys::new(Arc::clone(&store), kms as Arc<dyn KeyProvider>);
     let version = keys.rotate(OffsetDateTime::now_utc()).await?;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "created signing key v{version}: instances sign with it within {} s; tokens of the previous key verify until they expire",
         signing_keys::PUBLISH_DELAY.as_secs() + signing_keys::RELOAD_INTERVAL.as_secs()
-    );
+    )?;
     Ok(())
 }
 
