@@ -61,11 +61,17 @@ impl Ring {
     }
 }
 
+/// How old the ring in memory may be when a DEK is wrapped: well under the settle period `kms
+/// retire` waits for, so no instance wraps under a version after it has been retired.
+pub const RING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A [`KeyProvider`] that wraps DEKs under database-kept KEKs, themselves wrapped by `root`.
 pub struct KeyHierarchy {
     root: Arc<dyn KeyProvider>,
     store: Arc<dyn Store>,
     ring: RwLock<Ring>,
+    /// When the ring was last read from the store (or tried), for [`RING_MAX_AGE`].
+    read_at: std::sync::Mutex<std::time::Instant>,
 }
 
 impl std::fmt::Debug for KeyHierarchy {
@@ -93,6 +99,7 @@ impl KeyHierarchy {
             root,
             store,
             ring: RwLock::new(Ring::default()),
+            read_at: std::sync::Mutex::new(std::time::Instant::now()),
         };
         hierarchy.load().await?;
         if hierarchy.current_key().is_none() {
@@ -173,7 +180,10 @@ impl KeyHierarchy {
     }
 
     /// Reads the ring from the store; only versions not in memory yet are unwrapped by the root.
+    /// Retirements are applied even when a new version cannot be unwrapped (the root is down), so
+    /// a retired version is never used again.
     async fn load(&self) -> Result<(), KmsError> {
+        *self.read_at.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         let rows = self
             .store
             .sealed_keys(KeyPurpose::Kek)
@@ -181,6 +191,7 @@ impl KeyHierarchy {
             .map_err(store_error)?;
         let owner = kek_owner();
         let mut fresh = Vec::new();
+        let mut failure = None;
         for row in rows {
             let known = self
                 .read()
@@ -190,11 +201,13 @@ impl KeyHierarchy {
             match (&row.wrapped, known) {
                 (Some(_), Some(true)) | (None, Some(false)) => {}
                 (None, _) => fresh.push((row.version, row.created_at, None)),
-                (Some(wrapped), _) => {
-                    let dek = self.root.unwrap(wrapped, &owner).await?;
-                    let material = SecretBox::new(Box::new(*dek.expose_bytes()));
-                    fresh.push((row.version, row.created_at, Some(material)));
-                }
+                (Some(wrapped), _) => match self.root.unwrap(wrapped, &owner).await {
+                    Ok(dek) => {
+                        let material = SecretBox::new(Box::new(*dek.expose_bytes()));
+                        fresh.push((row.version, row.created_at, Some(material)));
+                    }
+                    Err(error) => failure = Some(error),
+                },
             }
         }
         let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
@@ -207,7 +220,23 @@ impl KeyHierarchy {
                 },
             );
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Re-reads the ring when it is older than [`RING_MAX_AGE`] (at most one try per period; a
+    /// failed try keeps the ring in memory, minus anything found retired).
+    async fn refresh_if_stale(&self) {
+        let age = self
+            .read_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if age < RING_MAX_AGE {
+            return;
+        }
+        if let Err(error) = self.load().await {
+            tracing::warn!(%error, "re-reading the key-encryption keys failed; using those loaded");
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
@@ -290,6 +319,7 @@ impl KeyProvider for KeyHierarchy {
     }
 
     async fn wrap(&self, dek: &Dek, owner: &UserId) -> Result<WrappedDek, KmsError> {
+        self.refresh_if_stale().await;
         let (version, kek) = self
             .current_key()
             .ok_or_else(|| KmsError::Unavailable("no key-encryption key loaded".into()))?;
@@ -383,8 +413,10 @@ impl KeyProvider for KeyHierarchy {
     }
 
     async fn reload(&self) -> Result<(), KmsError> {
-        self.root.reload().await?;
-        self.load().await
+        // The ring is re-read even when the root cannot be: retirements must reach every instance.
+        let root = self.root.reload().await;
+        let ring = self.load().await;
+        root.and(ring)
     }
 
     /// Ready once the ring is loaded: the root is not asked, so a KMS outage after start does

@@ -75,12 +75,14 @@ impl SigningKeys {
             .ok_or_else(|| SigningKeyError::Invalid("no signing key".into()))
     }
 
-    /// Re-reads the keys into `codec` (picks up rotations and retirements).
+    /// Re-reads the keys into `codec` (picks up rotations and retirements), first retiring keys
+    /// superseded long enough ago.
     pub async fn refresh(
         &self,
         codec: &AccessTokenCodec,
         now: OffsetDateTime,
     ) -> Result<(), SigningKeyError> {
+        self.retire_superseded(now).await?;
         let (keys, signing) = self.load_or_create(now).await?;
         if !codec.install(&keys, &signing) {
             return Err(SigningKeyError::Invalid("no signing key".into()));

@@ -273,6 +273,30 @@ async fn a_root_kms_that_goes_away_after_start_changes_nothing_for_requests_and_
     ));
 
     fx.root.down.store(false, Ordering::SeqCst);
+    // Another instance rotates and retires the KEK this one wraps under, then the root goes away:
+    // this instance cannot load the new KEK, and refuses to wrap rather than use the retired one.
+    let other = fx.hierarchy().await.unwrap();
+    other.rotate().await.unwrap();
+    let provider = Arc::clone(&other) as Arc<dyn KeyProvider>;
+    rotation::rewrap_all(&fx.store, &provider, 100, |_| {})
+        .await
+        .unwrap();
+    fx.root.down.store(true, Ordering::SeqCst);
+    other.retire(1).await.unwrap();
+    assert!(
+        hierarchy.reload().await.is_err(),
+        "the new KEK cannot be unwrapped"
+    );
+    assert!(matches!(
+        hierarchy
+            .wrap(&Dek::generate().unwrap(), &fx.user)
+            .await
+            .unwrap_err(),
+        KmsError::Unavailable(_)
+    ));
+    fx.root.down.store(false, Ordering::SeqCst);
+    hierarchy.reload().await.unwrap();
+    assert_eq!(hierarchy.current_version(), 2);
     let restarted = fx.hierarchy().await.unwrap();
     let again = fx.service(Arc::clone(&restarted) as Arc<dyn KeyProvider>);
     assert_eq!(fx.reveal(&again, &during).await, "sk-during-outage");
@@ -319,8 +343,8 @@ async fn signing_keys_rotate_publish_after_a_delay_and_retire_after_their_tokens
     );
     assert!(codec.decode(&new_token, published).is_ok());
 
+    // The periodic refresh retires the old key once its tokens are long expired.
     let much_later = published + signing_keys::VERIFY_AFTER_SUPERSEDED;
-    assert_eq!(keys.retire_superseded(much_later).await.unwrap(), 1);
     keys.refresh(&codec, much_later).await.unwrap();
     assert_eq!(
         codec.decode(&old_token, now).unwrap_err(),
@@ -412,4 +436,25 @@ async fn an_instance_whose_kms_is_down_at_start_is_not_ready_and_gets_ready_by_i
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn reverting_the_sealed_keys_migration_is_refused_while_it_holds_keys() {
+    let fx = fixture().await;
+    let before = fx.store.migration_status().await.unwrap().len();
+    let hierarchy = fx.hierarchy().await.unwrap();
+    assert!(
+        fx.store.migrate_down(1).await.is_err(),
+        "dropping the KEKs would make every credential unreadable"
+    );
+    let status = fx.store.migration_status().await.unwrap();
+    assert_eq!(status.len(), before);
+    assert!(status.iter().all(|line| line.applied_at.is_some()));
+    assert_eq!(hierarchy.current_version(), 1);
+    KeyHierarchy::open(
+        Arc::clone(&fx.root) as Arc<dyn KeyProvider>,
+        Arc::clone(&fx.store),
+    )
+    .await
+    .expect("the keys are still there");
 }
