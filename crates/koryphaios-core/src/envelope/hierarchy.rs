@@ -103,7 +103,17 @@ impl KeyHierarchy {
         };
         hierarchy.load().await?;
         if hierarchy.current_key().is_none() {
-            hierarchy.create_next(0, OffsetDateTime::now_utc()).await?;
+            // Numbers of retired versions are never reused.
+            let latest = hierarchy
+                .read()
+                .keys
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(0);
+            hierarchy
+                .create_next(latest, OffsetDateTime::now_utc())
+                .await?;
             hierarchy.load().await?;
         }
         if hierarchy.current_key().is_none() {
@@ -292,7 +302,15 @@ pub async fn rewrap_sealed_keys(
         {
             continue;
         }
-        let new = kms.rewrap(&old, owner).await?;
+        let new = match kms.rewrap(&old, owner).await {
+            Ok(new) => new,
+            Err(KmsError::Unavailable(detail)) => return Err(KmsError::Unavailable(detail)),
+            Err(error) => {
+                // One unusable row must not hold back the others.
+                tracing::warn!(purpose = purpose.as_str(), version = row.version, %error, "cannot re-wrap a sealed key");
+                continue;
+            }
+        };
         if store
             .replace_sealed_key_wrap(purpose, row.version, &old, &new)
             .await

@@ -144,6 +144,21 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
             .collect::<Vec<_>>(),
         "each migration applied once"
     );
+    let keys: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT purpose, COUNT(*) FROM sealed_keys GROUP BY purpose ORDER BY purpose",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        keys,
+        vec![("jwt".to_owned(), 1), ("kek".to_owned(), 1)],
+        "one KEK and one signing key, whichever instance made them"
+    );
+    for host in ["host-a", "host-b"] {
+        let kept = std::fs::read_dir(dir.path().join(host)).map_or(0, |entries| entries.count());
+        assert_eq!(kept, 0, "{host} keeps nothing in its data directory");
+    }
 
     // A session from A works on B (the signing keys are in the database).
     let registered = client
