@@ -575,8 +575,16 @@ impl Application {
                 components,
                 root_backend,
             } => {
-                let main = Swappable::new(starting::router(root_backend, config.hsts_max_age));
-                let metrics = Swappable::new(starting::router(root_backend, config.hsts_max_age));
+                let starting = |serves_metrics| {
+                    starting::router(
+                        root_backend,
+                        config.hsts_max_age,
+                        config.metrics_token.clone(),
+                        serves_metrics,
+                    )
+                };
+                let main = Swappable::new(starting(config.metrics_addr.is_none()));
+                let metrics = Swappable::new(starting(true));
                 let task = tokio::spawn(wait_for_kms(
                     config,
                     components,

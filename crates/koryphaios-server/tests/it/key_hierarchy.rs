@@ -396,6 +396,16 @@ async fn an_instance_whose_kms_is_down_at_start_is_not_ready_and_gets_ready_by_i
         .await
         .unwrap();
     assert_eq!(refused.headers()["retry-after"], "2");
+    // The outage shows where it is watched.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("kms_root_up{provider=\"local\"}")
+    );
     crate::harness::assert_error(refused, 503, "service_unavailable").await;
 
     root.down.store(false, Ordering::SeqCst);

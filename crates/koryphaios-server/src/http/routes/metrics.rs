@@ -28,20 +28,8 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if !state.serves_metrics {
         return ApiError::not_found().into_response();
     }
-    if let Some(expected) = &state.metrics_token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        let matches: bool = presented
-            .as_bytes()
-            .ct_eq(expected.expose_secret().as_bytes())
-            .into();
-        if !matches {
-            return ApiError::unauthenticated("unauthenticated", "Metrics need the metrics token")
-                .into_response();
-        }
+    if let Err(refused) = authorized(state.metrics_token.as_ref(), &headers) {
+        return refused.into_response();
     }
     // One row, whatever the log size: the head is an outside witness for truncation.
     match state.store.audit_chain_head().await {
@@ -55,6 +43,39 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
             .as_ref()
             .map_or("off", |limits| limits.backend()),
     );
+    exposition()
+}
+
+/// Whether the request presents the metrics token (when one is configured), compared in
+/// constant time.
+pub(crate) fn authorized(
+    token: Option<&secrecy::SecretString>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(expected) = token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into();
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::unauthenticated(
+            "unauthenticated",
+            "Metrics need the metrics token",
+        ))
+    }
+}
+
+/// The process metrics and every recorded series, in the Prometheus text format.
+pub(crate) fn exposition() -> Response {
     crate::metrics::process();
     let body = crate::metrics::handle().render();
     (

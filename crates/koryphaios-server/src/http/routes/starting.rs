@@ -11,7 +11,12 @@ use axum::middleware::from_fn;
 use axum::routing::get;
 use tower::ServiceExt as _;
 
+use axum::http::HeaderMap;
+use axum::response::IntoResponse as _;
+use secrecy::SecretString;
+
 use super::health::{self, ComponentState, HealthResponse, Readiness};
+use super::metrics;
 use crate::http::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::middleware::{envelope, request_context, security_headers};
@@ -19,11 +24,34 @@ use crate::http::middleware::{envelope, request_context, security_headers};
 /// Seconds a client is told to wait before trying again.
 const RETRY_AFTER_SECS: u64 = 2;
 
-/// The router of an instance waiting for its key provider (`backend` names it).
-pub fn router(backend: &'static str, hsts_max_age: Option<u64>) -> Router {
-    let app = Router::new()
+/// The router of an instance waiting for its key provider (`backend` names it). When
+/// `serves_metrics`, `/metrics` answers (with `kms_root_up` 0) so the outage shows where it is
+/// watched.
+pub fn router(
+    backend: &'static str,
+    hsts_max_age: Option<u64>,
+    metrics_token: Option<SecretString>,
+    serves_metrics: bool,
+) -> Router {
+    let mut app = Router::new()
         .route("/health", get(health::live))
-        .route("/health/ready", get(move || not_ready(backend)))
+        .route("/health/ready", get(move || not_ready(backend)));
+    if serves_metrics {
+        app = app.route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let token = metrics_token.clone();
+                async move {
+                    if let Err(refused) = metrics::authorized(token.as_ref(), &headers) {
+                        return refused.into_response();
+                    }
+                    crate::metrics::kms_root_up(backend, false);
+                    metrics::exposition()
+                }
+            }),
+        );
+    }
+    let app = app
         .fallback(unavailable)
         .layer(from_fn(envelope::error_envelope))
         .layer(from_fn(request_context::request_context));
