@@ -38,7 +38,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use koryphaios_core::envelope::{DEK_LEN, Dek, KeyProvider, KeyVersionInfo, KmsError, WrappedDek};
 use koryphaios_core::ids::UserId;
 use reqwest::Method;
-use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -46,7 +45,7 @@ use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::remote::http::{Reply, send_error};
+use crate::remote::http::Reply;
 use crate::remote::owner_binding;
 use crate::remote::token::TokenCache;
 
@@ -196,26 +195,17 @@ impl AzureKeyVault {
         url: &str,
         body: Option<Value>,
     ) -> Result<Reply, KmsError> {
-        let token = self
-            .tokens
-            .get(|| auth::fetch(&self.http, &self.credential))
-            .await?;
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(token.expose_secret());
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| send_error(SERVICE, &e))?;
-        let reply = Reply::read(SERVICE, response).await?;
-        if reply.ok() {
-            return Ok(reply);
-        }
-        if reply.status == 401 {
-            self.tokens.clear().await;
-        }
-        Err(self.failure(op, &reply))
+        self.tokens
+            .send(
+                &self.http,
+                SERVICE,
+                || auth::fetch(&self.http, &self.credential),
+                method,
+                url,
+                body,
+            )
+            .await?
+            .map_err(|reply| self.failure(op, &reply))
     }
 
     fn failure(&self, op: Op, reply: &Reply) -> KmsError {

@@ -35,14 +35,13 @@ use base64::engine::general_purpose::STANDARD;
 use koryphaios_core::envelope::{Dek, KeyProvider, KeyVersionInfo, KmsError, WrappedDek};
 use koryphaios_core::ids::UserId;
 use reqwest::Method;
-use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
-use crate::remote::http::{Reply, send_error};
+use crate::remote::http::Reply;
 use crate::remote::owner_binding;
 use crate::remote::token::TokenCache;
 
@@ -147,27 +146,18 @@ impl GcpKms {
         path: &str,
         body: Option<Value>,
     ) -> Result<Reply, KmsError> {
-        let token = self
-            .tokens
-            .get(|| auth::fetch(&self.http, &self.credential))
-            .await?;
         let url = format!("{}/v1/{path}", self.endpoint);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(token.expose_secret());
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| send_error(SERVICE, &e))?;
-        let reply = Reply::read(SERVICE, response).await?;
-        if reply.ok() {
-            return Ok(reply);
-        }
-        if reply.status == 401 {
-            self.tokens.clear().await;
-        }
-        Err(self.failure(op, &reply))
+        self.tokens
+            .send(
+                &self.http,
+                SERVICE,
+                || auth::fetch(&self.http, &self.credential),
+                method,
+                &url,
+                body,
+            )
+            .await?
+            .map_err(|reply| self.failure(op, &reply))
     }
 
     fn failure(&self, op: Op, reply: &Reply) -> KmsError {

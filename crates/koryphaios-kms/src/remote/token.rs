@@ -57,6 +57,42 @@ impl TokenCache {
     pub async fn clear(&self) {
         *self.slot.lock().await = None;
     }
+
+    /// Sends `method url` (with a JSON `body`) under the cached token, or one from `fetch`. A
+    /// non-2xx answer comes back as `Ok(Err(reply))`; a 401 also forgets the token, so the next
+    /// call fetches a fresh one.
+    pub async fn send<F, Fut>(
+        &self,
+        http: &reqwest::Client,
+        service: &str,
+        fetch: F,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Value>,
+    ) -> Result<Result<Reply, Reply>, KmsError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<AccessToken, KmsError>>,
+    {
+        use secrecy::ExposeSecret as _;
+        let token = self.get(fetch).await?;
+        let mut request = http.request(method, url).bearer_auth(token.expose_secret());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| super::http::send_error(service, &e))?;
+        let reply = Reply::read(service, response).await?;
+        if reply.ok() {
+            return Ok(Ok(reply));
+        }
+        if reply.status == 401 {
+            self.clear().await;
+        }
+        Ok(Err(reply))
+    }
 }
 
 /// An OAuth 2 token response: `{"access_token": "…", "expires_in": 3599}` (IMDS sends the
