@@ -107,7 +107,8 @@ enum Services {
     WaitingForKms {
         config: Box<Config>,
         components: Components,
-        root_backend: &'static str,
+        /// The root provider, opened once and asked again on every retry.
+        root: Arc<dyn KeyProvider>,
     },
 }
 
@@ -499,8 +500,7 @@ impl Application {
         }
         crate::metrics::handle();
         let root = components.root_kms(config).await?;
-        let root_backend = root.provider_name();
-        let services = match open_hierarchy(root, &store).await {
+        let services = match open_hierarchy(Arc::clone(&root), &store).await {
             Ok(kms) => Services::Ready(Box::new(assemble(config, components, &store, kms).await?)),
             Err(error) if kms_unreachable(&error) => {
                 tracing::error!(
@@ -511,7 +511,7 @@ impl Application {
                 Services::WaitingForKms {
                     config: Box::new(config.clone()),
                     components,
-                    root_backend,
+                    root,
                 }
             }
             Err(error) => return Err(error),
@@ -573,8 +573,9 @@ impl Application {
             Services::WaitingForKms {
                 config,
                 components,
-                root_backend,
+                root,
             } => {
+                let root_backend = root.provider_name();
                 let starting = |serves_metrics| {
                     starting::router(
                         root_backend,
@@ -588,6 +589,7 @@ impl Application {
                 let task = tokio::spawn(wait_for_kms(
                     config,
                     components,
+                    root,
                     Arc::clone(&store),
                     main.clone(),
                     metrics.clone(),
@@ -655,6 +657,7 @@ impl Application {
 async fn wait_for_kms(
     config: Box<Config>,
     components: Components,
+    root: Arc<dyn KeyProvider>,
     store: Arc<dyn Store>,
     main: Swappable,
     metrics: Swappable,
@@ -662,11 +665,7 @@ async fn wait_for_kms(
 ) {
     loop {
         tokio::time::sleep(KMS_RETRY_INTERVAL).await;
-        let opened = match components.root_kms(&config).await {
-            Ok(root) => open_hierarchy(root, &store).await,
-            Err(error) => Err(error),
-        };
-        let kms = match opened {
+        let kms = match open_hierarchy(Arc::clone(&root), &store).await {
             Ok(kms) => kms,
             Err(error) => {
                 tracing::warn!(
