@@ -20,6 +20,7 @@ pub mod scope;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod store_error;
 pub mod tier;
 pub mod users;
 pub mod validation;

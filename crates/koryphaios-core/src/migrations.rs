@@ -84,7 +84,7 @@ pub enum MigrationError {
     },
     /// The store itself failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store_error::StoreError),
 }
 
 /// Checks the applied history against the embedded list.

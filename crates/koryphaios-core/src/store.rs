@@ -22,6 +22,7 @@ use crate::migrations::{MigrationError, MigrationStatus};
 use crate::pagination::PageRequest;
 use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
+pub use crate::store_error::{StoreError, StoreResult};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 
 /// The outcome of an admin's change to a user.
@@ -36,20 +37,6 @@ pub enum UserUpdated {
     /// The change would leave the install without an admin who can act.
     LastAdmin,
 }
-
-/// A storage failure the domain cannot do anything about but report.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached or timed out: the caller may retry later (503).
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else: a bug, corrupted data, or a constraint the domain should have checked.
-    #[error("database error: {0}")]
-    Internal(String),
-}
-
-/// Shorthand for storage results.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Why a registration was not stored.
 #[derive(Debug, thiserror::Error)]

@@ -24,8 +24,8 @@ use koryphaios_core::users::{PasswordHasher, UserAdminService};
 use koryphaios_core::{Clock, SystemClock};
 use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
 use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter};
-use koryphaios_store_postgres::{PostgresSettings, PostgresStore};
-use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
+use koryphaios_store_postgres::PostgresSettings;
+use koryphaios_store_sqlite::SqliteSettings;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -187,7 +187,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             // The data directory is needed only for what lives in it.
             data_dir::prepare(&config.data_dir)?;
             data_dir::create_private_file(path)?;
-            let store = SqliteStore::open(path, &SqliteSettings::default())
+            let store = koryphaios_store_sqlite::open(path, &SqliteSettings::default())
                 .await
                 .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
             Ok(Arc::new(store))
@@ -205,7 +205,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 ..PostgresSettings::default()
             };
             // The error names the cause, never the URL (it may hold a password).
-            let store = PostgresStore::connect(url.expose_secret(), &settings)
+            let store = koryphaios_store_postgres::connect(url.expose_secret(), &settings)
                 .await
                 .context("cannot connect to PostgreSQL (KORYPHAIOS_DATABASE_URL)")?;
             Ok(Arc::new(store))

@@ -32,11 +32,6 @@ pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// Whether the error is a UNIQUE (or primary key) constraint violation.
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,7 @@ pub async fn fresh_database_url() -> String {
 
 /// A store on a fresh database, migrated to the newest schema.
 pub async fn fresh_store() -> PostgresStore {
-    let store = PostgresStore::connect(&fresh_database_url().await, &test_settings())
+    let store = crate::connect(&fresh_database_url().await, &test_settings())
         .await
         .expect("connect to the test database");
     store.migrate_up().await.expect("migrate the test database");

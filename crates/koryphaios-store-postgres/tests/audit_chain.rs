@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use koryphaios_core::audit::chain::{BreakKind, verify};
+use koryphaios_core::audit::chain::BreakKind;
+use koryphaios_core::audit::verify::verify;
 use koryphaios_core::audit::{AuditEntry, RequestContext};
 use koryphaios_core::store::{AuditStore, SchemaMigrator};
 use koryphaios_core::testing::contract_audit_key;
@@ -26,7 +27,9 @@ fn record(n: usize) -> AuditEntry {
 }
 
 async fn instance(url: &str) -> Arc<PostgresStore> {
-    let store = PostgresStore::connect(url, &test_settings()).await.unwrap();
+    let store = koryphaios_store_postgres::connect(url, &test_settings())
+        .await
+        .unwrap();
     store.migrate_up().await.unwrap();
     store
         .install_audit_key(Arc::new(contract_audit_key()))

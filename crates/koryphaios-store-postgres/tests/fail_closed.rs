@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 async fn setup() -> (String, PostgresStore) {
     let url = fresh_database_url().await;
-    let store = PostgresStore::connect(&url, &test_settings())
+    let store = koryphaios_store_postgres::connect(&url, &test_settings())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();

@@ -16,7 +16,7 @@ use koryphaios_store_postgres::{MIGRATIONS, PostgresSettings, PostgresStore};
 use sqlx::PgPool;
 
 async fn connect(url: &str) -> PostgresStore {
-    PostgresStore::connect(url, &test_settings())
+    koryphaios_store_postgres::connect(url, &test_settings())
         .await
         .expect("connect")
 }
@@ -146,7 +146,9 @@ async fn a_statement_past_the_timeout_is_cut_short_as_unavailable() {
         statement_timeout: Duration::from_millis(300),
         ..test_settings()
     };
-    let store = PostgresStore::connect(&url, &settings).await.unwrap();
+    let store = koryphaios_store_postgres::connect(&url, &settings)
+        .await
+        .unwrap();
     store.migrate_up().await.unwrap();
     // Another session holds the users table, so the store's read waits on it.
     let pool = PgPool::connect(&url).await.unwrap();
@@ -174,7 +176,8 @@ async fn an_unreachable_server_is_unavailable() {
         ..PostgresSettings::default()
     };
     // Port 1 on loopback: nothing listens there.
-    let result = PostgresStore::connect("postgres://postgres@127.0.0.1:1/none", &settings).await;
+    let result =
+        koryphaios_store_postgres::connect("postgres://postgres@127.0.0.1:1/none", &settings).await;
     assert!(
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
@@ -183,8 +186,11 @@ async fn an_unreachable_server_is_unavailable() {
 
 #[tokio::test]
 async fn a_malformed_url_does_not_echo_its_password() {
-    let result =
-        PostgresStore::connect("postgres://u:hunter2@[bad/db", &PostgresSettings::default()).await;
+    let result = koryphaios_store_postgres::connect(
+        "postgres://u:hunter2@[bad/db",
+        &PostgresSettings::default(),
+    )
+    .await;
     let message = result.expect_err("malformed").to_string();
     assert!(!message.contains("hunter2"), "{message}");
 }

@@ -17,7 +17,7 @@ use koryphaios_core::ids::{FamilyId, UserId};
 use koryphaios_core::store::{AuditStore, SchemaMigrator, Store};
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
 use koryphaios_core::{AuthMethod, Principal};
-use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
+use koryphaios_store_sqlite::SqliteSettings;
 use secrecy::ExposeSecret;
 
 fn verification(c: &mut Criterion) {
@@ -28,9 +28,10 @@ fn verification(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (store, service, key) = runtime.block_on(async {
-        let sqlite = SqliteStore::open(&dir.path().join("bench.db"), &SqliteSettings::default())
-            .await
-            .unwrap();
+        let sqlite =
+            koryphaios_store_sqlite::open(&dir.path().join("bench.db"), &SqliteSettings::default())
+                .await
+                .unwrap();
         sqlite.migrate_up().await.unwrap();
         sqlite
             .install_audit_key(::std::sync::Arc::new(

@@ -18,8 +18,3 @@ pub(crate) fn map_err(error: sqlx::Error) -> StoreError {
         other => StoreError::Internal(other.to_string()),
     }
 }
-
-/// Whether the error is a UNIQUE constraint violation.
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
-}

@@ -9,7 +9,8 @@
 
 use std::path::Path;
 
-use koryphaios_core::audit::chain::{BreakKind, verify};
+use koryphaios_core::audit::chain::BreakKind;
+use koryphaios_core::audit::verify::verify;
 use koryphaios_core::audit::{AuditEntry, RequestContext};
 use koryphaios_core::store::{AuditStore, SchemaMigrator};
 use koryphaios_core::testing::contract_audit_key;
@@ -27,7 +28,7 @@ fn record(n: i64) -> AuditEntry {
 }
 
 async fn chain_of_five(path: &Path) -> SqliteStore {
-    let store = SqliteStore::open(path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(path, &SqliteSettings::default())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
@@ -140,7 +141,7 @@ async fn a_forged_anchor_is_detected() {
 async fn records_from_before_the_chain_are_linked_when_the_key_is_first_installed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
-    let store = SqliteStore::open(&path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&path, &SqliteSettings::default())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
@@ -177,7 +178,7 @@ async fn rows_slipped_into_a_chained_log_are_reported_not_adopted() {
         "UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL WHERE seq >= 4",
     )
     .await;
-    let store = SqliteStore::open(&path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&path, &SqliteSettings::default())
         .await
         .unwrap();
     assert_eq!(
@@ -199,7 +200,7 @@ async fn rows_slipped_into_a_chained_log_are_reported_not_adopted() {
 #[tokio::test]
 async fn without_an_installed_key_audited_writes_fail_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("a.db"), &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&dir.path().join("a.db"), &SqliteSettings::default())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
@@ -209,7 +210,7 @@ async fn without_an_installed_key_audited_writes_fail_closed() {
 }
 
 async fn contract_store(path: &Path) -> std::sync::Arc<dyn koryphaios_core::store::Store> {
-    let store = SqliteStore::open(path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(path, &SqliteSettings::default())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
@@ -269,7 +270,7 @@ async fn a_chain_from_before_the_head_gets_its_head_from_the_newest_record() {
     drop(store);
     // As after migration 0005 on a chained log: no head row yet.
     tamper(&path, "DELETE FROM audit_chain_head").await;
-    let store = SqliteStore::open(&path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&path, &SqliteSettings::default())
         .await
         .unwrap();
     // Until the key is installed (which initialises the head), verify reports the missing head.
@@ -312,7 +313,7 @@ async fn a_rewritten_head_is_reported_and_refused_as_a_base_for_new_records() {
 async fn an_empty_log_takes_a_new_key_and_reseals_its_genesis_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
-    let store = SqliteStore::open(&path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&path, &SqliteSettings::default())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();
@@ -324,7 +325,7 @@ async fn an_empty_log_takes_a_new_key_and_reseals_its_genesis_head() {
         .unwrap();
     drop(store);
     // Nothing was ever written: another key may start the chain.
-    let store = SqliteStore::open(&path, &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&path, &SqliteSettings::default())
         .await
         .unwrap();
     store

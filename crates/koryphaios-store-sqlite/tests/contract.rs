@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use koryphaios_core::store::{SchemaMigrator, Store};
-use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
+use koryphaios_store_sqlite::SqliteSettings;
 
 async fn fresh_store() -> Arc<dyn Store> {
     // The directory is leaked on purpose: it must outlive the store, and the OS temp dir is cleaned.
     let dir = tempfile::tempdir().expect("temp dir").keep();
-    let store = SqliteStore::open(&dir.join("test.db"), &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&dir.join("test.db"), &SqliteSettings::default())
         .await
         .expect("open");
     store.migrate_up().await.expect("migrate");

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 async fn setup() -> (tempfile::TempDir, Arc<SqliteStore>, User) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("k.db"), &SqliteSettings::default())
+    let store = koryphaios_store_sqlite::open(&dir.path().join("k.db"), &SqliteSettings::default())
         .await
         .unwrap();
     store.migrate_up().await.unwrap();

@@ -10,7 +10,7 @@ use koryphaios_core::store::{SchemaMigrator, Store};
 use koryphaios_store_sqlite::{MIGRATIONS, SqliteSettings, SqliteStore};
 
 async fn open(path: &std::path::Path) -> SqliteStore {
-    SqliteStore::open(path, &SqliteSettings::default())
+    koryphaios_store_sqlite::open(path, &SqliteSettings::default())
         .await
         .expect("open")
 }

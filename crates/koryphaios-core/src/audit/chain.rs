@@ -9,7 +9,7 @@
 //! master-key rotation and retirement: the re-wrap job re-wraps it too) and stored by the store.
 //! Stores compute links with [`AuditKey::link`] inside the transaction that writes the record,
 //! after the stored [`ChainHead`](super::head::ChainHead) (never after `MAX(seq)`), and move the
-//! head in the same transaction; [`verify`] recomputes the links and checks that the chain still
+//! head in the same transaction; [`verify`](super::verify::verify) recomputes the links and checks that the chain still
 //! reaches its head (else the tail was deleted: [`BreakKind::Truncated`]).
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -17,9 +17,9 @@ use sha2::Sha256;
 
 use super::AuditEntry;
 use crate::clock::to_unix_ms;
-use crate::envelope::{Dek, EnvelopeError, KeyProvider, KmsError};
+use crate::envelope::{Dek, EnvelopeError, KmsError};
 use crate::ids::UserId;
-use crate::store::{AuditStore, StoreError};
+use crate::store_error::StoreError;
 
 /// The hash a chain's first record links to.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -37,7 +37,7 @@ pub fn audit_key_owner() -> UserId {
 }
 
 /// The key the chain's MACs are computed with. Its bytes never leave this type.
-pub struct AuditKey(Dek);
+pub struct AuditKey(pub(super) Dek);
 
 impl std::fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,54 +80,6 @@ impl AuditKey {
         field(&mut mac, Some(hash));
         mac.update(&purged_at_ms.to_be_bytes());
         mac.finalize().into_bytes().into()
-    }
-
-    /// Unwraps the stored key, or creates, wraps and stores one if the store has none (when two
-    /// instances race, the store keeps the first and both use it).
-    pub async fn load_or_create(
-        store: &dyn AuditStore,
-        kms: &dyn KeyProvider,
-    ) -> Result<Self, AuditKeyError> {
-        let owner = audit_key_owner();
-        let wrapped = match store.audit_key_wrap().await? {
-            Some(wrapped) => wrapped,
-            None => {
-                // A chain without its key cannot be continued or verified: a new key would
-                // silently start a second chain over the evidence of the first.
-                if store.audit_chain_anchor().await?.is_some()
-                    || !store.audit_chain_page(0, 1).await?.is_empty()
-                    || store
-                        .audit_chain_head()
-                        .await?
-                        .is_some_and(|head| head.seq > 0)
-                {
-                    return Err(AuditKeyError::Missing);
-                }
-                let fresh = Dek::generate()?;
-                let wrapped = kms.wrap(&fresh, &owner).await?;
-                store.store_audit_key_wrap(&wrapped).await?
-            }
-        };
-        Ok(Self(kms.unwrap(&wrapped, &owner).await?))
-    }
-
-    /// Re-wraps the stored audit key under the provider's current version if it is not already;
-    /// `true` when it was re-wrapped.
-    pub async fn rewrap(
-        store: &dyn AuditStore,
-        kms: &dyn KeyProvider,
-    ) -> Result<bool, AuditKeyError> {
-        let Some(wrapped) = store.audit_key_wrap().await? else {
-            return Ok(false);
-        };
-        if wrapped.provider == kms.provider_name()
-            && wrapped.kek_id == kms.kek_id()
-            && wrapped.kek_version == kms.current_version()
-        {
-            return Ok(false);
-        }
-        let new = kms.rewrap(&wrapped, &audit_key_owner()).await?;
-        Ok(store.replace_audit_key_wrap(&wrapped, &new).await?)
     }
 }
 
@@ -417,7 +369,6 @@ impl ChainReport {
 }
 
 /// Records read per page while verifying.
-const VERIFY_PAGE: u32 = 1_000;
 
 /// An anchor's MAC checks out.
 pub(super) fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
@@ -425,141 +376,6 @@ pub(super) fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
         &key.anchor_mac(anchor.seq, &anchor.hash, anchor.purged_at_ms),
         &anchor.mac,
     )
-}
-
-/// Recomputes every link from the anchor (or genesis) on and reports the first broken one.
-/// Records outside the chain and a forged anchor are breaks too.
-///
-/// The head is read first: records written while this runs are past it and not held against the
-/// chain, and every record up to it was committed with it, so a chain that stops short of the head
-/// was truncated.
-pub async fn verify(store: &dyn AuditStore, key: &AuditKey) -> Result<ChainReport, StoreError> {
-    let head = store.audit_chain_head().await?;
-    let anchor = store.audit_chain_anchor().await?;
-    let broken = |expected_seq: i64, seq: i64, id: String, kind: BreakKind| BrokenLink {
-        expected_seq,
-        seq,
-        id,
-        kind,
-    };
-    let (anchor_seq, mut prev_hash) = match &anchor {
-        Some(anchor) => (anchor.seq, anchor.hash.clone()),
-        None => (0, GENESIS.to_vec()),
-    };
-    let mut report = ChainReport {
-        checked: 0,
-        anchor_seq,
-        last_seq: anchor_seq,
-        head_seq: head.as_ref().map(|h| h.seq),
-        first_broken: None,
-    };
-    if let Some(anchor) = &anchor
-        && !anchor_is_genuine(key, anchor)
-    {
-        report.first_broken = Some(broken(
-            anchor.seq + 1,
-            anchor.seq,
-            "anchor".into(),
-            BreakKind::ForgedAnchor,
-        ));
-        return Ok(report);
-    }
-    if let Some(id) = store.unlinked_audit_ids(1).await?.into_iter().next() {
-        report.first_broken = Some(broken(0, 0, id, BreakKind::Unlinked));
-        return Ok(report);
-    }
-    match &head {
-        Some(head) if !head.is_genuine(key) => {
-            report.first_broken = Some(broken(
-                anchor_seq + 1,
-                head.seq,
-                "head".into(),
-                BreakKind::ForgedHead,
-            ));
-            return Ok(report);
-        }
-        None if anchor.is_some() || !store.audit_chain_page(0, 1).await?.is_empty() => {
-            report.first_broken = Some(broken(
-                anchor_seq + 1,
-                0,
-                "head".into(),
-                BreakKind::ForgedHead,
-            ));
-            return Ok(report);
-        }
-        _ => {}
-    }
-    let mut after = anchor_seq;
-    loop {
-        let page = store.audit_chain_page(after, VERIFY_PAGE).await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.seq;
-        for record in &page {
-            let mut expected_seq = report.last_seq + 1;
-            if record.seq != expected_seq {
-                // Retention may have purged past us while we read: continue from its new anchor
-                // if that anchor is genuine and this record follows it.
-                if let Some(anchor) = store.audit_chain_anchor().await?
-                    && anchor.seq + 1 == record.seq
-                    && anchor.seq > report.last_seq
-                    && anchor.hash == record.prev_hash
-                    && anchor_is_genuine(key, &anchor)
-                {
-                    report.anchor_seq = anchor.seq;
-                    report.last_seq = anchor.seq;
-                    prev_hash.clone_from(&anchor.hash);
-                    expected_seq = record.seq;
-                }
-            }
-            let kind = if record.seq != expected_seq {
-                Some(BreakKind::SequenceGap)
-            } else if record.prev_hash != prev_hash {
-                Some(BreakKind::BrokenLink)
-            } else if !constant_time_eq(
-                &key.link(record.seq, &record.prev_hash, &record.canonical()),
-                &record.hash,
-            ) {
-                Some(BreakKind::ContentMismatch)
-            } else if head
-                .as_ref()
-                .is_some_and(|head| head.seq == record.seq && head.hash != record.hash)
-            {
-                Some(BreakKind::Truncated)
-            } else {
-                None
-            };
-            if let Some(kind) = kind {
-                report.first_broken =
-                    Some(broken(expected_seq, record.seq, record.id.clone(), kind));
-                return Ok(report);
-            }
-            report.checked += 1;
-            report.last_seq = record.seq;
-            prev_hash.clone_from(&record.hash);
-        }
-    }
-    if let Some(head) = &head
-        && head.seq > report.last_seq
-    {
-        // Retention may have purged the head's record while we read (the chain then continues
-        // from a genuine anchor at or past it); otherwise the newest records are gone.
-        let purged_past = store.audit_chain_anchor().await?.is_some_and(|anchor| {
-            anchor.seq >= head.seq
-                && anchor_is_genuine(key, &anchor)
-                && (anchor.seq > head.seq || anchor.hash == head.hash)
-        });
-        if !purged_past {
-            report.first_broken = Some(broken(
-                report.last_seq + 1,
-                head.seq,
-                "head".into(),
-                BreakKind::Truncated,
-            ));
-        }
-    }
-    Ok(report)
 }
 
 /// Compares a computed MAC with a stored one in constant time.

@@ -4,7 +4,7 @@
 //! Every audit insert reads the head, links its records after it and moves it, in the same
 //! transaction (under the chain lock). New records therefore never reuse the positions of deleted
 //! ones, and deleting the newest records leaves the head pointing past the end of the chain, which
-//! [`verify`](super::chain::verify) reports as `truncated`. Rewriting the head to hide that needs
+//! [`verify`](super::verify::verify) reports as `truncated`. Rewriting the head to hide that needs
 //! the key. What a database-level attacker can still do is roll the records *and* the head back
 //! together to an earlier genuine state (or delete the row and restart the service, which then
 //! re-initialises it with a warning): only an outside witness sees that, the
@@ -15,7 +15,7 @@ use hmac::Mac as _;
 use super::AuditEntry;
 use super::chain::{AuditKey, CanonicalRecord, GENESIS, constant_time_eq, field};
 use crate::clock::to_unix_ms;
-use crate::store::{StoreError, StoreResult};
+use crate::store_error::{StoreError, StoreResult};
 
 /// Domain separation for the head MAC.
 const HEAD_TAG: &[u8] = b"koryphaios/audit-head/v1";

@@ -6,8 +6,10 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod head;
+pub mod key_store;
 pub mod query;
 pub mod service;
+pub mod verify;
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;

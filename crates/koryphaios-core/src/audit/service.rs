@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use time::Duration;
 
-use super::chain::{self, AuditKey, AuditKeyError, ChainReport};
+use super::chain::{AuditKey, AuditKeyError, ChainReport};
 use super::checkpoint::{self, Checkpoint, CheckpointVerdict};
 use super::query::{ActivityCounts, AuditQuery, StoredAuditEntry, SuspicionThresholds};
 use super::{AuditEntry, RequestContext, actions};
@@ -181,7 +181,7 @@ impl AuditService {
 
     /// Recomputes the whole chain (the CLI, which runs as the operator).
     pub async fn verify_unchecked(&self) -> Result<ChainReport, AuditError> {
-        Ok(chain::verify(self.store.as_ref(), &self.key).await?)
+        Ok(super::verify::verify(self.store.as_ref(), &self.key).await?)
     }
 
     /// Recomputes the whole chain and checks `checkpoint` against it (admin only).

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use time::Duration;
 
 use super::{credential, t0, user};
-use crate::audit::chain::{AuditKey, BreakKind, verify};
+use crate::audit::chain::{AuditKey, BreakKind};
 use crate::audit::checkpoint::{Checkpoint, CheckpointVerdict, check};
 use crate::audit::query::{AuditQuery, PageStart};
+use crate::audit::verify::verify;
 use crate::audit::{AuditEntry, RequestContext};
 use crate::envelope::WrappedDek;
 use crate::store::Store;

@@ -12,7 +12,7 @@ use koryphaios_core::store::{AuditStore, SchemaMigrator, Store};
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
 use koryphaios_core::{AuthMethod, Principal, Scope, ScopeSet, UserId};
 use koryphaios_kms::LocalKeyRing;
-use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
+use koryphaios_store_sqlite::SqliteSettings;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -255,9 +255,10 @@ fn principal_with(user: &UserId, scopes: &[Scope]) -> Principal {
 #[tokio::test]
 async fn reveal_needs_the_provider_scope_and_denials_are_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(&dir.path().join("k.db"), &SqliteSettings::default())
-        .await
-        .unwrap();
+    let sqlite =
+        koryphaios_store_sqlite::open(&dir.path().join("k.db"), &SqliteSettings::default())
+            .await
+            .unwrap();
     sqlite.migrate_up().await.unwrap();
     sqlite
         .install_audit_key(::std::sync::Arc::new(

@@ -18,7 +18,7 @@ use koryphaios_core::store::{AuditStore, SchemaMigrator, Store};
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
 use koryphaios_core::{AuthMethod, Principal, Scope, ScopeSet, UserId};
 use koryphaios_kms::LocalKeyRing;
-use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};
+use koryphaios_store_sqlite::SqliteSettings;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
@@ -89,9 +89,10 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(&dir.path().join("k.db"), &SqliteSettings::default())
-        .await
-        .unwrap();
+    let sqlite =
+        koryphaios_store_sqlite::open(&dir.path().join("k.db"), &SqliteSettings::default())
+            .await
+            .unwrap();
     sqlite.migrate_up().await.unwrap();
     sqlite
         .install_audit_key(Arc::new(koryphaios_core::testing::contract_audit_key()))
