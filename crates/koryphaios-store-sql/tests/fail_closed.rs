@@ -1,5 +1,6 @@
-//! Writes and their audit records commit together: if the record cannot be written, the change
-//! does not happen. Many concurrent audit-bearing writes all land.
+//! Writes and their audit records commit together, on both backends: if the record cannot be
+//! written, the change does not happen. Many concurrent audit-bearing writes through the group
+//! commit all land.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,44 +11,17 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{credential, entry, new_user, user};
+use common::{Backend, TestDb, anonymous, credential, entry, new_user, user};
 use koryphaios_core::credentials::CredentialFilter;
-use koryphaios_core::store::{AuditStore, CredentialStore, SchemaMigrator, Store, UserStore};
+use koryphaios_core::pagination::PageRequest;
 use koryphaios_core::users::RegistrationPolicy;
-use koryphaios_store_postgres::PostgresStore;
-use koryphaios_store_postgres::testing::{fresh_database_url, test_settings};
-use sqlx::PgPool;
 use time::OffsetDateTime;
 
-async fn setup() -> (String, PostgresStore) {
-    let url = fresh_database_url().await;
-    let store = koryphaios_store_postgres::connect(&url, &test_settings())
-        .await
-        .unwrap();
-    store.migrate_up().await.unwrap();
-    store
-        .install_audit_key(std::sync::Arc::new(
-            koryphaios_core::testing::contract_audit_key(),
-        ))
-        .await
-        .unwrap();
-    (url, store)
-}
-
-#[tokio::test]
-async fn a_failing_audit_write_stops_the_change_from_being_stored() {
-    let (url, store) = setup().await;
-    let ada = user(&store, "ada").await;
-    let pool = PgPool::connect(&url).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$;
-         CREATE TRIGGER audit_down BEFORE INSERT ON audit_events
-           FOR EACH ROW EXECUTE FUNCTION audit_down();",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+async fn a_failing_audit_write_stops_the_change_from_being_stored(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
+    db.break_audit_log().await;
 
     let (cred, version) = credential(&ada);
     let create = entry(&ada, "credential_create", ("credential", cred.id.as_str()));
@@ -63,26 +37,23 @@ async fn a_failing_audit_write_stops_the_change_from_being_stored() {
             .unwrap()
             .is_none()
     );
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM credential_versions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(
+        db.texts("SELECT credential_id FROM credential_versions")
+            .await,
+        Vec::<String>::new()
+    );
     let registered = store
         .register_user(
             new_user("bob"),
             RegistrationPolicy::Open,
-            &common::anonymous("register"),
+            &anonymous("register"),
         )
         .await;
     assert!(registered.is_err());
     assert_eq!(store.count_users().await.unwrap(), 1);
 
     // Once the audit log works again, so do writes.
-    sqlx::query("DROP TRIGGER audit_down ON audit_events")
-        .execute(&pool)
-        .await
-        .unwrap();
+    db.repair_audit_log().await;
     store
         .insert_credential(&cred, &version, &create)
         .await
@@ -96,11 +67,10 @@ async fn a_failing_audit_write_stops_the_change_from_being_stored() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_audit_bearing_writes_all_land() {
-    let (_url, store) = setup().await;
-    let store = Arc::new(store);
-    let ada = user(&store, "ada").await;
+async fn concurrent_audit_bearing_writes_all_land(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let (cred, version) = credential(&ada);
     store
         .insert_credential(
@@ -137,11 +107,15 @@ async fn concurrent_audit_bearing_writes_all_land() {
             &ada.id,
             &CredentialFilter::default(),
             OffsetDateTime::now_utc(),
-            &koryphaios_core::pagination::PageRequest::default(),
+            &PageRequest::default(),
         )
         .await
         .unwrap();
     assert!(listed[0].last_used_at.is_some());
-    let store: Arc<dyn Store> = store;
     store.close().await;
 }
+
+on_both_backends!(
+    a_failing_audit_write_stops_the_change_from_being_stored,
+    concurrent_audit_bearing_writes_all_land,
+);

@@ -1,5 +1,6 @@
-//! What SQLite gets from its single writer, PostgreSQL gets from locks: these races have the
-//! outcome some serial order of the same calls would have.
+//! Races on every write that checks before it acts, on both backends (SQLite orders them with its
+//! single writer, PostgreSQL with row, table and advisory locks): each has the outcome some serial
+//! order of the same calls would have.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,30 +11,23 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{anonymous, api_key, credential, entry, new_user, sealed, user};
+use common::{Backend, TestDb, anonymous, api_key, credential, entry, new_user, sealed, user};
 use koryphaios_core::envelope::WrappedDek;
 use koryphaios_core::ids::{FamilyId, RefreshTokenId};
 use koryphaios_core::secret::TokenHash;
 use koryphaios_core::store::{
-    ApiKeyStore, AuditStore, CredentialStore, KeyWrapStore, NewRefreshToken, RegisterUserError,
-    RotateOutcome, SessionStore, UserStore, VersionAdded,
+    NewRefreshToken, RegisterUserError, RotateOutcome, Store, VersionAdded,
 };
 use koryphaios_core::users::{RegistrationPolicy, Role};
-use koryphaios_store_postgres::PostgresStore;
-use koryphaios_store_postgres::testing::keyed_store;
 use time::{Duration, OffsetDateTime};
 
 const RACERS: usize = 8;
 
-async fn store() -> Arc<PostgresStore> {
-    Arc::new(keyed_store().await)
-}
-
 /// Runs `RACERS` copies of `f` at once and collects their results.
-async fn race<T, F, Fut>(store: &Arc<PostgresStore>, f: F) -> Vec<T>
+async fn race<T, F, Fut>(store: &Arc<dyn Store>, f: F) -> Vec<T>
 where
     T: Send + 'static,
-    F: Fn(Arc<PostgresStore>, usize) -> Fut,
+    F: Fn(Arc<dyn Store>, usize) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
     let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
@@ -53,9 +47,9 @@ where
     results
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_registrations_make_exactly_one_admin() {
-    let store = store().await;
+async fn concurrent_first_registrations_make_exactly_one_admin(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
     let users = race(&store, |store, i| async move {
         store
             .register_user(
@@ -75,9 +69,9 @@ async fn concurrent_first_registrations_make_exactly_one_admin() {
     assert_eq!(store.count_users().await.unwrap(), RACERS as u64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_only_registrations_admit_exactly_one() {
-    let store = store().await;
+async fn concurrent_first_only_registrations_admit_exactly_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
     let results = race(&store, |store, i| async move {
         store
             .register_user(
@@ -97,9 +91,9 @@ async fn concurrent_first_only_registrations_admit_exactly_one() {
     assert_eq!(store.count_users().await.unwrap(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_registrations_of_one_name_store_it_once() {
-    let store = store().await;
+async fn concurrent_registrations_of_one_name_store_it_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
     let results = race(&store, |store, i| async move {
         let name = if i % 2 == 0 { "ada" } else { "ADA" };
         store
@@ -128,10 +122,10 @@ fn refresh(token: &str, now: OffsetDateTime) -> NewRefreshToken {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_refresh_token_presented_concurrently_is_spent_once() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn a_refresh_token_presented_concurrently_is_spent_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let family = FamilyId::generate();
     let now = OffsetDateTime::now_utc();
     store
@@ -175,11 +169,11 @@ async fn a_refresh_token_presented_concurrently_is_spent_once() {
     assert!(state.family_revoked);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rotation_chain_under_contention_never_forks() {
+async fn a_rotation_chain_under_contention_never_forks(backend: Backend) {
     // Two holders of the same current token race on each step: one wins, the family dies.
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let family = FamilyId::generate();
     let now = OffsetDateTime::now_utc();
     store
@@ -214,10 +208,10 @@ async fn a_rotation_chain_under_contention_never_forks() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_credential_rotations_from_one_version_add_exactly_one() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn concurrent_credential_rotations_from_one_version_add_exactly_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let (cred, first) = credential(&ada);
     let id = cred.id.clone();
     store
@@ -265,10 +259,10 @@ async fn concurrent_credential_rotations_from_one_version_add_exactly_one() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_rewraps_of_one_wrap_swap_it_once() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn concurrent_rewraps_of_one_wrap_swap_it_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let (cred, first) = credential(&ada);
     store
         .insert_credential(
@@ -299,10 +293,10 @@ async fn concurrent_rewraps_of_one_wrap_swap_it_once() {
     assert_eq!(results.iter().filter(|swapped| **swapped).count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_deletes_and_revokes_succeed_once() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn concurrent_deletes_and_revokes_succeed_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let (cred, first) = credential(&ada);
     let cred_id = cred.id.clone();
     store
@@ -380,10 +374,10 @@ async fn concurrent_deletes_and_revokes_succeed_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_rolls_leave_exactly_one_current_secret() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn concurrent_rolls_leave_exactly_one_current_secret(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let key = api_key(&ada);
     let key_id = key.id.clone();
     store
@@ -432,10 +426,10 @@ async fn concurrent_rolls_leave_exactly_one_current_secret() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_usage_flushes_add_up_without_deadlocking() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn concurrent_usage_flushes_add_up_without_deadlocking(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     let (a, b) = (api_key(&ada), api_key(&ada));
     for (key, secret) in [(&a, "a"), (&b, "b")] {
         store
@@ -481,10 +475,10 @@ async fn concurrent_usage_flushes_add_up_without_deadlocking() {
     store.append_audit(&anonymous("done")).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn keys_created_through_a_key_being_revoked_never_outlive_it() {
-    let store = store().await;
-    let ada = user(&store, "ada").await;
+async fn keys_created_through_a_key_being_revoked_never_outlive_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let ada = user(store.as_ref(), "ada").await;
     for round in 0..3 {
         let parent = api_key(&ada);
         store
@@ -535,13 +529,13 @@ async fn keys_created_through_a_key_being_revoked_never_outlive_it() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_admins_demoting_each_other_leave_one_admin() {
+async fn two_admins_demoting_each_other_leave_one_admin(backend: Backend) {
     use koryphaios_core::store::UserUpdated;
     use koryphaios_core::users::UserChange;
-    let store = store().await;
-    let root = user(&store, "root").await;
-    let bob = user(&store, "bob").await;
+    let db = TestDb::new(backend).await;
+    let store = db.keyed().await;
+    let root = user(store.as_ref(), "root").await;
+    let bob = user(store.as_ref(), "bob").await;
     let promote = UserChange {
         role: Some(Role::Admin),
         ..UserChange::default()
@@ -591,3 +585,18 @@ async fn two_admins_demoting_each_other_leave_one_admin() {
         "{remaining:?}"
     );
 }
+
+on_both_backends!(
+    concurrent_first_registrations_make_exactly_one_admin,
+    concurrent_first_only_registrations_admit_exactly_one,
+    concurrent_registrations_of_one_name_store_it_once,
+    a_refresh_token_presented_concurrently_is_spent_once,
+    a_rotation_chain_under_contention_never_forks,
+    concurrent_credential_rotations_from_one_version_add_exactly_one,
+    concurrent_rewraps_of_one_wrap_swap_it_once,
+    concurrent_deletes_and_revokes_succeed_once,
+    concurrent_rolls_leave_exactly_one_current_secret,
+    concurrent_usage_flushes_add_up_without_deadlocking,
+    keys_created_through_a_key_being_revoked_never_outlive_it,
+    two_admins_demoting_each_other_leave_one_admin,
+);
