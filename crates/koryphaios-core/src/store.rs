@@ -298,7 +298,7 @@ pub trait ApiKeyStore: Send + Sync {
     /// One key of the owner.
     async fn find_api_key(&self, owner: &UserId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>>;
     /// Changes a live key's name, scopes or tier.
-    #[allow(
+    #[expect(
         clippy::too_many_arguments,
         reason = "one optional field per column keeps the port flat"
     )]
@@ -323,7 +323,7 @@ pub trait ApiKeyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Adds a new secret to a live key; its current secrets stop working at `old_expires_at`, and
     /// so do the keys created through it (their expiry is capped there, in the same transaction).
-    #[allow(
+    #[expect(
         clippy::too_many_arguments,
         reason = "the roll is one transaction with these inputs"
     )]

@@ -1,11 +1,6 @@
 //! Envelope encryption costs: sealing and opening a secret, wrapping and unwrapping its DEK with
 //! the local key ring and with age, and the whole reveal path (unwrap + open).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, reason = "benchmark code")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use koryphaios_core::envelope::{Dek, KeyProvider, SecretContext, open_secret, seal_secret};

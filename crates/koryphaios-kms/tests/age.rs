@@ -1,9 +1,5 @@
 //! The age provider, including interoperability with the `age` command-line tool.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::unwrap_used, reason = "tests panic on failure")]
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The `aws` key provider against the real AWS KMS emulator, moto_server (`scripts/moto.sh`), at
 //! `KORYPHAIOS_TEST_AWS_ENDPOINT` (`scripts/test.sh` sets it). Each test creates its own key.
 //! The tests that need no KMS (settings, an unreachable endpoint) always run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![expect(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
@@ -308,7 +308,7 @@ fn aws_settings_come_from_the_standard_variables() {
 }
 
 #[tokio::test]
-#[allow(deprecated)] // ProfileFiles: aws-config's own name for aws_runtime's EnvConfigFiles.
+#[expect(deprecated)] // ProfileFiles: aws-config's own name for aws_runtime's EnvConfigFiles.
 async fn aws_connect_without_a_region_names_aws_region() {
     let settings = AwsKmsSettings::new("alias/koryphaios");
     // No region in the settings; the test environment may still have one from the chain.

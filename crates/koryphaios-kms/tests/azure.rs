@@ -17,7 +17,7 @@
 //! - IMDS <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>:
 //!   `GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=…`, `Metadata: true`
 //!   → `{access_token, expires_in: "3599", …}`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 mod fakes;
 

@@ -21,7 +21,7 @@
 //!   → `{access_token, expires_in, token_type}`.
 //! - Metadata server <https://cloud.google.com/compute/docs/metadata/predefined-metadata-keys>:
 //!   `GET /computeMetadata/v1/instance/service-accounts/default/token`, `Metadata-Flavor: Google`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 mod fakes;
 

@@ -1,9 +1,5 @@
 //! The local key ring against real files.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::unwrap_used, reason = "tests panic on failure")]
 
 use std::os::unix::fs::PermissionsExt as _;
 

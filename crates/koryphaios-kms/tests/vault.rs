@@ -14,7 +14,7 @@
 //! - `POST /v1/{mount}/keys/{key}/rotate` → 204 (200 with the key on newer Vaults)
 //! - `POST /v1/{mount}/keys/{key}/config` `{min_decryption_version}` → 204
 //! - errors: `{errors: ["…"]}` with 400, 403, 404
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 mod fakes;
 

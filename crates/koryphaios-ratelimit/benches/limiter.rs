@@ -1,11 +1,6 @@
 //! What a rate-limit decision costs: the in-memory limiter (the fallback, and the only limiter
 //! without Redis) and one Redis round trip, for the typical three checks of a request.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, reason = "benchmark code")]
 
 use std::sync::Arc;
 use std::time::Duration;

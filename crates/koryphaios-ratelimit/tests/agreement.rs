@@ -1,11 +1,6 @@
 //! Property tests against a real Redis: for random request sequences and clocks, the Redis
 //! script and the in-memory limiter make the same decisions, and neither ever admits more than a
 //! sliding window's limit in any window.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! (feature `test-support`) Throwaway databases for tests: each call creates a brand-new,
 //! empty database named `kor_test_<uuid>` on the server at `KORYPHAIOS_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`), so tests never share state.
-#![allow(
+#![expect(
     clippy::expect_used,
     reason = "test-support code: a test without its database must fail loudly"
 )]

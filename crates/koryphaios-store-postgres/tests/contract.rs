@@ -1,9 +1,4 @@
 //! Runs the storage contract of `koryphaios-core` against PostgreSQL, on a new database per test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
 
 use std::sync::Arc;
 

@@ -1,11 +1,7 @@
 //! What only PostgreSQL has: connection settings (the statement timeout), an unreachable server
 //! reported as unavailable, and a malformed URL that does not echo its password (the migration
 //! runner is tested on both backends in `koryphaios-store-sql`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::expect_used, reason = "tests panic on failure")]
 
 use std::time::Duration;
 

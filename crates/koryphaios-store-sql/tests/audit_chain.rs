@@ -2,11 +2,7 @@
 //! chain at the tampered row; deleting the newest records is reported as a truncation; records
 //! written before the chain existed are linked when the key is installed, and a missing head is
 //! initialised then; instances writing at once keep one chain.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::unwrap_used, reason = "tests panic on failure")]
 
 mod common;
 

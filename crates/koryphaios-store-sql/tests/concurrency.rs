@@ -1,7 +1,7 @@
 //! Races on every write that checks before it acts, on both backends (SQLite orders them with its
 //! single writer, PostgreSQL with row, table and advisory locks): each has the outcome some serial
 //! order of the same calls would have.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests panic on failure"

@@ -1,11 +1,7 @@
 //! Writes and their audit records commit together, on both backends: if the record cannot be
 //! written, the change does not happen. Many concurrent audit-bearing writes through the group
 //! commit all land.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::unwrap_used, reason = "tests panic on failure")]
 
 mod common;
 

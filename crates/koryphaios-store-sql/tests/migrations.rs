@@ -1,11 +1,7 @@
 //! The migration runner on both backends: a changed or unknown applied migration is refused,
 //! processes starting together apply each migration exactly once, every migration has a down
 //! script that undoes it, and the schema's own rules hold (usernames unique ignoring ASCII case).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::unwrap_used, reason = "tests panic on failure")]
 
 mod common;
 

@@ -1,11 +1,6 @@
 //! The API-key verification hot path: parse + checksum + hash, the SQLite lookup a cache miss
 //! costs, and a full `authenticate` that hits the in-process cache.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, reason = "benchmark code")]
 
 use std::sync::Arc;
 

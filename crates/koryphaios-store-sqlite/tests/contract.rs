@@ -1,9 +1,5 @@
 //! Runs the storage contract of `koryphaios-core` against SQLite, on a real file per test.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::expect_used, reason = "tests panic on failure")]
 
 use std::sync::Arc;
 

@@ -1,10 +1,6 @@
 //! What only SQLite has: the journal mode and pragmas it runs with (the migration runner is
 //! tested on both backends in `koryphaios-store-sql`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests panic on failure"
-)]
+#![expect(clippy::expect_used, reason = "tests panic on failure")]
 
 use koryphaios_core::store::{SchemaMigrator, Store};
 use koryphaios_store_sqlite::{SqliteSettings, SqliteStore};

@@ -368,8 +368,6 @@ impl ChainReport {
     }
 }
 
-/// Records read per page while verifying.
-
 /// An anchor's MAC checks out.
 pub(super) fn anchor_is_genuine(key: &AuditKey, anchor: &ChainAnchor) -> bool {
     constant_time_eq(

@@ -6,6 +6,7 @@ use super::chain::{
 use crate::store::AuditStore;
 use crate::store_error::StoreError;
 
+/// Records read per page while verifying.
 const VERIFY_PAGE: u32 = 1_000;
 
 /// Recomputes every link from the anchor (or genesis) on and reports the first broken one.

@@ -2,9 +2,8 @@
 //!
 //! A backend invokes [`store_contract_tests!`] with an expression that yields a fresh, migrated,
 //! empty store; every check becomes its own `#[tokio::test]`.
-#![allow(
+#![expect(
     clippy::expect_used,
-    clippy::unwrap_used,
     reason = "test-support code: a failed check must panic"
 )]
 
