@@ -12,6 +12,8 @@
 # (KORYPHAIOS_KMS_PROVIDER and its settings; local by default): e.g. aws against moto_server with
 # KORYPHAIOS_KMS_PROVIDER=aws AWS_KMS_KEY_ID=… AWS_REGION=us-east-1 AWS_ENDPOINT_URL_KMS=http://127.0.0.1:5999.
 #
+# KORYPHAIOS_BIN=/path/to/koryphaios uses that binary instead of building this tree.
+#
 # Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
 # apikey (the same read authenticated with an API key in X-API-Key),
 # reveal (POST /api/v1/credentials/{id}/reveal: unwrap + open + audit record), create (POST
@@ -34,8 +36,14 @@ if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --locked -p koryphaios-server --features remote-kms >&2
-binary="$PWD/target/release/koryphaios"
+# KORYPHAIOS_BIN runs a binary built elsewhere (comparing two commits in one run); otherwise this
+# tree's release build.
+if [ -n "${KORYPHAIOS_BIN:-}" ]; then
+  binary="$KORYPHAIOS_BIN"
+else
+  cargo build --release --locked -p koryphaios-server --features remote-kms >&2
+  binary="$PWD/target/release/koryphaios"
+fi
 
 work=$(mktemp -d)
 server_pid=""
