@@ -12,7 +12,7 @@ use koryphaios_core::store::{ApiKeyStore, StoreError, StoreResult};
 use koryphaios_core::users::Role;
 use time::OffsetDateTime;
 
-use crate::audit_chain::{commit_audited, insert_audit};
+use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
 use crate::rows::{decode_err, instant};
@@ -133,8 +133,7 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         .execute(&mut tx)
         .await
         .map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(true)
     }
 
@@ -202,8 +201,7 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         .map_err(B::map_err)?;
         let Some(row) = row else { return Ok(None) };
         let key = key_from_row(&row).map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(Some(key))
     }
 
@@ -241,8 +239,7 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         .execute(&mut tx)
         .await
         .map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(true)
     }
 
@@ -315,8 +312,7 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         .execute(&mut tx)
         .await
         .map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(Some(key))
     }
 

@@ -15,7 +15,7 @@ use koryphaios_core::ids::{AuditEventId, UserId};
 use koryphaios_core::store::{AuditPurge, AuditStore, StoreError, StoreResult};
 use time::OffsetDateTime;
 
-use crate::audit_chain::{commit_audited, insert_audit, newest_link, read_head, write_head};
+use crate::audit_chain::{commit_with_audit, newest_link, read_head, write_head};
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
 use crate::rows::{decode_err, wrap_from_row};
@@ -399,8 +399,7 @@ impl<B: Backend> AuditStore for SqlStore<B> {
         // The purge's own record, in the same transaction: no deletion goes unrecorded.
         let mut record = record.clone();
         record.metadata.insert("deleted".into(), deleted.into());
-        insert_audit::<B>(&self.chain, &mut tx, &record).await?;
-        commit_audited::<B>(tx, &record).await?;
+        commit_with_audit::<B>(&self.chain, tx, &record).await?;
         Ok(AuditPurge {
             deleted,
             anchor: Some(anchor),

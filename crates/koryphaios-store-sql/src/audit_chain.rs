@@ -107,7 +107,7 @@ async fn head_or_genesis<B: Backend>(
 /// the change fails with it. The chain lock, held to the end of the caller's transaction, keeps
 /// one chain across connections and instances; callers write their record last, so the lock is
 /// held only for the insert and the commit (and a transaction holding it never waits for a row).
-pub(crate) async fn insert_audit<B: Backend>(
+async fn insert_audit<B: Backend>(
     chain: &InstalledKey,
     conn: &mut Conn<B>,
     entry: &AuditEntry,
@@ -187,11 +187,14 @@ pub(crate) async fn insert_audit_batch<B: Backend>(
     write_head::<B>(conn, &head).await
 }
 
-/// Commits `tx` and then counts its audit records.
-pub(crate) async fn commit_audited<B: Backend>(
-    tx: Transaction<'static, B::Db>,
+/// Writes `entry` last in `tx` (the change it records) and commits: the change and its record
+/// land together or not at all. The record is counted once committed.
+pub(crate) async fn commit_with_audit<B: Backend>(
+    chain: &InstalledKey,
+    mut tx: Transaction<'static, B::Db>,
     entry: &AuditEntry,
 ) -> StoreResult<()> {
+    insert_audit::<B>(chain, &mut tx, entry).await?;
     tx.commit().await.map_err(B::map_err)?;
     observe_committed([entry]);
     Ok(())

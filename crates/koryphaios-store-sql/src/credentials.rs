@@ -12,7 +12,7 @@ use koryphaios_core::store::{CredentialStore, StoreResult, VersionAdded};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::audit_chain::{commit_audited, insert_audit};
+use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::credential_rows::{
     credential_from_row, insert_version, metadata_json, version_from_row,
@@ -161,8 +161,7 @@ impl<B: Backend> CredentialStore for SqlStore<B> {
         .map_err(B::map_err)?;
         let Some(row) = row else { return Ok(None) };
         let credential = credential_from_row(&row).map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(Some(credential))
     }
 
@@ -190,8 +189,7 @@ impl<B: Backend> CredentialStore for SqlStore<B> {
         if deleted == 0 {
             return Ok(false);
         }
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(true)
     }
 
@@ -232,8 +230,7 @@ impl<B: Backend> CredentialStore for SqlStore<B> {
         .await
         .map_err(B::map_err)?;
         let credential = credential_from_row(&row).map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(VersionAdded::Added(credential))
     }
 

@@ -12,7 +12,8 @@
 //!   `NOT success` on booleans (SQLite stores 0/1), row values in keyset pagination.
 //! - **Transactions.** Every write method is one transaction from [`Backend::write`]; a change
 //!   that carries an `AuditEntry` writes it last in that transaction through
-//!   `audit_chain::insert_audit`, the one function every audit write goes through, under
+//!   `audit_chain::commit_with_audit` (batches: `insert_audit_batch`), the one path every audit
+//!   write goes through, under
 //!   [`Backend::lock_audit_chain`]. Reads that must hold rows until the commit append
 //!   [`Backend::FOR_UPDATE`] (empty on SQLite, whose writer is single).
 //! - **Group commit.** Hot writes (reveal, credential creation, standalone audit records) are

@@ -11,7 +11,7 @@ use koryphaios_core::store::{
 use koryphaios_core::users::User;
 use time::OffsetDateTime;
 
-use crate::audit_chain::{commit_audited, insert_audit};
+use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
 use crate::families::{insert_refresh_token, revoke_all_families, revoke_family};
@@ -53,8 +53,7 @@ impl<B: Backend> SessionStore for SqlStore<B> {
             .execute(&mut tx)
             .await
             .map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await
+        commit_with_audit::<B>(&self.chain, tx, audit).await
     }
 
     async fn rotate_refresh_token(
@@ -163,8 +162,7 @@ impl<B: Backend> SessionStore for SqlStore<B> {
         .execute(&mut tx)
         .await
         .map_err(B::map_err)?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await
+        commit_with_audit::<B>(&self.chain, tx, audit).await
     }
 
     async fn end_all_sessions(
@@ -185,8 +183,7 @@ impl<B: Backend> SessionStore for SqlStore<B> {
         .map_err(B::map_err)?
         .ok_or_else(|| StoreError::Internal(format!("user {user} vanished during logout-all")))?;
         revoke_all_families::<B>(&mut tx, user, now, "logout_all").await?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         user_from_row(&row).map_err(B::map_err)
     }
 

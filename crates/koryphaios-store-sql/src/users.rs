@@ -8,7 +8,7 @@ use koryphaios_core::store::{RegisterUserError, StoreError, StoreResult, UserSto
 use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 use time::OffsetDateTime;
 
-use crate::audit_chain::{commit_audited, insert_audit};
+use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
 use crate::error::is_unique_violation;
@@ -57,8 +57,7 @@ impl<B: Backend> UserStore for SqlStore<B> {
             }
             other => other.map_err(B::map_err)?,
         };
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(User {
             id: user.id,
             username: user.username.as_str().to_owned(),
@@ -117,8 +116,7 @@ impl<B: Backend> UserStore for SqlStore<B> {
             StoreError::Internal(format!("user {id} vanished during password change"))
         })?;
         revoke_all_families::<B>(&mut tx, id, now, "password_change").await?;
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         user_from_row(&row).map_err(B::map_err)
     }
 
@@ -201,8 +199,7 @@ impl<B: Backend> UserStore for SqlStore<B> {
             let now = updated.updated_at;
             revoke_all_families::<B>(&mut tx, &expected.id, now, "user_disabled").await?;
         }
-        insert_audit::<B>(&self.chain, &mut tx, audit).await?;
-        commit_audited::<B>(tx, audit).await?;
+        commit_with_audit::<B>(&self.chain, tx, audit).await?;
         Ok(UserUpdated::Updated(
             user_from_row(&row).map_err(B::map_err)?,
         ))
