@@ -157,7 +157,7 @@ impl Backend for PostgresBackend {
     // expression, so the lookup uses it.
     const USERNAME_MATCHES: &'static str = r#"lower(username) = lower($1::text COLLATE "C")"#;
     const UNLINKED_ORDER: &'static str = "occurred_at, id";
-    const DATA_MODIFYING_CTE: bool = true;
+    const AUDIT_BATCH_IN_ONE_STATEMENT: bool = true;
 
     async fn read(&self) -> StoreResult<PoolConnection<Postgres>> {
         self.pool.acquire().await.map_err(map_err)

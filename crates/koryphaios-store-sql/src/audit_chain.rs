@@ -4,7 +4,7 @@
 //! writer; a transaction-scoped advisory lock on PostgreSQL, across instances).
 
 use koryphaios_core::audit::chain::{AuditKey, GENESIS, InstalledKey};
-use koryphaios_core::audit::head::{self, ChainHead};
+use koryphaios_core::audit::head::{self, ChainHead, NewLink};
 use koryphaios_core::audit::{AuditEntry, observe_committed};
 use koryphaios_core::clock::to_unix_ms;
 use koryphaios_core::store::StoreResult;
@@ -115,6 +115,50 @@ async fn insert_audit<B: Backend>(
     insert_audit_batch::<B>(chain, conn, &[entry]).await
 }
 
+/// The start of an insert of audit records; [`push_record`] adds each one's values.
+const INSERT_RECORDS: &str = "INSERT INTO audit_events (id, occurred_at, user_id, actor, action,
+    resource_type, resource_id, client_ip, user_agent, request_id, success, reason, metadata, seq,
+    prev_hash, hash) VALUES ";
+
+/// Appends one record's parenthesised values to an insert begun with [`INSERT_RECORDS`].
+fn push_record<B: Backend>(insert: &mut Query<B::Db>, link: &NewLink<'_>) {
+    let entry = link.entry;
+    insert
+        .push("(")
+        .push_bind(entry.id.as_str())
+        .push(", ")
+        .push_bind(to_unix_ms(entry.occurred_at))
+        .push(", ")
+        .push_bind(entry.user_id.as_ref().map(|id| id.as_str()))
+        .push(", ")
+        .push_bind(entry.actor.as_str())
+        .push(", ")
+        .push_bind(entry.action.as_str())
+        .push(", ")
+        .push_bind(entry.resource_type.as_deref())
+        .push(", ")
+        .push_bind(entry.resource_id.as_deref())
+        .push(", ")
+        .push_bind(entry.client_ip.as_deref())
+        .push(", ")
+        .push_bind(entry.user_agent.as_deref())
+        .push(", ")
+        .push_bind(entry.request_id.as_deref())
+        .push(", ")
+        .push_bind(entry.success)
+        .push(", ")
+        .push_bind(entry.reason.as_deref())
+        .push(", ")
+        .push_bind(link.metadata_json.as_str())
+        .push(", ")
+        .push_bind(link.seq)
+        .push(", ")
+        .push_bind(link.prev_hash.as_slice())
+        .push(", ")
+        .push_bind(link.hash.as_slice())
+        .push(")");
+}
+
 /// Writes `entries` as the chain's next links after the stored head, in order, taking the chain
 /// lock, reading the head once and moving it (the group commit's batches).
 pub(crate) async fn insert_audit_batch<B: Backend>(
@@ -128,62 +172,28 @@ pub(crate) async fn insert_audit_batch<B: Backend>(
     let key = chain.get()?;
     B::lock_audit_chain(conn).await?;
     let (links, head) = head::extend(key, head_or_genesis::<B>(key, conn).await?, entries)?;
-    // One statement for the whole batch (and, where the dialect allows, the head): round trips,
-    // not rows, are what a batch costs.
-    let mut insert = Query::<B::Db>::new(if B::DATA_MODIFYING_CTE {
-        "WITH records AS ("
-    } else {
-        ""
-    });
-    insert.push(
-        "INSERT INTO audit_events (id, occurred_at, user_id, actor, action, resource_type,
-                                   resource_id, client_ip, user_agent, request_id, success, reason,
-                                   metadata, seq, prev_hash, hash) VALUES ",
-    );
-    for (n, link) in links.into_iter().enumerate() {
-        let entry = link.entry;
-        insert.push(if n == 0 { "(" } else { ", (" });
-        insert
-            .push_bind(entry.id.as_str())
-            .push(", ")
-            .push_bind(to_unix_ms(entry.occurred_at))
-            .push(", ")
-            .push_bind(entry.user_id.as_ref().map(|id| id.as_str()))
-            .push(", ")
-            .push_bind(entry.actor.as_str())
-            .push(", ")
-            .push_bind(entry.action.as_str())
-            .push(", ")
-            .push_bind(entry.resource_type.as_deref())
-            .push(", ")
-            .push_bind(entry.resource_id.as_deref())
-            .push(", ")
-            .push_bind(entry.client_ip.as_deref())
-            .push(", ")
-            .push_bind(entry.user_agent.as_deref())
-            .push(", ")
-            .push_bind(entry.request_id.as_deref())
-            .push(", ")
-            .push_bind(entry.success)
-            .push(", ")
-            .push_bind(entry.reason.as_deref())
-            .push(", ")
-            .push_bind(link.metadata_json)
-            .push(", ")
-            .push_bind(link.seq)
-            .push(", ")
-            .push_bind(link.prev_hash)
-            .push(", ")
-            .push_bind(link.hash)
-            .push(")");
-    }
-    if B::DATA_MODIFYING_CTE {
+    if B::AUDIT_BATCH_IN_ONE_STATEMENT {
+        // Round trips, not rows, are what a batch costs over a network: the records and the head
+        // go in one statement.
+        let mut insert = Query::<B::Db>::new("WITH records AS (");
+        insert.push(INSERT_RECORDS);
+        for (n, link) in links.iter().enumerate() {
+            if n > 0 {
+                insert.push(", ");
+            }
+            push_record::<B>(&mut insert, link);
+        }
         insert.push(") ");
         push_write_head::<B>(&mut insert, &head);
         insert.execute(conn).await.map_err(B::map_err)?;
         return Ok(());
     }
-    insert.execute(conn).await.map_err(B::map_err)?;
+    // In process, a statement is cheap and one prepared statement serves every record.
+    for link in &links {
+        let mut insert = Query::<B::Db>::new(INSERT_RECORDS);
+        push_record::<B>(&mut insert, link);
+        insert.execute(conn).await.map_err(B::map_err)?;
+    }
     write_head::<B>(conn, &head).await
 }
 

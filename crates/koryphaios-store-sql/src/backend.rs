@@ -40,9 +40,10 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
     /// The order in which records written before the audit chain existed are linked into it.
     const UNLINKED_ORDER: &'static str;
 
-    /// Whether an `INSERT` can stand in a `WITH` clause in front of another statement, so a batch
-    /// of audit records and the chain head are written in one round trip.
-    const DATA_MODIFYING_CTE: bool;
+    /// How a batch of audit records is written: `true`, the records and the chain head in one
+    /// statement (an `INSERT` in a `WITH` clause; worth it where each statement is a network round
+    /// trip); `false`, one prepared statement reused per record, then the head (in process).
+    const AUDIT_BATCH_IN_ONE_STATEMENT: bool;
 
     /// A connection for reads.
     fn read(&self) -> impl Future<Output = StoreResult<PoolConnection<Self::Db>>> + Send;

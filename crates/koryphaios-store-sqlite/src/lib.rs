@@ -98,7 +98,7 @@ impl Backend for SqliteBackend {
     // `username` is declared `COLLATE NOCASE`, like its unique index.
     const USERNAME_MATCHES: &'static str = "username = $1";
     const UNLINKED_ORDER: &'static str = "rowid";
-    const DATA_MODIFYING_CTE: bool = false;
+    const AUDIT_BATCH_IN_ONE_STATEMENT: bool = false;
 
     async fn read(&self) -> StoreResult<PoolConnection<Sqlite>> {
         self.reader.acquire().await.map_err(map_err)
