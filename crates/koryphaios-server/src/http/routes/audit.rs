@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::http::bounds;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery};
@@ -88,12 +89,16 @@ impl From<AuditEntry> for AuditRecordView {
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only this user's records (admins; others may name only themselves).
+    #[param(schema_with = user_id_filter)]
     pub user_id: Option<String>,
     /// Only this action (≤ 50 characters).
+    #[param(schema_with = short_filter)]
     pub action: Option<String>,
     /// Only this resource type (≤ 50 characters).
+    #[param(schema_with = short_filter)]
     pub resource_type: Option<String>,
     /// Only this resource id (≤ 100 characters).
+    #[param(schema_with = resource_id_filter)]
     pub resource_id: Option<String>,
     /// At or after: RFC 3339 or Unix milliseconds.
     pub start_time: Option<String>,
@@ -102,13 +107,61 @@ pub struct AuditParams {
     /// Only successes (`true`) or failures (`false`).
     pub success: Option<bool>,
     /// 1–1000, default 100 (not for exports).
+    #[param(schema_with = bounds::limit)]
     pub limit: Option<i64>,
     /// Records to skip (not with `cursor`; not for exports).
     pub offset: Option<u64>,
     /// The `nextCursor` of the previous page (not with `offset`; not for exports).
     pub cursor: Option<String>,
     /// Exports only: `jsonl` (default) or `csv`.
+    #[param(schema_with = export_format)]
     pub format: Option<String>,
+}
+
+/// The longest `action` and `resourceType` filter.
+const MAX_SHORT_FILTER: usize = 50;
+/// The longest `resourceId` filter.
+const MAX_RESOURCE_ID_FILTER: usize = 100;
+/// The export formats.
+const EXPORT_FORMATS: [&str; 2] = ["jsonl", "csv"];
+/// The longest `windowHours`, 30 days.
+const MAX_WINDOW_HOURS: i64 = 720;
+
+fn bounded_string(max: usize) -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+}
+
+fn short_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    bounded_string(MAX_SHORT_FILTER)
+}
+
+fn resource_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    bounded_string(MAX_RESOURCE_ID_FILTER)
+}
+
+fn user_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^{}[0-9a-f]{{32}}$", UserId::PREFIX)))
+}
+
+fn export_format() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(EXPORT_FORMATS))
+}
+
+fn window_hours() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::schema::KnownFormat::Int64,
+        )))
+        .minimum(Some(1))
+        .maximum(Some(MAX_WINDOW_HOURS))
 }
 
 fn parse_instant(field: &str, raw: &str) -> Result<OffsetDateTime, FieldError> {
@@ -160,9 +213,17 @@ impl AuditParams {
                 None
             })
         };
-        let action = keep(bounded("action", &self.action, 50));
-        let resource_type = keep(bounded("resourceType", &self.resource_type, 50));
-        let resource_id = keep(bounded("resourceId", &self.resource_id, 100));
+        let action = keep(bounded("action", &self.action, MAX_SHORT_FILTER));
+        let resource_type = keep(bounded(
+            "resourceType",
+            &self.resource_type,
+            MAX_SHORT_FILTER,
+        ));
+        let resource_id = keep(bounded(
+            "resourceId",
+            &self.resource_id,
+            MAX_RESOURCE_ID_FILTER,
+        ));
         let user_id = match self.user_id.as_deref().map(UserId::parse).transpose() {
             Ok(id) => id,
             Err(_) => {
@@ -215,7 +276,11 @@ impl AuditParams {
                         errors.push(FieldError::new(field, "an export streams every match"));
                     }
                 }
-                if !matches!(self.format.as_deref(), None | Some("jsonl" | "csv")) {
+                if self
+                    .format
+                    .as_deref()
+                    .is_some_and(|format| !EXPORT_FORMATS.contains(&format))
+                {
                     errors.push(FieldError::new("format", "expected jsonl or csv"));
                 }
             }
@@ -264,12 +329,10 @@ fn page(records: Vec<StoredAuditEntry>, limit: u32) -> AuditPage {
 }
 
 /// Queries the audit log: admins see every record, anyone else only their own (scope `read`).
-#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(AuditParams),
+#[utoipa::path(get, path = "/audit", tag = "audit",
     responses(
         (status = 200, description = "Records, newest first", body = AuditPage),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Asked for another user's records without admin", body = ErrorBody),
     ))]
 pub async fn query(
@@ -285,12 +348,10 @@ pub async fn query(
 }
 
 /// The caller's own audit records.
-#[utoipa::path(get, path = "/audit/me", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(AuditParams),
+#[utoipa::path(get, path = "/audit/me", tag = "audit",
     responses(
         (status = 200, description = "Records, newest first", body = AuditPage),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Asked for another user's records", body = ErrorBody),
     ))]
 pub async fn mine(
@@ -317,6 +378,7 @@ pub async fn mine(
 #[into_params(parameter_in = Query)]
 pub struct SuspiciousParams {
     /// How far back to look, in hours: 1–720, default 24.
+    #[param(schema_with = window_hours)]
     pub window_hours: Option<i64>,
 }
 
@@ -349,12 +411,10 @@ pub struct SuspiciousReport {
 }
 
 /// Users with unusual activity: failed logins, reveal bursts, refusals, many IPs (admin).
-#[utoipa::path(get, path = "/audit/suspicious", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(SuspiciousParams),
+#[utoipa::path(get, path = "/audit/suspicious", tag = "audit",
     responses(
         (status = 200, description = "Flagged users", body = SuspiciousReport),
         (status = 400, description = "Invalid window", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn suspicious(
@@ -364,8 +424,12 @@ pub async fn suspicious(
     ApiQuery(params): ApiQuery<SuspiciousParams>,
 ) -> ApiResult<ApiJson<SuspiciousReport>> {
     let window_hours = params.window_hours.unwrap_or(24);
-    if !(1..=720).contains(&window_hours) {
-        return Err(ValidationErrors::single("windowHours", "must be from 1 to 720").into());
+    if !(1..=MAX_WINDOW_HOURS).contains(&window_hours) {
+        return Err(ValidationErrors::single(
+            "windowHours",
+            format!("must be from 1 to {MAX_WINDOW_HOURS}"),
+        )
+        .into());
     }
     let flagged = state
         .audit
@@ -469,12 +533,10 @@ pub struct VerifyParams {
 
 /// Recomputes the audit hash chain and reports the first broken link (admin); with
 /// `checkpoint`, also whether the chain still contains that checkpoint's record.
-#[utoipa::path(get, path = "/audit/verify", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(VerifyParams),
+#[utoipa::path(get, path = "/audit/verify", tag = "audit",
     responses(
         (status = 200, description = "The verification result (valid or not)", body = ChainReportView),
         (status = 400, description = "Not a checkpoint", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn verify(
@@ -505,12 +567,10 @@ pub async fn verify(
 }
 
 /// Streams every matching record as JSON lines or CSV, oldest last (admin).
-#[utoipa::path(get, path = "/audit/export", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(AuditParams),
+#[utoipa::path(get, path = "/audit/export", tag = "audit",
     responses(
         (status = 200, description = "`application/x-ndjson` or `text/csv`, streamed", content_type = "application/x-ndjson", body = String),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn export(
