@@ -110,6 +110,8 @@ key=$(curl -fsS -X POST "$base/api/v1/keys" -H "Authorization: Bearer $access" \
 say "schemathesis $SCHEMATHESIS_VERSION against $base/openapi.json (seed $SEED, at most $MAX_EXAMPLES examples per operation)"
 rm -rf "$report_dir"
 status=0
+# From the temporary directory: Schemathesis keeps a crash cache in its working directory.
+cd "$tmp"
 timeout "$TIMEOUT_SECS" "$venv/bin/schemathesis" run "$base/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
   --phases examples,coverage,fuzzing \
