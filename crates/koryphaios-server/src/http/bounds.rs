@@ -39,7 +39,7 @@ fn one_of_strings<'a>(
     builder.enum_values(Some(values)).into()
 }
 
-fn integer(minimum: i64, maximum: i64, nullable: bool) -> RefOr<Schema> {
+fn integer(description: &str, minimum: i64, maximum: i64, nullable: bool) -> RefOr<Schema> {
     let schema_type = if nullable {
         SchemaType::from_iter([Type::Integer, Type::Null])
     } else {
@@ -47,6 +47,7 @@ fn integer(minimum: i64, maximum: i64, nullable: bool) -> RefOr<Schema> {
     };
     ObjectBuilder::new()
         .schema_type(schema_type)
+        .description(Some(description))
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
         .minimum(Some(minimum))
         .maximum(Some(maximum))
@@ -55,21 +56,36 @@ fn integer(minimum: i64, maximum: i64, nullable: bool) -> RefOr<Schema> {
 
 /// A provider (`openai`, …): one of [`PROVIDERS`].
 pub fn provider() -> RefOr<Schema> {
-    one_of_strings(string(), PROVIDERS.iter().copied(), false)
+    one_of_strings(
+        string().description(Some("The provider the secret is for")),
+        PROVIDERS.iter().copied(),
+        false,
+    )
 }
 
 /// A provider filter (a query parameter: absent rather than null).
 pub fn provider_filter() -> RefOr<Schema> {
-    one_of_strings(string(), PROVIDERS.iter().copied(), false)
+    one_of_strings(
+        string().description(Some("Only this provider's credentials")),
+        PROVIDERS.iter().copied(),
+        false,
+    )
 }
 
 /// A credential's type: one of [`KINDS`], optional.
 pub fn credential_kind() -> RefOr<Schema> {
-    one_of_strings(nullable_string(), KINDS.iter().copied(), true)
+    one_of_strings(
+        nullable_string().description(Some("What the secret is (default `api_key`)")),
+        KINDS.iter().copied(),
+        true,
+    )
 }
 
 fn secret_bounds(builder: ObjectBuilder) -> ObjectBuilder {
     builder
+        .description(Some(format!(
+            "The secret, 1 to {MAX_SECRET_CHARS} characters; never returned except by reveal"
+        )))
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
         .min_length(Some(1))
         .max_length(Some(MAX_SECRET_CHARS))
@@ -88,14 +104,22 @@ pub fn optional_secret() -> RefOr<Schema> {
 /// An optional reason for the audit log: at most [`MAX_REASON_CHARS`], no control characters.
 pub fn reason() -> RefOr<Schema> {
     nullable_string()
+        .description(Some(format!(
+            "Why, for the audit log: at most {MAX_REASON_CHARS} characters, no control characters"
+        )))
         .max_length(Some(MAX_REASON_CHARS))
         .pattern(Some(NO_CONTROL_CHARACTERS))
         .into()
 }
 
-/// An optional API key name: 1 to [`MAX_NAME_CHARS`] letters, digits, `_`, `-`, spaces.
+fn key_name_description() -> String {
+    format!("1 to {MAX_NAME_CHARS} characters: letters, digits, `_`, `-`, space")
+}
+
+/// An API key name: 1 to [`MAX_NAME_CHARS`] letters, digits, `_`, `-`, spaces.
 pub fn key_name() -> RefOr<Schema> {
     string()
+        .description(Some(key_name_description()))
         .min_length(Some(1))
         .max_length(Some(MAX_NAME_CHARS))
         .pattern(Some("^[A-Za-z0-9_ -]+$"))
@@ -106,6 +130,7 @@ pub fn key_name() -> RefOr<Schema> {
 /// An optional API key name.
 pub fn optional_key_name() -> RefOr<Schema> {
     nullable_string()
+        .description(Some(key_name_description()))
         .min_length(Some(1))
         .max_length(Some(MAX_NAME_CHARS))
         .pattern(Some("^[A-Za-z0-9_ -]+$"))
@@ -133,6 +158,9 @@ pub fn scopes() -> RefOr<Schema> {
     let item = one_of_strings(string(), names.iter().map(String::as_str), false);
     ArrayBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .description(Some(format!(
+            "1 to {MAX_SCOPES} scopes, never more than the caller holds (default `[\"read\"]` at creation)"
+        )))
         .items(item)
         .min_items(Some(1))
         .max_items(Some(MAX_SCOPES))
@@ -143,7 +171,9 @@ pub fn scopes() -> RefOr<Schema> {
 /// An optional rate-limit tier: one of [`Tier::ALL`].
 pub fn tier() -> RefOr<Schema> {
     one_of_strings(
-        nullable_string(),
+        nullable_string().description(Some(
+            "A rate-limit tier: a key's may not exceed its owner's (403 `tier_not_allowed`)",
+        )),
         Tier::ALL.iter().map(|t| t.as_str()),
         true,
     )
@@ -152,7 +182,7 @@ pub fn tier() -> RefOr<Schema> {
 /// An optional role: `admin` or `user`.
 pub fn role() -> RefOr<Schema> {
     one_of_strings(
-        nullable_string(),
+        nullable_string().description(Some("The user's role")),
         [Role::Admin.as_str(), Role::User.as_str()],
         true,
     )
@@ -160,22 +190,42 @@ pub fn role() -> RefOr<Schema> {
 
 /// An optional expiry in days: 1 to [`MAX_EXPIRES_DAYS`].
 pub fn expires_in_days() -> RefOr<Schema> {
-    integer(1, MAX_EXPIRES_DAYS, true)
+    integer(
+        "Days until the key expires; omitted, it does not (a key created by a key never outlives it)",
+        1,
+        MAX_EXPIRES_DAYS,
+        true,
+    )
 }
 
 /// An optional grace period in seconds: 0 to [`MAX_GRACE_SECONDS`].
 pub fn grace_period_seconds() -> RefOr<Schema> {
-    integer(0, MAX_GRACE_SECONDS, true)
+    integer(
+        "How long the old secret keeps working, in seconds (default 0)",
+        0,
+        MAX_GRACE_SECONDS,
+        true,
+    )
 }
 
 /// A page size (a query parameter): 1 to [`koryphaios_core::pagination::MAX_LIMIT`].
 pub fn limit() -> RefOr<Schema> {
-    integer(1, i64::from(koryphaios_core::pagination::MAX_LIMIT), false)
+    integer(
+        "Page size (default 100)",
+        1,
+        i64::from(koryphaios_core::pagination::MAX_LIMIT),
+        false,
+    )
 }
 
 /// A username: [`Username::MIN_LEN`] to [`Username::MAX_LEN`] letters, digits, `_`, `-`, `.`.
 pub fn username() -> RefOr<Schema> {
     string()
+        .description(Some(format!(
+            "{} to {} characters: letters, digits, `_`, `-`, `.`",
+            Username::MIN_LEN,
+            Username::MAX_LEN
+        )))
         .min_length(Some(Username::MIN_LEN))
         .max_length(Some(Username::MAX_LEN))
         .pattern(Some("^[A-Za-z0-9_.-]+$"))
@@ -188,6 +238,12 @@ pub fn username() -> RefOr<Schema> {
 /// username).
 pub fn password() -> RefOr<Schema> {
     string()
+        .description(Some(format!(
+            "{} to {} characters, at least {} different ones, not containing the username",
+            PasswordPolicy::MIN_LEN,
+            PasswordPolicy::MAX_LEN,
+            PasswordPolicy::MIN_DISTINCT
+        )))
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
         .min_length(Some(PasswordPolicy::MIN_LEN))
         .max_length(Some(PasswordPolicy::MAX_LEN))

@@ -135,23 +135,31 @@ fn bounded_string(max: usize) -> utoipa::openapi::schema::ObjectBuilder {
 }
 
 fn short_filter() -> utoipa::openapi::schema::ObjectBuilder {
-    bounded_string(MAX_SHORT_FILTER)
+    bounded_string(MAX_SHORT_FILTER).description(Some(format!(
+        "Only this value (an action, a resource type): 1 to {MAX_SHORT_FILTER} characters"
+    )))
 }
 
 fn resource_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
-    bounded_string(MAX_RESOURCE_ID_FILTER)
+    bounded_string(MAX_RESOURCE_ID_FILTER).description(Some(format!(
+        "Only this resource id: 1 to {MAX_RESOURCE_ID_FILTER} characters"
+    )))
 }
 
 fn user_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .pattern(Some(format!("^{}[0-9a-f]{{32}}$", UserId::PREFIX)))
+        .description(Some(
+            "Only this user's records (admins; others may name only themselves)",
+        ))
 }
 
 fn export_format() -> utoipa::openapi::schema::ObjectBuilder {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(EXPORT_FORMATS))
+        .description(Some("Exports only: `jsonl` (default) or `csv`"))
 }
 
 fn window_hours() -> utoipa::openapi::schema::ObjectBuilder {
@@ -162,6 +170,9 @@ fn window_hours() -> utoipa::openapi::schema::ObjectBuilder {
         )))
         .minimum(Some(1))
         .maximum(Some(MAX_WINDOW_HOURS))
+        .description(Some(format!(
+            "How far back to look, in hours: 1 to {MAX_WINDOW_HOURS}, default 24"
+        )))
 }
 
 fn parse_instant(field: &str, raw: &str) -> Result<OffsetDateTime, FieldError> {
