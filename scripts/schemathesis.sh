@@ -12,7 +12,7 @@
 # target/schemathesis the first time.
 #
 # Environment: KORYPHAIOS_BIN (default target/debug/koryphaios), SCHEMATHESIS_MAX_EXAMPLES
-# (default 40), SCHEMATHESIS_SEED (default 1313), SCHEMATHESIS_WORKERS (default 2),
+# (default 100), SCHEMATHESIS_SEED (default 1313), SCHEMATHESIS_WORKERS (default 2),
 # SCHEMATHESIS_TIMEOUT_SECS (a hard cap on the whole run, default 900). Extra arguments go to
 # `schemathesis run`. The JUnit report is written to target/schemathesis-report/.
 set -euo pipefail
@@ -21,7 +21,7 @@ ROOT=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
 BIN=${KORYPHAIOS_BIN:-$ROOT/target/debug/koryphaios}
-MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-40}
+MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-100}
 SEED=${SCHEMATHESIS_SEED:-1313}
 WORKERS=${SCHEMATHESIS_WORKERS:-2}
 TIMEOUT_SECS=${SCHEMATHESIS_TIMEOUT_SECS:-900}
