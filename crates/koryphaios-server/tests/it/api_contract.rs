@@ -185,6 +185,19 @@ async fn request_schemas_carry_the_validators_bounds() {
         schemas["RevealCredentialRequest"]["properties"]["reason"]["maxLength"],
         500
     );
+    // Each route documents only the parameters it accepts.
+    let names = |path: &str| -> Vec<String> {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let page = names("/api/v1/audit");
+    assert!(page.contains(&"cursor".to_owned()) && !page.contains(&"format".to_owned()));
+    let export = names("/api/v1/audit/export");
+    assert!(export.contains(&"format".to_owned()) && !export.contains(&"limit".to_owned()));
     let get_credential = &document["paths"]["/api/v1/credentials/{id}"]["get"];
     assert_eq!(
         get_credential["parameters"][0]["schema"]["pattern"],

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::bounds;
@@ -215,6 +216,45 @@ enum Purpose {
     Export,
 }
 
+impl Purpose {
+    /// The parameters of [`AuditParams`] this route refuses (and so does not document).
+    fn refused(self) -> &'static [&'static str] {
+        match self {
+            Self::Page => &["format"],
+            Self::Export => &["limit", "offset", "cursor"],
+        }
+    }
+
+    fn document(self, params: Vec<Parameter>) -> Vec<Parameter> {
+        params
+            .into_iter()
+            .filter(|param| !self.refused().contains(&param.name.as_str()))
+            .collect()
+    }
+}
+
+/// `/audit` and `/audit/me` parameters: [`AuditParams`] without `format`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct PageParams(AuditParams);
+
+impl IntoParams for PageParams {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        Purpose::Page.document(AuditParams::into_params(parameter_in))
+    }
+}
+
+/// `/audit/export` parameters: [`AuditParams`] without `limit`, `offset` and `cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct ExportParams(AuditParams);
+
+impl IntoParams for ExportParams {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        Purpose::Export.document(AuditParams::into_params(parameter_in))
+    }
+}
+
 impl AuditParams {
     fn validate(&self, purpose: Purpose) -> Result<AuditQuery, ValidationErrors> {
         let mut errors = Vec::new();
@@ -270,32 +310,28 @@ impl AuditParams {
                 }),
             (offset, None) => PageStart::Offset(offset.unwrap_or(0)),
         };
-        match purpose {
-            Purpose::Page if self.format.is_some() => {
-                errors.push(FieldError::new(
-                    "format",
-                    "only /audit/export takes a format",
-                ));
-            }
-            Purpose::Export => {
-                for (field, given) in [
-                    ("limit", self.limit.is_some()),
-                    ("offset", self.offset.is_some()),
-                    ("cursor", self.cursor.is_some()),
-                ] {
-                    if given {
-                        errors.push(FieldError::new(field, "an export streams every match"));
-                    }
-                }
-                if self
-                    .format
-                    .as_deref()
-                    .is_some_and(|format| !EXPORT_FORMATS.contains(&format))
-                {
-                    errors.push(FieldError::new("format", "expected jsonl or csv"));
-                }
-            }
-            Purpose::Page => {}
+        let given = |field: &str| match field {
+            "format" => self.format.is_some(),
+            "limit" => self.limit.is_some(),
+            "offset" => self.offset.is_some(),
+            "cursor" => self.cursor.is_some(),
+            _ => false,
+        };
+        for field in purpose.refused().iter().copied().filter(|f| given(f)) {
+            errors.push(FieldError::new(
+                field,
+                match purpose {
+                    Purpose::Page => "only /audit/export takes a format",
+                    Purpose::Export => "an export streams every match",
+                },
+            ));
+        }
+        let unknown_format = self
+            .format
+            .as_deref()
+            .is_some_and(|format| !EXPORT_FORMATS.contains(&format));
+        if purpose == Purpose::Export && unknown_format {
+            errors.push(FieldError::new("format", "expected jsonl or csv"));
         }
         if !errors.is_empty() {
             return Err(ValidationErrors(errors));
@@ -350,7 +386,7 @@ pub async fn query(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    ApiQuery(params): ApiQuery<AuditParams>,
+    ApiQuery(PageParams(params)): ApiQuery<PageParams>,
 ) -> ApiResult<ApiJson<AuditPage>> {
     let query = params.validate(Purpose::Page)?;
     let limit = query.limit;
@@ -369,7 +405,7 @@ pub async fn mine(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    ApiQuery(params): ApiQuery<AuditParams>,
+    ApiQuery(PageParams(params)): ApiQuery<PageParams>,
 ) -> ApiResult<ApiJson<AuditPage>> {
     let query = params.validate(Purpose::Page)?;
     let limit = query.limit;
@@ -588,7 +624,7 @@ pub async fn export(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    ApiQuery(params): ApiQuery<AuditParams>,
+    ApiQuery(ExportParams(params)): ApiQuery<ExportParams>,
 ) -> ApiResult<Response> {
     let mut query = params.validate(Purpose::Export)?;
     let csv = params.format.as_deref() == Some("csv");
