@@ -11,7 +11,8 @@
 //!   and adding an extractor updates the document.
 //! - **The pipeline** ([`document_pipeline`]) adds what the layers around every route answer:
 //!   400 (control characters in the URL), 413 (the body limit, on every method), 429 with its
-//!   headers (the rate limiter, on every route it limits) and 503 (the request timeout, a store or
+//!   headers (the rate limiter, on every route it limits; its `X-RateLimit-*` headers also on
+//!   the successful responses there) and 503 (the request timeout, a store or
 //!   key provider that is down, or an instance still waiting for its key provider).
 //!
 //! The shared responses live once in `components.responses` and operations refer to them; a
@@ -356,6 +357,27 @@ fn operations(item: &mut utoipa::openapi::path::PathItem) -> impl Iterator<Item 
     .flatten()
 }
 
+/// The `X-RateLimit-*` headers the rate limiter sets on every response it lets through (when
+/// limiting is on), on the operation's successful responses.
+fn add_rate_limit_headers(operation: &mut Operation) {
+    let headers: Vec<_> = Shared::RateLimited
+        .response()
+        .headers
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("X-RateLimit-"))
+        .collect();
+    for (status, response) in &mut operation.responses.responses {
+        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+            for (name, header) in &headers {
+                response
+                    .headers
+                    .entry(name.clone())
+                    .or_insert_with(|| header.clone());
+            }
+        }
+    }
+}
+
 /// Adds what the layers around every route answer, and the shared responses themselves.
 /// `rate_limited(path)` says whether the rate limiter applies to a path.
 pub fn document_pipeline(openapi: &mut OpenApi, rate_limited: impl Fn(&str) -> bool) {
@@ -368,6 +390,7 @@ pub fn document_pipeline(openapi: &mut OpenApi, rate_limited: impl Fn(&str) -> b
             add_shared(operation, Shared::PayloadTooLarge);
             if limited {
                 add_shared(operation, Shared::RateLimited);
+                add_rate_limit_headers(operation);
             }
             // The request timeout, and the not-ready router while the key provider is awaited.
             add_shared(operation, Shared::Unavailable);

@@ -106,6 +106,15 @@ async fn every_operation_documents_the_pipeline_and_its_extractors() {
         }
         let exempt = path.starts_with("/health") || path == "/metrics";
         assert_eq!(documents(&operation, 429), !exempt, "{name}: 429");
+        for (status, response) in operation["responses"].as_object().expect("responses") {
+            if status.starts_with('2') {
+                assert_eq!(
+                    response["headers"]["X-RateLimit-Remaining"].is_object(),
+                    !exempt,
+                    "{name}: {status} and the X-RateLimit-* headers"
+                );
+            }
+        }
         if path.starts_with("/api/v1") || path == "/api/auth/me" {
             assert!(is_authenticated(&operation), "{name} has no security");
         }
