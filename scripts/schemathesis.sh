@@ -9,7 +9,7 @@
 #   not_a_server_error, status_code_conformance, content_type_conformance,
 #   response_schema_conformance, negative_data_rejection.
 # Any failure exits non-zero. Schemathesis is installed from PyPI, pinned, into a virtualenv under
-# target/schemathesis the first time.
+# target/schemathesis the first time (with Debian's python3-venv when venv is missing).
 #
 # Environment: KORYPHAIOS_BIN (default target/debug/koryphaios), SCHEMATHESIS_MAX_EXAMPLES
 # (default 100), SCHEMATHESIS_SEED (default 1313), SCHEMATHESIS_WORKERS (default 2),
@@ -68,7 +68,16 @@ command -v curl >/dev/null 2>&1 || fail "curl is needed"
 if [ "$("$venv/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
   say "installing schemathesis $SCHEMATHESIS_VERSION into target/schemathesis"
   rm -rf "$venv"
-  python3 -m venv "$venv" >"$tmp/venv.log" 2>&1 || { cat "$tmp/venv.log" >&2; fail "python3 -m venv"; }
+  if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
+    # Debian ships venv separately (python3-venv).
+    command -v apt-get >/dev/null 2>&1 || { cat "$tmp/venv.log" >&2; fail "python3 -m venv (install python3-venv)"; }
+    say "installing python3-venv"
+    rm -rf "$venv"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv python3-pip; } \
+      >>"$tmp/venv.log" 2>&1 || { cat "$tmp/venv.log" >&2; fail "apt-get install python3-venv"; }
+    python3 -m venv "$venv" >>"$tmp/venv.log" 2>&1 || { cat "$tmp/venv.log" >&2; fail "python3 -m venv"; }
+  fi
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
     >>"$tmp/venv.log" 2>&1 || { cat "$tmp/venv.log" >&2; rm -rf "$venv"; fail "pip install schemathesis"; }
 fi

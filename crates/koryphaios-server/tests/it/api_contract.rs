@@ -315,3 +315,35 @@ async fn a_malformed_path_id_is_refused_before_the_handler_with_its_pattern() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn every_content_type_an_export_streams_is_documented() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    let admin = app.user("root").await;
+    let documented =
+        document["paths"]["/api/v1/audit/export"]["get"]["responses"]["200"]["content"]
+            .as_object()
+            .expect("export content")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+    for query in ["", "?format=jsonl", "?format=csv"] {
+        let response = app
+            .get_authed(&format!("/api/v1/audit/export{query}"), &admin.access)
+            .await;
+        assert_eq!(response.status(), 200, "{query}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("media type")
+            .trim()
+            .to_owned();
+        assert!(
+            documented.contains(&content_type),
+            "{query}: {content_type} not in {documented:?}"
+        );
+    }
+}

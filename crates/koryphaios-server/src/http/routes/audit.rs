@@ -616,7 +616,10 @@ pub async fn verify(
 /// Streams every matching record as JSON lines or CSV, oldest last (admin).
 #[utoipa::path(get, path = "/audit/export", tag = "audit",
     responses(
-        (status = 200, description = "`application/x-ndjson` or `text/csv`, streamed", content_type = "application/x-ndjson", body = String),
+        (status = 200, description = "Every matching record, streamed: JSON lines (`format=jsonl`, the default) or CSV (`format=csv`)", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
         (status = 400, description = "Invalid filter", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
