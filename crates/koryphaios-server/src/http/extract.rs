@@ -153,6 +153,8 @@ pub trait PathId: Sized {
     const NAMES: &'static str;
     /// Parses the raw path segment.
     fn parse_path(raw: &str) -> Result<Self, InvalidId>;
+    /// The pattern of the text [`PathId::parse_path`] accepts.
+    fn pattern() -> String;
 }
 
 macro_rules! path_id {
@@ -162,6 +164,9 @@ macro_rules! path_id {
             const NAMES: &'static str = $names;
             fn parse_path(raw: &str) -> Result<Self, InvalidId> {
                 <$id>::parse(raw)
+            }
+            fn pattern() -> String {
+                <$id>::pattern()
             }
         }
     };
@@ -195,7 +200,7 @@ impl<I: PathId> Documented for ApiPath<I> {
     fn document(operation: &mut OperationDoc<'_>) {
         let schema = ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some(format!("^{}[0-9a-f]{{32}}$", I::PREFIX)))
+            .pattern(Some(I::pattern()))
             .examples([format!("{}0192f0c1d2e37a4b8c9d0e1f2a3b4c5d", I::PREFIX)]);
         operation.parameter(
             ParameterBuilder::new()

@@ -150,7 +150,7 @@ fn resource_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
 fn user_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(format!("^{}[0-9a-f]{{32}}$", UserId::PREFIX)))
+        .pattern(Some(UserId::pattern()))
         .description(Some(
             "Only this user's records (admins; others may name only themselves)",
         ))
