@@ -5,7 +5,8 @@
 # passes. The remote KMS providers are built in (feature `remote-kms`): the `aws` tests run against
 # moto_server, the others against in-process fakes. Last, scripts/check_deploy.sh checks deploy/
 # with nginx, promtool and the compose schema, and runs the two-instance topology on that build's
-# target/debug/koryphaios. Extra arguments go to `cargo test`.
+# target/debug/koryphaios. Between the two, scripts/schemathesis.sh fuzzes that same binary against
+# its OpenAPI document. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,5 +29,7 @@ cargo test --workspace --locked "${features[@]}" "$@"
 echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
 # `--workspace` keeps the feature set of pass 1, so its test binary is reused, not rebuilt.
 KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked "${features[@]}" --test it "$@"
+echo "test: the API contract, fuzzed by Schemathesis (scripts/schemathesis.sh)"
+bash scripts/schemathesis.sh
 echo "test: deployment files and the two-instance topology (scripts/check_deploy.sh)"
 bash scripts/check_deploy.sh

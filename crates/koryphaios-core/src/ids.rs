@@ -45,6 +45,12 @@ macro_rules! prefixed_id {
                 }
             }
 
+            /// A regular expression (as JSON Schema writes them) matching exactly the text
+            /// [`Self::parse`] accepts, for API documents.
+            pub fn pattern() -> String {
+                format!("^{}[0-9a-f]{{32}}$", $prefix)
+            }
+
             /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -142,6 +148,19 @@ mod tests {
             assert!(UserId::parse(bad).is_err(), "{bad} should be rejected");
         }
         assert!(UserId::parse("usr_0190f2b8c1d97c3e9a1b2c3d4e5f6a7b").is_ok());
+    }
+
+    #[test]
+    fn the_documented_pattern_is_prefix_and_32_lowercase_hex_digits() {
+        assert_eq!(CredentialId::pattern(), "^cred_[0-9a-f]{32}$");
+        let id = ApiKeyId::generate();
+        let hex = id.as_str().strip_prefix(ApiKeyId::PREFIX).unwrap();
+        assert!(
+            hex.len() == 32
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! storage and migration contracts. It depends on no web framework, SQL driver, Redis client or
 //! cloud SDK; the server crate wires adapters to these ports.
 
+pub mod access;
 pub mod api_keys;
 pub mod audit;
 pub mod clock;

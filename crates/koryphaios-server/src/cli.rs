@@ -300,10 +300,7 @@ fn init_keyring(path: &std::path::Path, config: &Config) -> anyhow::Result<()> {
     }
     let passphrase = match &config.kms {
         KmsConfig::Local { passphrase, .. } => passphrase.clone(),
-        #[allow(
-            unreachable_patterns,
-            reason = "remote providers exist only with their features"
-        )]
+        // `age` and, with their features, the remote providers.
         _ => None,
     };
     LocalKeyRing::open(path, passphrase).context("cannot create the key ring")?;

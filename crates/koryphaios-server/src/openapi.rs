@@ -1,55 +1,9 @@
-//! The OpenAPI document: generated from the handlers' annotations, served at `/openapi.json`,
-//! printed by `koryphaios openapi`, and committed as `docs/openapi.yaml` (a test checks drift).
+//! The OpenAPI document: generated from the handlers' annotations and extractors, served at
+//! `/openapi.json`, printed by `koryphaios openapi`, and committed as `docs/openapi.yaml` (a test
+//! checks drift). The document's skeleton (info, tags, security schemes) is
+//! [`crate::http::api_doc`]; the responses come from [`crate::http::contract`].
 
-use utoipa::Modify;
 use utoipa::openapi::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-
-use crate::http::error::{ErrorBody, FieldDetail};
-
-/// Document-level information; paths are added by the router.
-#[derive(Debug, utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "Koryphaios",
-        description = "Keeps third-party provider credentials under envelope encryption, issues and verifies API keys, rate limits callers and writes a tamper-evident audit log.",
-        license(name = "Apache-2.0", identifier = "Apache-2.0"),
-    ),
-    components(schemas(ErrorBody, FieldDetail)),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "health", description = "Liveness and readiness"),
-        (name = "auth", description = "Users and sessions"),
-        (name = "credentials", description = "Provider credentials under envelope encryption"),
-        (name = "keys", description = "API keys: issue, verify, roll, revoke"),
-        (name = "audit", description = "The tamper-evident audit log: query, verify, export"),
-        (name = "users", description = "User administration (admins): roles, tiers, disabling"),
-    )
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "apiKey",
-            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
-                utoipa::openapi::security::ApiKeyValue::new("X-API-Key"),
-            )),
-        );
-        components.add_security_scheme(
-            "bearerAuth",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The full document, with every route.
 pub fn document() -> OpenApi {

@@ -13,6 +13,7 @@ use super::{
     ApiKey, KeyLookup, MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, Tier, check_name, check_scopes,
     check_tier,
 };
+use crate::access::{self, Attempt, Refusal};
 use crate::audit::{AuditEntry, RequestContext};
 use crate::clock::Clock;
 use crate::credentials::check_metadata;
@@ -89,6 +90,23 @@ pub enum ApiKeyError {
     /// Anything else.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<Refusal> for ApiKeyError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::MissingScope(scope) => Self::Forbidden(scope),
+            Refusal::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+/// The audit record's name for an attempt on a key (or on keys in general).
+fn attempt<'a>(action: &'a str, id: Option<&'a ApiKeyId>) -> Attempt<'a> {
+    match id {
+        Some(id) => Attempt::on(action, RESOURCE, id.as_str()),
+        None => Attempt::new(action),
+    }
 }
 
 /// Why a presented key does not authenticate (the stable codes of `/keys/verify`).
@@ -170,10 +188,16 @@ impl ApiKeyService {
         attempted: &str,
         id: Option<&ApiKeyId>,
     ) -> Result<(), ApiKeyError> {
-        if principal.allows(&scope) {
-            return Ok(());
-        }
-        self.deny(principal, context, scope, attempted, id).await
+        access::require_scope(
+            &*self.store,
+            &*self.clock,
+            principal,
+            context,
+            &scope,
+            attempt(attempted, id),
+        )
+        .await
+        .map_err(ApiKeyError::from)
     }
 
     async fn deny<T>(
@@ -184,17 +208,16 @@ impl ApiKeyService {
         attempted: &str,
         id: Option<&ApiKeyId>,
     ) -> Result<T, ApiKeyError> {
-        let resource = id.map(|id| (RESOURCE, id.as_str()));
-        let entry = AuditEntry::denial(
+        Err(access::deny(
+            &*self.store,
+            &*self.clock,
             principal,
             context,
             &scope,
-            attempted,
-            resource,
-            self.clock.now(),
-        );
-        self.store.append_audit(&entry).await?;
-        Err(ApiKeyError::Forbidden(scope))
+            attempt(attempted, id),
+        )
+        .await
+        .into())
     }
 
     /// A key may only carry scopes its creator holds (and so its owner too).

@@ -13,6 +13,7 @@ use super::{
     Credential, CredentialFilter, SealedVersion, check_kind, check_metadata, check_provider,
     check_reason, check_secret,
 };
+use crate::access::{self, Attempt, Refusal};
 use crate::audit::{AuditEntry, RequestContext, actions};
 use crate::clock::Clock;
 use crate::envelope::{
@@ -80,6 +81,15 @@ pub enum CredentialError {
     Internal(String),
 }
 
+impl From<Refusal> for CredentialError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::MissingScope(scope) => Self::Forbidden(scope),
+            Refusal::Store(error) => Self::Store(error),
+        }
+    }
+}
+
 impl From<KmsError> for CredentialError {
     fn from(error: KmsError) -> Self {
         match error {
@@ -113,7 +123,7 @@ impl CredentialService {
         Self { store, kms, clock }
     }
 
-    /// Refuses (and audits) a caller without `scope`.
+    /// Refuses (and audits) a caller without `scope` (the one guard: [`access::require_scope`]).
     async fn require(
         &self,
         principal: &Principal,
@@ -122,20 +132,20 @@ impl CredentialService {
         attempted: &str,
         resource_id: Option<&str>,
     ) -> Result<(), CredentialError> {
-        if principal.allows(&scope) {
-            return Ok(());
-        }
-        let resource = resource_id.map(|id| (RESOURCE, id));
-        let entry = AuditEntry::denial(
+        let attempt = match resource_id {
+            Some(id) => Attempt::on(attempted, RESOURCE, id),
+            None => Attempt::new(attempted),
+        };
+        access::require_scope(
+            &*self.store,
+            &*self.clock,
             principal,
             context,
             &scope,
-            attempted,
-            resource,
-            self.clock.now(),
-        );
-        self.store.append_audit(&entry).await?;
-        Err(CredentialError::Forbidden(scope))
+            attempt,
+        )
+        .await
+        .map_err(CredentialError::from)
     }
 
     fn seal(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::{Role, User, UserChange};
+use crate::access::{self, Attempt, Refusal};
 use crate::api_keys::ApiKeyService;
 use crate::audit::{AuditEntry, RequestContext};
 use crate::clock::Clock;
@@ -62,6 +63,15 @@ pub enum UserAdminError {
     Store(#[from] StoreError),
 }
 
+impl From<Refusal> for UserAdminError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::MissingScope(scope) => Self::Forbidden(scope),
+            Refusal::Store(error) => Self::Store(error),
+        }
+    }
+}
+
 /// The user-administration use cases.
 #[derive(Debug)]
 pub struct UserAdminService {
@@ -105,19 +115,20 @@ impl UserAdminService {
         attempted: &str,
         id: Option<&UserId>,
     ) -> Result<(), UserAdminError> {
-        if principal.allows(&Scope::Admin) {
-            return Ok(());
-        }
-        let entry = AuditEntry::denial(
+        let attempt = match id {
+            Some(id) => Attempt::on(attempted, RESOURCE, id.as_str()),
+            None => Attempt::new(attempted),
+        };
+        access::require_scope(
+            &*self.store,
+            &*self.clock,
             principal,
             context,
             &Scope::Admin,
-            attempted,
-            id.map(|id| (RESOURCE, id.as_str())),
-            self.clock.now(),
-        );
-        self.store.append_audit(&entry).await?;
-        Err(UserAdminError::Forbidden(Scope::Admin))
+            attempt,
+        )
+        .await
+        .map_err(UserAdminError::from)
     }
 
     /// Up to `limit` users after `after`, in creation order.

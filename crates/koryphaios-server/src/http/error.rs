@@ -365,12 +365,7 @@ impl From<ApiKeyError> for ApiError {
         match error {
             ApiKeyError::Validation(errors) => errors.into(),
             ApiKeyError::NotFound => Self::not_found(),
-            ApiKeyError::Forbidden(scope) => {
-                let mut denied =
-                    Self::forbidden("insufficient_scope", "This caller may not do that");
-                denied.report.message = format!("Missing scope {scope}");
-                denied
-            }
+            ApiKeyError::Forbidden(scope) => Self::missing_scope(&scope),
             ApiKeyError::TierNotAllowed(_) => Self::forbidden(
                 "tier_not_allowed",
                 "The rate-limit tier may not exceed the owner's tier, nor the calling key's own",

@@ -1,16 +1,23 @@
-//! Authentication as an extractor: a handler that takes [`CurrentUser`] can only run for an
-//! authenticated caller, so the policy is visible in its signature.
+//! The request's parts as typed extractors, so a handler's policy is visible in its signature:
+//! a handler that takes [`CurrentUser`] can only run for an authenticated caller, one that takes
+//! [`ApiPath<CredentialId>`](ApiPath) only with a well-formed credential id. Each extractor also
+//! says what it adds to the OpenAPI document ([`Documented`]).
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use koryphaios_core::Principal;
 use koryphaios_core::api_keys::{ApiKeyAuthError, ApiKeyAuthOutcome, ApiKeyService};
 use koryphaios_core::audit::RequestContext;
+use koryphaios_core::ids::InvalidId;
+use koryphaios_core::{ApiKeyId, CredentialId, Principal, UserId};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
-use super::error::ApiError;
+use super::contract::{Documented, OperationDoc, Shared};
+use super::error::{ApiError, invalid_id};
 use super::middleware::request_context::RequestId;
 use crate::state::AppState;
 
@@ -128,6 +135,91 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+impl Documented for CurrentUser {
+    fn document(operation: &mut OperationDoc<'_>) {
+        operation.authenticated();
+        operation.respond(Shared::Unauthenticated);
+        // A key whose owner is disabled (`user_disabled`), a missing scope, a key where a
+        // session is needed: every authenticated route can refuse.
+        operation.respond(Shared::Forbidden);
+    }
+}
+
+/// An id type that can name a resource in a path (`/credentials/{id}`).
+pub trait PathId: Sized {
+    /// The prefix every id of the type starts with.
+    const PREFIX: &'static str;
+    /// What the id names, for the parameter's description.
+    const NAMES: &'static str;
+    /// Parses the raw path segment.
+    fn parse_path(raw: &str) -> Result<Self, InvalidId>;
+    /// The pattern of the text [`PathId::parse_path`] accepts.
+    fn pattern() -> String;
+}
+
+macro_rules! path_id {
+    ($id:ty, $names:literal) => {
+        impl PathId for $id {
+            const PREFIX: &'static str = <$id>::PREFIX;
+            const NAMES: &'static str = $names;
+            fn parse_path(raw: &str) -> Result<Self, InvalidId> {
+                <$id>::parse(raw)
+            }
+            fn pattern() -> String {
+                <$id>::pattern()
+            }
+        }
+    };
+}
+
+path_id!(CredentialId, "credential");
+path_id!(ApiKeyId, "API key");
+path_id!(UserId, "user");
+
+/// The `{id}` path parameter as a typed id: a malformed one is refused with 400 `invalid_id`
+/// before the handler runs, and the OpenAPI document gives its pattern.
+#[derive(Debug, Clone)]
+pub struct ApiPath<I>(pub I);
+
+/// The name of the path parameter every id route uses.
+const ID_PARAMETER: &str = "id";
+
+impl<I: PathId, S: Send + Sync> FromRequestParts<S> for ApiPath<I> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = || invalid_id(ID_PARAMETER, I::PREFIX);
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| invalid())?;
+        I::parse_path(&raw).map(Self).map_err(|_| invalid())
+    }
+}
+
+impl<I: PathId> Documented for ApiPath<I> {
+    fn document(operation: &mut OperationDoc<'_>) {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(I::pattern()))
+            .examples([format!("{}0192f0c1d2e37a4b8c9d0e1f2a3b4c5d", I::PREFIX)]);
+        operation.parameter(
+            ParameterBuilder::new()
+                .name(ID_PARAMETER)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(format!(
+                    "The {} id: `{}` and 32 lowercase hex digits",
+                    I::NAMES,
+                    I::PREFIX
+                )))
+                .schema(Some(schema))
+                .build(),
+        );
+        operation.respond(Shared::BadRequest);
+        operation.respond(Shared::NotFound);
+    }
+}
+
 /// The client's address as resolved by the `client_ip` middleware (trusted proxies honoured);
 /// as an extractor, the peer's address when the middleware did not run.
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +244,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
                 )
             }))
     }
+}
+
+impl Documented for ClientIp {
+    fn document(_: &mut OperationDoc<'_>) {}
 }
 
 /// The longest user agent kept in audit records.
@@ -187,4 +283,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             request_id,
         }))
     }
+}
+
+impl Documented for RequestMeta {
+    fn document(_: &mut OperationDoc<'_>) {}
 }

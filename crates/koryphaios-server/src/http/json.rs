@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::contract::{Documented, OperationDoc, Shared};
 use super::error::{ApiError, FieldDetail};
 
 /// A JSON request or response body.
@@ -51,6 +52,20 @@ where
                 }
             })?;
         parse(&bytes).map(ApiJson)
+    }
+}
+
+/// What a JSON body can be refused with.
+fn document_body(operation: &mut OperationDoc<'_>) {
+    operation.respond(Shared::BadRequest);
+    operation.respond(Shared::PayloadTooLarge);
+    operation.respond(Shared::UnsupportedMediaType);
+}
+
+impl<T: utoipa::ToSchema> Documented for ApiJson<T> {
+    fn document(operation: &mut OperationDoc<'_>) {
+        operation.json_body::<T>(true);
+        document_body(operation);
     }
 }
 
@@ -110,6 +125,13 @@ where
     }
 }
 
+impl<T: utoipa::ToSchema> Documented for MaybeJson<T> {
+    fn document(operation: &mut OperationDoc<'_>) {
+        operation.json_body::<T>(false);
+        document_body(operation);
+    }
+}
+
 /// Query-string parameters whose rejections use the error envelope.
 #[derive(Debug, Clone, Default)]
 pub struct ApiQuery<T>(pub T);
@@ -138,6 +160,15 @@ where
     }
 }
 
+impl<T: utoipa::IntoParams> Documented for ApiQuery<T> {
+    fn document(operation: &mut OperationDoc<'_>) {
+        for parameter in T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query)) {
+            operation.parameter(parameter);
+        }
+        operation.respond(Shared::BadRequest);
+    }
+}
+
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         match serde_json::to_vec(&self.0) {
@@ -156,7 +187,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code, reason = "fields exist to be deserialised")]
+    #[expect(dead_code, reason = "fields exist to be deserialised")]
     struct Login {
         username: String,
         password: String,

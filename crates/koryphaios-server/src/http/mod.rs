@@ -1,5 +1,8 @@
 //! The HTTP API: router, middleware, extractors, error envelope, and the resource handlers.
 
+pub mod api_doc;
+pub mod bounds;
+pub mod contract;
 pub mod error;
 pub mod extract;
 pub mod json;

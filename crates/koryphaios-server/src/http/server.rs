@@ -333,7 +333,7 @@ impl Drop for InFlight {
 /// A response body that keeps its request in flight until the body is sent or dropped.
 struct GuardedBody {
     body: Body,
-    #[allow(dead_code, reason = "held for its Drop")]
+    #[expect(dead_code, reason = "held for its Drop")]
     guard: InFlight,
 }
 

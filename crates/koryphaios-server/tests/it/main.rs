@@ -1,10 +1,11 @@
 //! End-to-end tests of the koryphaios server: one binary, one module per concern.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests panic on failure"
 )]
 
+mod api_contract;
 mod api_keys;
 mod api_keys_bad_input;
 mod audit;
@@ -30,4 +31,5 @@ mod process;
 mod rate_limits;
 mod request_hygiene;
 mod scale_out;
+mod scope_guard;
 mod users;

@@ -43,7 +43,8 @@ pub async fn client_ip(
     next.run(request).await
 }
 
-fn is_exempt(path: &str) -> bool {
+/// Whether the rate limiter lets `path` through unlimited (health checks and metrics).
+pub fn is_exempt(path: &str) -> bool {
     path == "/health" || path.starts_with("/health/") || path == "/metrics"
 }
 

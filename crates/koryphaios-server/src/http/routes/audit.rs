@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::http::bounds;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery};
@@ -88,12 +90,16 @@ impl From<AuditEntry> for AuditRecordView {
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only this user's records (admins; others may name only themselves).
+    #[param(schema_with = user_id_filter)]
     pub user_id: Option<String>,
     /// Only this action (≤ 50 characters).
+    #[param(schema_with = short_filter)]
     pub action: Option<String>,
     /// Only this resource type (≤ 50 characters).
+    #[param(schema_with = short_filter)]
     pub resource_type: Option<String>,
     /// Only this resource id (≤ 100 characters).
+    #[param(schema_with = resource_id_filter)]
     pub resource_id: Option<String>,
     /// At or after: RFC 3339 or Unix milliseconds.
     pub start_time: Option<String>,
@@ -102,13 +108,72 @@ pub struct AuditParams {
     /// Only successes (`true`) or failures (`false`).
     pub success: Option<bool>,
     /// 1–1000, default 100 (not for exports).
+    #[param(schema_with = bounds::limit)]
     pub limit: Option<i64>,
     /// Records to skip (not with `cursor`; not for exports).
     pub offset: Option<u64>,
     /// The `nextCursor` of the previous page (not with `offset`; not for exports).
     pub cursor: Option<String>,
     /// Exports only: `jsonl` (default) or `csv`.
+    #[param(schema_with = export_format)]
     pub format: Option<String>,
+}
+
+/// The longest `action` and `resourceType` filter.
+const MAX_SHORT_FILTER: usize = 50;
+/// The longest `resourceId` filter.
+const MAX_RESOURCE_ID_FILTER: usize = 100;
+/// The export formats.
+const EXPORT_FORMATS: [&str; 2] = ["jsonl", "csv"];
+/// The longest `windowHours`, 30 days.
+const MAX_WINDOW_HOURS: i64 = 720;
+
+fn bounded_string(max: usize) -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+}
+
+fn short_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    bounded_string(MAX_SHORT_FILTER).description(Some(format!(
+        "Only this value (an action, a resource type): 1 to {MAX_SHORT_FILTER} characters"
+    )))
+}
+
+fn resource_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    bounded_string(MAX_RESOURCE_ID_FILTER).description(Some(format!(
+        "Only this resource id: 1 to {MAX_RESOURCE_ID_FILTER} characters"
+    )))
+}
+
+fn user_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(UserId::pattern()))
+        .description(Some(
+            "Only this user's records (admins; others may name only themselves)",
+        ))
+}
+
+fn export_format() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(EXPORT_FORMATS))
+        .description(Some("Exports only: `jsonl` (default) or `csv`"))
+}
+
+fn window_hours() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::schema::KnownFormat::Int64,
+        )))
+        .minimum(Some(1))
+        .maximum(Some(MAX_WINDOW_HOURS))
+        .description(Some(format!(
+            "How far back to look, in hours: 1 to {MAX_WINDOW_HOURS}, default 24"
+        )))
 }
 
 fn parse_instant(field: &str, raw: &str) -> Result<OffsetDateTime, FieldError> {
@@ -151,6 +216,45 @@ enum Purpose {
     Export,
 }
 
+impl Purpose {
+    /// The parameters of [`AuditParams`] this route refuses (and so does not document).
+    fn refused(self) -> &'static [&'static str] {
+        match self {
+            Self::Page => &["format"],
+            Self::Export => &["limit", "offset", "cursor"],
+        }
+    }
+
+    fn document(self, params: Vec<Parameter>) -> Vec<Parameter> {
+        params
+            .into_iter()
+            .filter(|param| !self.refused().contains(&param.name.as_str()))
+            .collect()
+    }
+}
+
+/// `/audit` and `/audit/me` parameters: [`AuditParams`] without `format`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct PageParams(AuditParams);
+
+impl IntoParams for PageParams {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        Purpose::Page.document(AuditParams::into_params(parameter_in))
+    }
+}
+
+/// `/audit/export` parameters: [`AuditParams`] without `limit`, `offset` and `cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct ExportParams(AuditParams);
+
+impl IntoParams for ExportParams {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        Purpose::Export.document(AuditParams::into_params(parameter_in))
+    }
+}
+
 impl AuditParams {
     fn validate(&self, purpose: Purpose) -> Result<AuditQuery, ValidationErrors> {
         let mut errors = Vec::new();
@@ -160,9 +264,17 @@ impl AuditParams {
                 None
             })
         };
-        let action = keep(bounded("action", &self.action, 50));
-        let resource_type = keep(bounded("resourceType", &self.resource_type, 50));
-        let resource_id = keep(bounded("resourceId", &self.resource_id, 100));
+        let action = keep(bounded("action", &self.action, MAX_SHORT_FILTER));
+        let resource_type = keep(bounded(
+            "resourceType",
+            &self.resource_type,
+            MAX_SHORT_FILTER,
+        ));
+        let resource_id = keep(bounded(
+            "resourceId",
+            &self.resource_id,
+            MAX_RESOURCE_ID_FILTER,
+        ));
         let user_id = match self.user_id.as_deref().map(UserId::parse).transpose() {
             Ok(id) => id,
             Err(_) => {
@@ -198,28 +310,28 @@ impl AuditParams {
                 }),
             (offset, None) => PageStart::Offset(offset.unwrap_or(0)),
         };
-        match purpose {
-            Purpose::Page if self.format.is_some() => {
-                errors.push(FieldError::new(
-                    "format",
-                    "only /audit/export takes a format",
-                ));
-            }
-            Purpose::Export => {
-                for (field, given) in [
-                    ("limit", self.limit.is_some()),
-                    ("offset", self.offset.is_some()),
-                    ("cursor", self.cursor.is_some()),
-                ] {
-                    if given {
-                        errors.push(FieldError::new(field, "an export streams every match"));
-                    }
-                }
-                if !matches!(self.format.as_deref(), None | Some("jsonl" | "csv")) {
-                    errors.push(FieldError::new("format", "expected jsonl or csv"));
-                }
-            }
-            Purpose::Page => {}
+        let given = |field: &str| match field {
+            "format" => self.format.is_some(),
+            "limit" => self.limit.is_some(),
+            "offset" => self.offset.is_some(),
+            "cursor" => self.cursor.is_some(),
+            _ => false,
+        };
+        for field in purpose.refused().iter().copied().filter(|f| given(f)) {
+            errors.push(FieldError::new(
+                field,
+                match purpose {
+                    Purpose::Page => "only /audit/export takes a format",
+                    Purpose::Export => "an export streams every match",
+                },
+            ));
+        }
+        let unknown_format = self
+            .format
+            .as_deref()
+            .is_some_and(|format| !EXPORT_FORMATS.contains(&format));
+        if purpose == Purpose::Export && unknown_format {
+            errors.push(FieldError::new("format", "expected jsonl or csv"));
         }
         if !errors.is_empty() {
             return Err(ValidationErrors(errors));
@@ -264,19 +376,17 @@ fn page(records: Vec<StoredAuditEntry>, limit: u32) -> AuditPage {
 }
 
 /// Queries the audit log: admins see every record, anyone else only their own (scope `read`).
-#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(AuditParams),
+#[utoipa::path(get, path = "/audit", tag = "audit",
     responses(
         (status = 200, description = "Records, newest first", body = AuditPage),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Asked for another user's records without admin", body = ErrorBody),
     ))]
 pub async fn query(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    ApiQuery(params): ApiQuery<AuditParams>,
+    ApiQuery(PageParams(params)): ApiQuery<PageParams>,
 ) -> ApiResult<ApiJson<AuditPage>> {
     let query = params.validate(Purpose::Page)?;
     let limit = query.limit;
@@ -285,19 +395,17 @@ pub async fn query(
 }
 
 /// The caller's own audit records.
-#[utoipa::path(get, path = "/audit/me", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(AuditParams),
+#[utoipa::path(get, path = "/audit/me", tag = "audit",
     responses(
         (status = 200, description = "Records, newest first", body = AuditPage),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Asked for another user's records", body = ErrorBody),
     ))]
 pub async fn mine(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    ApiQuery(params): ApiQuery<AuditParams>,
+    ApiQuery(PageParams(params)): ApiQuery<PageParams>,
 ) -> ApiResult<ApiJson<AuditPage>> {
     let query = params.validate(Purpose::Page)?;
     let limit = query.limit;
@@ -317,6 +425,7 @@ pub async fn mine(
 #[into_params(parameter_in = Query)]
 pub struct SuspiciousParams {
     /// How far back to look, in hours: 1–720, default 24.
+    #[param(schema_with = window_hours)]
     pub window_hours: Option<i64>,
 }
 
@@ -349,12 +458,10 @@ pub struct SuspiciousReport {
 }
 
 /// Users with unusual activity: failed logins, reveal bursts, refusals, many IPs (admin).
-#[utoipa::path(get, path = "/audit/suspicious", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(SuspiciousParams),
+#[utoipa::path(get, path = "/audit/suspicious", tag = "audit",
     responses(
         (status = 200, description = "Flagged users", body = SuspiciousReport),
         (status = 400, description = "Invalid window", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn suspicious(
@@ -364,8 +471,12 @@ pub async fn suspicious(
     ApiQuery(params): ApiQuery<SuspiciousParams>,
 ) -> ApiResult<ApiJson<SuspiciousReport>> {
     let window_hours = params.window_hours.unwrap_or(24);
-    if !(1..=720).contains(&window_hours) {
-        return Err(ValidationErrors::single("windowHours", "must be from 1 to 720").into());
+    if !(1..=MAX_WINDOW_HOURS).contains(&window_hours) {
+        return Err(ValidationErrors::single(
+            "windowHours",
+            format!("must be from 1 to {MAX_WINDOW_HOURS}"),
+        )
+        .into());
     }
     let flagged = state
         .audit
@@ -469,12 +580,10 @@ pub struct VerifyParams {
 
 /// Recomputes the audit hash chain and reports the first broken link (admin); with
 /// `checkpoint`, also whether the chain still contains that checkpoint's record.
-#[utoipa::path(get, path = "/audit/verify", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(VerifyParams),
+#[utoipa::path(get, path = "/audit/verify", tag = "audit",
     responses(
         (status = 200, description = "The verification result (valid or not)", body = ChainReportView),
         (status = 400, description = "Not a checkpoint", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn verify(
@@ -505,19 +614,20 @@ pub async fn verify(
 }
 
 /// Streams every matching record as JSON lines or CSV, oldest last (admin).
-#[utoipa::path(get, path = "/audit/export", tag = "audit", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(AuditParams),
+#[utoipa::path(get, path = "/audit/export", tag = "audit",
     responses(
-        (status = 200, description = "`application/x-ndjson` or `text/csv`, streamed", content_type = "application/x-ndjson", body = String),
+        (status = 200, description = "Every matching record, streamed: JSON lines (`format=jsonl`, the default) or CSV (`format=csv`)", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn export(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    ApiQuery(params): ApiQuery<AuditParams>,
+    ApiQuery(ExportParams(params)): ApiQuery<ExportParams>,
 ) -> ApiResult<Response> {
     let mut query = params.validate(Purpose::Export)?;
     let csv = params.format.as_deref() == Some("csv");

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::http::bounds;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, CurrentUser, RequestMeta};
 use crate::http::json::ApiJson;
@@ -22,15 +23,10 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CredentialsRequest {
     /// 3–64 characters: letters, digits, `_`, `-`, `.`.
-    #[schema(
-        min_length = 3,
-        max_length = 64,
-        pattern = "^[A-Za-z0-9_.-]+$",
-        example = "ada"
-    )]
+    #[schema(schema_with = bounds::username)]
     pub username: String,
     /// 12–128 characters, at least 5 different ones, not containing the username.
-    #[schema(value_type = String, min_length = 12, max_length = 128, format = Password)]
+    #[schema(schema_with = bounds::password)]
     pub password: SecretString,
 }
 
@@ -51,7 +47,7 @@ pub struct ChangePasswordRequest {
     #[schema(value_type = String, format = Password)]
     pub current_password: SecretString,
     /// The new password (same rules as at registration).
-    #[schema(value_type = String, min_length = 12, max_length = 128, format = Password)]
+    #[schema(schema_with = bounds::password)]
     pub new_password: SecretString,
 }
 
@@ -184,14 +180,11 @@ impl From<&Principal> for MeResponse {
 
 /// Registers a user. The first user of an empty install becomes admin; afterwards registration
 /// needs `KORYPHAIOS_ALLOW_REGISTRATION=true`.
-#[utoipa::path(post, path = "/register", tag = "auth", request_body = CredentialsRequest,
+#[utoipa::path(post, path = "/register", tag = "auth",
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 403, description = "Registration is closed", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
-        (status = 413, description = "Body over 10 KB", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -212,10 +205,9 @@ pub async fn register(
 }
 
 /// Logs in with username and password.
-#[utoipa::path(post, path = "/login", tag = "auth", request_body = CredentialsRequest,
+#[utoipa::path(post, path = "/login", tag = "auth",
     responses(
         (status = 200, description = "Logged in", body = SessionResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 403, description = "The user is disabled (`user_disabled`; said only after the right password)", body = ErrorBody),
         (status = 429, description = "Too many requests from this IP, or too many failed logins for this username", body = ErrorBody),
@@ -283,10 +275,9 @@ fn spends_attempt<T>(outcome: &Result<T, AuthError>) -> bool {
 
 /// Exchanges a refresh token for a new access and refresh token. Presenting a spent refresh
 /// token revokes the whole session.
-#[utoipa::path(post, path = "/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/refresh", tag = "auth",
     responses(
         (status = 200, description = "New tokens", body = SessionResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Invalid, expired or reused refresh token", body = ErrorBody),
     ))]
 pub async fn refresh(
@@ -304,7 +295,6 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/logout", tag = "auth", security(("bearerAuth" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -316,10 +306,9 @@ pub async fn logout(
 }
 
 /// Ends every session of the current user.
-#[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearerAuth" = []), ("apiKey" = [])),
+#[utoipa::path(post, path = "/logout-all", tag = "auth",
     responses(
         (status = 204, description = "Every session ended"),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn logout_all(
     State(state): State<AppState>,
@@ -331,10 +320,9 @@ pub async fn logout_all(
 }
 
 /// The current principal.
-#[utoipa::path(get, path = "/me", tag = "auth", security(("bearerAuth" = []), ("apiKey" = [])),
+#[utoipa::path(get, path = "/me", tag = "auth",
     responses(
         (status = 200, description = "The caller", body = MeResponse),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn me(CurrentUser(principal): CurrentUser) -> ApiJson<MeResponse> {
     ApiJson(MeResponse::from(&principal))
@@ -342,10 +330,8 @@ pub async fn me(CurrentUser(principal): CurrentUser) -> ApiJson<MeResponse> {
 
 /// Changes the password. Every session ends; the response starts a new one for the caller.
 #[utoipa::path(post, path = "/password", tag = "auth", security(("bearerAuth" = [])),
-    request_body = ChangePasswordRequest,
     responses(
         (status = 200, description = "Password changed; new tokens", body = SessionResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not authenticated or wrong current password", body = ErrorBody),
         (status = 429, description = "Too many requests from this IP, or too many wrong passwords for this user", body = ErrorBody),
         (status = 503, description = "Password hashing is saturated; retry shortly", body = ErrorBody),

@@ -1,7 +1,7 @@
 //! `/api/v1/credentials`: store provider credentials, read their metadata, rotate, reveal, and
 //! read their audit trail. The secret never appears in a response except from `reveal`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use koryphaios_core::CredentialId;
 use koryphaios_core::credentials::{Credential, CredentialFilter, NewCredentialInput, RotateInput};
@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::audit::AuditRecordView;
-use crate::http::error::{ApiResult, ErrorBody, invalid_id};
-use crate::http::extract::{CurrentUser, RequestMeta};
+use crate::http::bounds;
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiPath, CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery, MaybeJson};
 use crate::state::AppState;
 
@@ -27,23 +28,19 @@ fn counted<T, E>(operation: &'static str, result: Result<T, E>) -> Result<T, E> 
     result
 }
 
-fn parse_id(raw: &str) -> Result<CredentialId, crate::http::error::ApiError> {
-    CredentialId::parse(raw).map_err(|_| invalid_id("id", CredentialId::PREFIX))
-}
-
 /// `POST /api/v1/credentials` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateCredentialRequest {
     /// A known provider (`openai`, `anthropic`, …).
-    #[schema(example = "openai")]
+    #[schema(schema_with = bounds::provider, example = "openai")]
     pub provider: String,
     /// The secret: 1–4096 characters. Never returned except by reveal.
-    #[schema(value_type = String, min_length = 1, max_length = 4096, format = Password)]
+    #[schema(schema_with = bounds::secret)]
     pub credential: SecretString,
     /// `api_key` (default), `oauth_token`, `service_account`, `base_url` or `other`.
     #[serde(rename = "type")]
-    #[schema(example = "api_key")]
+    #[schema(schema_with = bounds::credential_kind, example = "api_key")]
     pub kind: Option<String>,
     /// Descriptive data: a JSON object of at most 2 KB.
     #[schema(value_type = Option<Object>)]
@@ -67,7 +64,8 @@ pub struct UpdateCredentialRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteCredentialRequest {
-    /// Why, for the audit log (≤ 500 characters).
+    /// Why, for the audit log (≤ 500 characters, no control characters).
+    #[schema(schema_with = bounds::reason)]
     pub reason: Option<String>,
 }
 
@@ -75,7 +73,9 @@ pub struct DeleteCredentialRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevealCredentialRequest {
-    /// Why the secret is read, for the `credential_access` audit record (≤ 500 characters).
+    /// Why the secret is read, for the `credential_access` audit record (≤ 500 characters, no
+    /// control characters).
+    #[schema(schema_with = bounds::reason)]
     pub reason: Option<String>,
 }
 
@@ -84,9 +84,10 @@ pub struct RevealCredentialRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateCredentialRequest {
     /// The new secret. Omit it to re-encrypt the current secret under a new data key.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 4096, format = Password)]
+    #[schema(schema_with = bounds::optional_secret)]
     pub credential: Option<SecretString>,
-    /// Why, for the audit log (≤ 500 characters).
+    /// Why, for the audit log (≤ 500 characters, no control characters).
+    #[schema(schema_with = bounds::reason)]
     pub reason: Option<String>,
 }
 
@@ -96,10 +97,12 @@ pub struct RotateCredentialRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListCredentialsQuery {
     /// Only this provider.
+    #[param(schema_with = bounds::provider_filter)]
     pub provider: Option<String>,
     /// `true`: only unexpired; `false`: only expired.
     pub active: Option<bool>,
     /// 1–1000, default 100.
+    #[param(schema_with = bounds::limit)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -189,15 +192,10 @@ pub struct AuditTrail {
 }
 
 /// Stores a credential under envelope encryption (scope `write`).
-#[utoipa::path(post, path = "/credentials", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    request_body = CreateCredentialRequest,
+#[utoipa::path(post, path = "/credentials", tag = "credentials",
     responses(
         (status = 201, description = "Stored; metadata only", body = CredentialView),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Missing scope write", body = ErrorBody),
-        (status = 413, description = "Body over 10 KB", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -223,12 +221,10 @@ pub async fn create(
 }
 
 /// The caller's credentials (scope `read`).
-#[utoipa::path(get, path = "/credentials", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(ListCredentialsQuery),
+#[utoipa::path(get, path = "/credentials", tag = "credentials",
     responses(
         (status = 200, description = "A page of the caller's credentials' metadata, newest first", body = CredentialList),
         (status = 400, description = "Invalid filter, limit or cursor", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -260,46 +256,37 @@ pub async fn list(
 }
 
 /// One credential's metadata (scope `read`).
-#[utoipa::path(get, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The credential id (cred_…)")),
+#[utoipa::path(get, path = "/credentials/{id}", tag = "credentials",
     responses(
         (status = 200, description = "Metadata", body = CredentialView),
-        (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 404, description = "No such credential for this caller", body = ErrorBody),
     ))]
 pub async fn get(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CredentialId>,
 ) -> ApiResult<ApiJson<CredentialView>> {
     let credential = counted(
         "get",
-        state
-            .credentials
-            .get(&principal, &context, &parse_id(&id)?)
-            .await,
+        state.credentials.get(&principal, &context, &id).await,
     )?;
     Ok(ApiJson(CredentialView::new(credential, state.clock.now())))
 }
 
 /// Replaces a credential's metadata (scope `write`).
-#[utoipa::path(patch, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The credential id (cred_…)")),
-    request_body = UpdateCredentialRequest,
+#[utoipa::path(patch, path = "/credentials/{id}", tag = "credentials",
     responses(
         (status = 200, description = "Updated metadata", body = CredentialView),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such credential for this caller", body = ErrorBody),
     ))]
 pub async fn update(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CredentialId>,
     ApiJson(body): ApiJson<UpdateCredentialRequest>,
 ) -> ApiResult<ApiJson<CredentialView>> {
-    let id = parse_id(&id)?;
     let credential = counted(
         "update",
         state
@@ -311,22 +298,18 @@ pub async fn update(
 }
 
 /// Soft-deletes a credential (scope `write`); its audit trail stays.
-#[utoipa::path(delete, path = "/credentials/{id}", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The credential id (cred_…)")),
-    request_body(content = Option<DeleteCredentialRequest>, description = "Optional reason"),
+#[utoipa::path(delete, path = "/credentials/{id}", tag = "credentials",
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such credential for this caller", body = ErrorBody),
     ))]
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CredentialId>,
     MaybeJson(body): MaybeJson<DeleteCredentialRequest>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_id(&id)?;
     let reason = body.and_then(|b| b.reason);
     counted(
         "delete",
@@ -340,12 +323,9 @@ pub async fn delete(
 
 /// Stores a new version: the given secret, or the current one re-encrypted under a new data key
 /// (scope `write`).
-#[utoipa::path(post, path = "/credentials/{id}/rotate", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The credential id (cred_…)")),
-    request_body(content = Option<RotateCredentialRequest>, description = "New secret and/or reason; empty to re-encrypt"),
+#[utoipa::path(post, path = "/credentials/{id}/rotate", tag = "credentials",
     responses(
         (status = 200, description = "The new version's metadata", body = CredentialView),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such credential for this caller", body = ErrorBody),
         (status = 409, description = "Rotated concurrently; retry", body = ErrorBody),
     ))]
@@ -353,10 +333,9 @@ pub async fn rotate(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CredentialId>,
     MaybeJson(body): MaybeJson<RotateCredentialRequest>,
 ) -> ApiResult<ApiJson<CredentialView>> {
-    let id = parse_id(&id)?;
     let input = body.map_or_else(RotateInput::default, |b| RotateInput {
         secret: b.credential,
         reason: b.reason,
@@ -373,9 +352,7 @@ pub async fn rotate(
 
 /// The plaintext secret (scope `provider:<its provider>`, or `admin`); audited as
 /// `credential_access`.
-#[utoipa::path(post, path = "/credentials/{id}/reveal", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The credential id (cred_…)")),
-    request_body(content = Option<RevealCredentialRequest>, description = "Optional reason, recorded in the audit log"),
+#[utoipa::path(post, path = "/credentials/{id}/reveal", tag = "credentials",
     responses(
         (status = 200, description = "The secret", body = RevealedCredential),
         (status = 400, description = "Invalid input (unknown field, reason too long or with control characters)", body = ErrorBody),
@@ -387,10 +364,9 @@ pub async fn reveal(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CredentialId>,
     MaybeJson(body): MaybeJson<RevealCredentialRequest>,
 ) -> ApiResult<ApiJson<RevealedCredential>> {
-    let id = parse_id(&id)?;
     let reason = body.and_then(|b| b.reason);
     let (credential, secret) = counted(
         "reveal",
@@ -408,8 +384,7 @@ pub async fn reveal(
 }
 
 /// The credential's audit trail, newest first (scope `read`).
-#[utoipa::path(get, path = "/credentials/{id}/audit", tag = "credentials", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The credential id (cred_…)")),
+#[utoipa::path(get, path = "/credentials/{id}/audit", tag = "credentials",
     responses(
         (status = 200, description = "Audit records", body = AuditTrail),
         (status = 404, description = "No such credential for this caller", body = ErrorBody),
@@ -418,9 +393,8 @@ pub async fn audit(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CredentialId>,
 ) -> ApiResult<ApiJson<AuditTrail>> {
-    let id = parse_id(&id)?;
     let records = counted(
         "audit",
         state

@@ -1,7 +1,7 @@
 //! `/api/v1/keys`: issue, list, read, change, revoke and roll API keys, and verify a key for
 //! another service. A key's secret appears only in the create and roll responses.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use koryphaios_core::ApiKeyId;
 use koryphaios_core::api_keys::{ApiKey, KeyVerification, NewApiKeyInput, UpdateApiKeyInput};
@@ -12,33 +12,30 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::http::error::{ApiError, ApiResult, ErrorBody, invalid_id};
-use crate::http::extract::{CurrentUser, RequestMeta};
+use crate::http::bounds;
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiPath, CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery, MaybeJson};
 use crate::http::middleware::rate_limit;
 use crate::state::AppState;
-
-fn parse_id(raw: &str) -> Result<ApiKeyId, ApiError> {
-    ApiKeyId::parse(raw).map_err(|_| invalid_id("id", ApiKeyId::PREFIX))
-}
 
 /// `POST /api/v1/keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateKeyRequest {
     /// 1–100 characters: letters, digits, `_`, `-`, space.
-    #[schema(min_length = 1, max_length = 100, example = "ci deploy")]
+    #[schema(schema_with = bounds::key_name)]
     pub name: String,
     /// 1–10 of `read`, `write`, `admin`, `provider:<name>`, `provider:*` (default `["read"]`);
     /// never more than the caller holds.
-    #[schema(min_items = 1, max_items = 10, example = json!(["read", "provider:openai"]))]
+    #[schema(schema_with = bounds::scopes)]
     pub scopes: Option<Vec<String>>,
     /// free, premium, pro or enterprise: at most the owner's tier (and, when a key creates the
     /// key, the calling key's own), else 403 `tier_not_allowed`. Default: the caller's tier.
-    #[schema(example = "free")]
+    #[schema(schema_with = bounds::tier, example = "free")]
     pub rate_limit_tier: Option<String>,
     /// 1–365; omitted means the key does not expire. A key created by a key never outlives it.
-    #[schema(minimum = 1, maximum = 365)]
+    #[schema(schema_with = bounds::expires_in_days)]
     pub expires_in_days: Option<i64>,
     /// Descriptive data: a JSON object of at most 2 KB.
     #[schema(value_type = Option<Object>)]
@@ -49,11 +46,14 @@ pub struct CreateKeyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateKeyRequest {
-    /// A new name.
+    /// A new name (1–100 characters: letters, digits, `_`, `-`, space).
+    #[schema(schema_with = bounds::optional_key_name)]
     pub name: Option<String>,
-    /// New scopes (never more than the caller holds).
+    /// New scopes (1–10; never more than the caller holds).
+    #[schema(schema_with = bounds::scopes)]
     pub scopes: Option<Vec<String>>,
     /// A new tier (at most the owner's, else 403 `tier_not_allowed`).
+    #[schema(schema_with = bounds::tier)]
     pub rate_limit_tier: Option<String>,
 }
 
@@ -62,7 +62,7 @@ pub struct UpdateKeyRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RollKeyRequest {
     /// How long the old secret keeps working: 0 (default) to 604800 seconds.
-    #[schema(minimum = 0, maximum = 604800)]
+    #[schema(schema_with = bounds::grace_period_seconds)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -202,6 +202,7 @@ impl IssuedKey {
 #[into_params(parameter_in = Query)]
 pub struct ListKeysQuery {
     /// 1–1000, default 100.
+    #[param(schema_with = bounds::limit)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -258,12 +259,9 @@ pub struct RateLimitState {
 }
 
 /// Issues an API key (scope `write`); its scopes may not exceed the caller's.
-#[utoipa::path(post, path = "/keys", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    request_body = CreateKeyRequest,
+#[utoipa::path(post, path = "/keys", tag = "keys",
     responses(
         (status = 201, description = "Issued; the secret is in `key` and never shown again", body = IssuedKey),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Missing scope write, asking for a scope the caller lacks, or a tier above the owner's (`tier_not_allowed`)", body = ErrorBody),
     ))]
 pub async fn create(
@@ -287,12 +285,10 @@ pub async fn create(
 }
 
 /// The caller's keys (scope `read`).
-#[utoipa::path(get, path = "/keys", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(ListKeysQuery),
+#[utoipa::path(get, path = "/keys", tag = "keys",
     responses(
         (status = 200, description = "A page of the caller's keys' metadata, newest first", body = KeyList),
         (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -314,33 +310,25 @@ pub async fn list(
 }
 
 /// One key's metadata (scope `read`).
-#[utoipa::path(get, path = "/keys/{id}", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The key id (key_…)")),
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys",
     responses(
         (status = 200, description = "Metadata", body = KeyView),
-        (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 404, description = "No such key for this caller", body = ErrorBody),
     ))]
 pub async fn get(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<ApiKeyId>,
 ) -> ApiResult<ApiJson<KeyView>> {
-    let key = state
-        .api_keys
-        .get(&principal, &context, &parse_id(&id)?)
-        .await?;
+    let key = state.api_keys.get(&principal, &context, &id).await?;
     Ok(ApiJson(KeyView::new(key, state.clock.now())))
 }
 
 /// Changes a key's name, scopes or tier (scope `write`); takes effect on the next request.
-#[utoipa::path(patch, path = "/keys/{id}", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The key id (key_…)")),
-    request_body = UpdateKeyRequest,
+#[utoipa::path(patch, path = "/keys/{id}", tag = "keys",
     responses(
         (status = 200, description = "Updated", body = KeyView),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 403, description = "Asking for a scope the caller lacks, or a tier above the owner's (`tier_not_allowed`)", body = ErrorBody),
         (status = 404, description = "No such live key for this caller", body = ErrorBody),
     ))]
@@ -348,10 +336,9 @@ pub async fn update(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<ApiKeyId>,
     ApiJson(body): ApiJson<UpdateKeyRequest>,
 ) -> ApiResult<ApiJson<KeyView>> {
-    let id = parse_id(&id)?;
     let input = UpdateApiKeyInput {
         name: body.name,
         scopes: body.scopes,
@@ -365,43 +352,34 @@ pub async fn update(
 }
 
 /// Revokes a key (scope `write`): refused from the next request on.
-#[utoipa::path(delete, path = "/keys/{id}", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The key id (key_…)")),
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 404, description = "No such live key for this caller", body = ErrorBody),
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<ApiKeyId>,
 ) -> ApiResult<StatusCode> {
-    state
-        .api_keys
-        .revoke(&principal, &context, &parse_id(&id)?)
-        .await?;
+    state.api_keys.revoke(&principal, &context, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Gives a key a new secret (scope `write`); the old secret keeps working only for the grace period.
-#[utoipa::path(post, path = "/keys/{id}/roll", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The key id (key_…)")),
-    request_body(content = Option<RollKeyRequest>, description = "Optional grace period"),
+#[utoipa::path(post, path = "/keys/{id}/roll", tag = "keys",
     responses(
         (status = 200, description = "The new secret (shown once)", body = IssuedKey),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such live key for this caller", body = ErrorBody),
     ))]
 pub async fn roll(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<ApiKeyId>,
     MaybeJson(body): MaybeJson<RollKeyRequest>,
 ) -> ApiResult<ApiJson<IssuedKey>> {
-    let id = parse_id(&id)?;
     let grace = body.and_then(|b| b.grace_period_seconds);
     let (key, secret, old_expires_at) = state
         .api_keys
@@ -412,11 +390,9 @@ pub async fn roll(
 
 /// Says whether a key is valid and who it is (caller needs scope `read`). Always 200 for a
 /// well-formed request; `valid` and `code` carry the answer. Failures are audited.
-#[utoipa::path(post, path = "/keys/verify", tag = "keys", security(("bearerAuth" = []), ("apiKey" = [])),
-    request_body = VerifyKeyRequest,
+#[utoipa::path(post, path = "/keys/verify", tag = "keys",
     responses(
         (status = 200, description = "The verdict", body = VerifyResponse),
-        (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "The caller is not authenticated", body = ErrorBody),
     ))]
 pub async fn verify(

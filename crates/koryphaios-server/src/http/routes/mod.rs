@@ -25,12 +25,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::MAX_BODY_BYTES;
+use super::api_doc::ApiDoc;
+use super::contract;
 use super::error::ApiError;
 use super::middleware::cors::{self, AllowedOrigins};
 use super::middleware::{
     body_limit, envelope, rate_limit, request_context, security_headers, url_guard,
 };
-use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 /// Settings of the pipeline that come from configuration.
@@ -44,43 +45,64 @@ pub struct PipelineSettings {
     pub request_timeout: std::time::Duration,
 }
 
-/// The routes with their OpenAPI description (no state, no pipeline).
+/// One handler's route with its OpenAPI operation: the `#[utoipa::path]` attribute, completed by
+/// what the handler's extractors answer ([`contract::DocumentedHandler`]), with the operation id
+/// `<module>_<handler>`.
+macro_rules! route {
+    ($module:ident :: $handler:ident) => {
+        contract::document_handler(
+            &$module::$handler,
+            concat!(stringify!($module), "_", stringify!($handler)),
+            routes!($module::$handler),
+        )
+    };
+}
+
+/// The routes with their OpenAPI description (no state, no pipeline). Every operation documents
+/// what its extractors and the pipeline's layers can answer (ADR 0013).
 pub fn api_routes() -> OpenApiRouter<AppState> {
     let auth = OpenApiRouter::new()
-        .routes(routes!(auth::register))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::logout_all))
-        .routes(routes!(auth::me))
-        .routes(routes!(auth::change_password));
+        .routes(route!(auth::register))
+        .routes(route!(auth::login))
+        .routes(route!(auth::refresh))
+        .routes(route!(auth::logout))
+        .routes(route!(auth::logout_all))
+        .routes(route!(auth::me))
+        .routes(route!(auth::change_password));
     let v1 = OpenApiRouter::new()
-        .routes(routes!(credentials::create, credentials::list))
-        .routes(routes!(
-            credentials::get,
-            credentials::update,
-            credentials::delete
-        ))
-        .routes(routes!(credentials::rotate))
-        .routes(routes!(credentials::reveal))
-        .routes(routes!(credentials::audit))
-        .routes(routes!(keys::create, keys::list))
-        .routes(routes!(keys::verify))
-        .routes(routes!(keys::get, keys::update, keys::revoke))
-        .routes(routes!(keys::roll))
-        .routes(routes!(audit::query))
-        .routes(routes!(audit::mine))
-        .routes(routes!(audit::suspicious))
-        .routes(routes!(audit::verify))
-        .routes(routes!(audit::export))
-        .routes(routes!(users::list))
-        .routes(routes!(users::get, users::update));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(health::live))
-        .routes(routes!(health::ready))
-        .routes(routes!(metrics::scrape))
+        .routes(route!(credentials::create))
+        .routes(route!(credentials::list))
+        .routes(route!(credentials::get))
+        .routes(route!(credentials::update))
+        .routes(route!(credentials::delete))
+        .routes(route!(credentials::rotate))
+        .routes(route!(credentials::reveal))
+        .routes(route!(credentials::audit))
+        .routes(route!(keys::create))
+        .routes(route!(keys::list))
+        .routes(route!(keys::verify))
+        .routes(route!(keys::get))
+        .routes(route!(keys::update))
+        .routes(route!(keys::revoke))
+        .routes(route!(keys::roll))
+        .routes(route!(audit::query))
+        .routes(route!(audit::mine))
+        .routes(route!(audit::suspicious))
+        .routes(route!(audit::verify))
+        .routes(route!(audit::export))
+        .routes(route!(users::list))
+        .routes(route!(users::get))
+        .routes(route!(users::update));
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(route!(health::live))
+        .routes(route!(health::ready))
+        .routes(route!(metrics::scrape))
         .nest("/api/auth", auth)
-        .nest("/api/v1", v1)
+        .nest("/api/v1", v1);
+    contract::document_pipeline(router.get_openapi_mut(), |path| {
+        !rate_limit::is_exempt(path)
+    });
+    router
 }
 
 async fn unknown_route() -> ApiError {

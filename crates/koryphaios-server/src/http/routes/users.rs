@@ -1,7 +1,7 @@
 //! `/api/v1/users`: admins list users, read one, and change a user's role, tier or disabled
 //! state. Never a password hash.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use koryphaios_core::UserId;
 use koryphaios_core::pagination;
 use koryphaios_core::users::{User, UserChangeInput};
@@ -10,14 +10,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::http::error::{ApiError, ApiResult, ErrorBody, invalid_id};
-use crate::http::extract::{CurrentUser, RequestMeta};
+use crate::http::bounds;
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiPath, CurrentUser, RequestMeta};
 use crate::http::json::{ApiJson, ApiQuery};
 use crate::state::AppState;
-
-fn parse_id(raw: &str) -> Result<UserId, ApiError> {
-    UserId::parse(raw).map_err(|_| invalid_id("id", UserId::PREFIX))
-}
 
 /// A user as admins see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,6 +72,7 @@ impl From<User> for AdminUserView {
 #[into_params(parameter_in = Query)]
 pub struct UserListParams {
     /// 1–1000, default 100.
+    #[param(schema_with = bounds::limit)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -123,10 +121,10 @@ pub struct UserPage {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateUserRequest {
     /// `admin` or `user`.
-    #[schema(example = "user")]
+    #[schema(schema_with = bounds::role, example = "user")]
     pub role: Option<String>,
     /// free, premium, pro or enterprise.
-    #[schema(example = "pro")]
+    #[schema(schema_with = bounds::tier, example = "pro")]
     pub tier: Option<String>,
     /// `true` disables the user: their sessions end and their keys stop working (within 1 s on
     /// every instance); `false` enables them again (keys work again, sessions need a new login).
@@ -134,12 +132,10 @@ pub struct UpdateUserRequest {
 }
 
 /// Users in registration order, a page at a time (admin).
-#[utoipa::path(get, path = "/users", tag = "users", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(UserListParams),
+#[utoipa::path(get, path = "/users", tag = "users",
     responses(
         (status = 200, description = "A page of users", body = UserPage),
         (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn list(
@@ -164,12 +160,9 @@ pub async fn list(
 }
 
 /// One user (admin).
-#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The user id (usr_…)")),
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
     responses(
         (status = 200, description = "The user", body = AdminUserView),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
     ))]
@@ -177,23 +170,16 @@ pub async fn get(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<ApiJson<AdminUserView>> {
-    let user = state
-        .users
-        .get(&principal, &context, &parse_id(&id)?)
-        .await?;
+    let user = state.users.get(&principal, &context, &id).await?;
     Ok(ApiJson(user.into()))
 }
 
 /// Changes a user's role, tier or disabled state (admin; audited as `user_update`).
-#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearerAuth" = []), ("apiKey" = [])),
-    params(("id" = String, Path, description = "The user id (usr_…)")),
-    request_body = UpdateUserRequest,
+#[utoipa::path(patch, path = "/users/{id}", tag = "users",
     responses(
         (status = 200, description = "Updated", body = AdminUserView),
-        (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 409, description = "`cannot_disable_self`, `last_admin`, or changed concurrently", body = ErrorBody),
@@ -202,10 +188,9 @@ pub async fn update(
     State(state): State<AppState>,
     CurrentUser(principal): CurrentUser,
     RequestMeta(context): RequestMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<ApiJson<AdminUserView>> {
-    let id = parse_id(&id)?;
     let input = UserChangeInput {
         role: body.role,
         tier: body.tier,
