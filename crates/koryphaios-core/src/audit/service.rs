@@ -9,6 +9,7 @@ use super::chain::{AuditKey, AuditKeyError, ChainReport};
 use super::checkpoint::{self, Checkpoint, CheckpointVerdict};
 use super::query::{ActivityCounts, AuditQuery, StoredAuditEntry, SuspicionThresholds};
 use super::{AuditEntry, RequestContext, actions};
+use crate::access::{self, Attempt, Refusal};
 use crate::clock::Clock;
 use crate::envelope::KeyProvider;
 use crate::principal::Principal;
@@ -24,6 +25,15 @@ pub enum AuditError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Refusal> for AuditError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::MissingScope(scope) => Self::Forbidden(scope),
+            Refusal::Store(error) => Self::Store(error),
+        }
+    }
 }
 
 /// One user flagged by `/audit/suspicious`.
@@ -76,7 +86,7 @@ impl AuditService {
         self.retention
     }
 
-    /// Refuses (and audits) a caller without `scope`.
+    /// Refuses (and audits) a caller without `scope`: the one guard, `access::require_scope`.
     async fn require(
         &self,
         principal: &Principal,
@@ -84,19 +94,15 @@ impl AuditService {
         scope: Scope,
         attempted: &str,
     ) -> Result<(), AuditError> {
-        if principal.allows(&scope) {
-            return Ok(());
-        }
-        let entry = AuditEntry::denial(
+        Ok(access::require_scope(
+            self.store.as_ref(),
+            self.clock.as_ref(),
             principal,
             context,
             &scope,
-            attempted,
-            None,
-            self.clock.now(),
-        );
-        self.store.append_audit(&entry).await?;
-        Err(AuditError::Forbidden(scope))
+            Attempt::new(attempted),
+        )
+        .await?)
     }
 
     async fn require_admin(

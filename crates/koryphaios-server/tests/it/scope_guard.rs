@@ -55,6 +55,14 @@ async fn every_service_refuses_and_audits_a_missing_scope_the_same_way() {
             "user_get",
             Some(("user", admin.user_id.clone())),
         ),
+        (
+            Method::GET,
+            "/api/v1/audit/suspicious".to_owned(),
+            None,
+            "admin",
+            "audit_suspicious",
+            None,
+        ),
     ];
     for (method, path, body, scope, attempted, resource) in cases {
         let body = assert_error(
