@@ -100,3 +100,5 @@ awk -F '\t' '
       }
     }
   }' "$results"
+# A ratio over error responses measures the error path: say so under the table.
+awk -F '\t' '$10 > 0 { printf "\nwarning: %s responses were not 2xx in %s %s (round %s)\n", $10, $1, $3, $2 }' "$results"

@@ -20,7 +20,7 @@
 # starts that bare axum server beside ours and measures its /health with the same wrk settings just
 # before each scenario, printing its requests/s and our ratio to it (baseline, scenario, baseline,
 # scenario, …). RESULTS=FILE appends one tab-separated line per scenario (name, requests/s, p50,
-# p99, peak RSS in MB, baseline requests/s, ratio) for scripts/bench.sh.
+# p99, peak RSS in MB, baseline requests/s, ratio, non-2xx responses) for scripts/bench.sh.
 #
 # Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
 # apikey (the same read authenticated with an API key in X-API-Key), metrics (GET /metrics),
@@ -138,13 +138,13 @@ run_wrk() {
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$report")
   peak=$(sort -n "$rss" | tail -n 1)
   if [ -n "$baseline" ]; then
-    ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')
+    ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.3g", a / b; else print "-" }')
     printf '%-10s %12s %10s %10s %14s %12s %7s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")" "$bare_rps" "$ratio"
   else
     printf '%-10s %12s %10s %10s %14s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")"
   fi
   if [ -n "$results" ]; then
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")" "${bare_rps:--}" "${ratio:--}" >>"$results"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")" "${bare_rps:--}" "${ratio:--}" "${non2xx:-0}" >>"$results"
   fi
   if [ -n "$non2xx" ]; then echo "  warning: $non2xx non-2xx responses in $name" >&2; fi
 }
