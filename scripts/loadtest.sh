@@ -7,15 +7,25 @@
 #   scripts/loadtest.sh -d 5 -c 32 health me     # chosen scenarios and settings
 #
 # The rate limiter is on, in memory, with limits high enough that requests are admitted (the cost
-# measured is the limiter's decision, not the 429 path). LIMITER=off|memory|redis chooses; redis
+# measured is the limiter's decision, not the 429 path; in-flight logins count against the login
+# failure limit until verified, so that is raised too). LIMITER=off|memory|redis chooses; redis
 # uses REDIS_URL (default redis://127.0.0.1:6379). The key provider is the environment's
 # (KORYPHAIOS_KMS_PROVIDER and its settings; local by default): e.g. aws against moto_server with
 # KORYPHAIOS_KMS_PROVIDER=aws AWS_KMS_KEY_ID=… AWS_REGION=us-east-1 AWS_ENDPOINT_URL_KMS=http://127.0.0.1:5999.
 #
-# KORYPHAIOS_BIN=/path/to/koryphaios uses that binary instead of building this tree.
+# KORYPHAIOS_BIN=/path/to/koryphaios uses that binary instead of building this tree (otherwise it is
+# built into ${CARGO_TARGET_DIR:-target}/release).
+#
+# BASELINE_BIN=/path/to/bare_health (the workspace's `bare_health` example, see scripts/bench.sh)
+# starts that bare axum server beside ours and measures its /health with the same wrk settings just
+# before each scenario, printing its requests/s and our ratio to it (baseline, scenario, baseline,
+# scenario, …). RESULTS=FILE appends one tab-separated line per scenario (name, requests/s, p50,
+# p99, peak RSS in MB, baseline requests/s, ratio, non-2xx responses) for scripts/bench.sh.
 #
 # Scenarios: startup, health, me (an authenticated GET /api/auth/me with a session token),
-# apikey (the same read authenticated with an API key in X-API-Key),
+# apikey (the same read authenticated with an API key in X-API-Key), metrics (GET /metrics),
+# list (GET /api/v1/credentials with the API key), keys (GET /api/v1/keys with the API key),
+# login (POST /api/auth/login: argon2 verification + session issue, at LOGIN_CONNECTIONS, default 16),
 # reveal (POST /api/v1/credentials/{id}/reveal: unwrap + open + audit record), create (POST
 # /api/v1/credentials: seal + wrap + insert + audit record, SQLite).
 set -euo pipefail
@@ -42,21 +52,30 @@ if [ -n "${KORYPHAIOS_BIN:-}" ]; then
   binary="$KORYPHAIOS_BIN"
 else
   cargo build --release --locked -p koryphaios-server --features remote-kms >&2
-  binary="$PWD/target/release/koryphaios"
+  binary="${CARGO_TARGET_DIR:-$PWD/target}/release/koryphaios"
 fi
+baseline="${BASELINE_BIN:-}"
+results="${RESULTS:-}"
+login_connections="${LOGIN_CONNECTIONS:-16}"
 
 work=$(mktemp -d)
-server_pid=""
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+server_pid="" baseline_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  [ -n "$baseline_pid" ] && kill "$baseline_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 base="http://127.0.0.1:$port"
 export KORYPHAIOS_DATA_DIR="$work/data" KORYPHAIOS_PORT="$port" KORYPHAIOS_LOG_LEVEL=warn
 high=10000000
 export KORYPHAIOS_RATE_LIMIT_IP_PER_MINUTE=$high KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE=$high \
   KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM=$high KORYPHAIOS_RATE_LIMIT_TIER_ENTERPRISE=$high \
-  KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM="$high:$high" KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE="$high:$high"
+  KORYPHAIOS_RATE_LIMIT_SENSITIVE_PREMIUM="$high:$high" KORYPHAIOS_RATE_LIMIT_SENSITIVE_ENTERPRISE="$high:$high" \
+  KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES=$high KORYPHAIOS_RATE_LIMIT_LOGIN_FAILURES_PER_USER=$high
 case "${LIMITER:-memory}" in
   off) export KORYPHAIOS_RATE_LIMIT_ENABLED=false ;;
   memory) ;;
@@ -85,15 +104,32 @@ sample_rss() {
 
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
-printf '%-10s %12s %10s %10s %14s\n' scenario "requests/s" "p50" "p99" "peak RSS (MB)"
+if [ -n "$baseline" ]; then
+  baseline_port=$(free_port)
+  "$baseline" "$baseline_port" 2>>"$work/baseline.log" &
+  baseline_pid=$!
+  for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$baseline_port/health" >/dev/null 2>&1 && break; sleep 0.05; done
+  curl -fsS "http://127.0.0.1:$baseline_port/health" >/dev/null || { echo "baseline did not start" >&2; cat "$work/baseline.log" >&2; exit 1; }
+  printf '%-10s %12s %10s %10s %14s %12s %7s\n' scenario "requests/s" "p50" "p99" "peak RSS (MB)" "bare/s" "ratio"
+else
+  printf '%-10s %12s %10s %10s %14s\n' scenario "requests/s" "p50" "p99" "peak RSS (MB)"
+fi
 
+# run_wrk NAME PATH [wrk options…]; CONNECTIONS overrides the connection count for one scenario.
 run_wrk() {
   local name=$1 path=$2; shift 2
+  local conns="${CONNECTIONS:-$connections}"
+  local bare_rps="" ratio=""
+  if [ -n "$baseline" ]; then
+    # The baseline, with the same wrk settings, immediately before the scenario.
+    bare_rps=$(wrk -t "$threads" -c "$conns" -d "${duration}s" "http://127.0.0.1:$baseline_port/health" | awk '/^Requests\/sec/ {print $2}')
+  fi
   local rss="$work/rss.$name"
+  rm -f "$rss" "$rss.stop"
   sample_rss "$server_pid" "$rss" &
   local sampler=$!
   local report
-  report=$(wrk --latency -t "$threads" -c "$connections" -d "${duration}s" "$@" "$base$path")
+  report=$(wrk --latency -t "$threads" -c "$conns" -d "${duration}s" "$@" "$base$path")
   touch "$rss.stop"; wait "$sampler" 2>/dev/null || true
   local rps p50 p99 peak non2xx
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$report")
@@ -101,7 +137,15 @@ run_wrk() {
   p99=$(awk '$1 == "99%" {print $2}' <<<"$report")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$report")
   peak=$(sort -n "$rss" | tail -n 1)
-  printf '%-10s %12s %10s %10s %14s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")"
+  if [ -n "$baseline" ]; then
+    ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.3g", a / b; else print "-" }')
+    printf '%-10s %12s %10s %10s %14s %12s %7s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")" "$bare_rps" "$ratio"
+  else
+    printf '%-10s %12s %10s %10s %14s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")"
+  fi
+  if [ -n "$results" ]; then
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$(mb "${peak:-0}")" "${bare_rps:--}" "${ratio:--}" "${non2xx:-0}" >>"$results"
+  fi
   if [ -n "$non2xx" ]; then echo "  warning: $non2xx non-2xx responses in $name" >&2; fi
 }
 
@@ -120,6 +164,11 @@ api_key=$(curl -fsS -X POST "$base/api/v1/keys" -H 'content-type: application/js
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"
 LUA
+cat >"$work/login.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"username":"loadtest","password":"load test passphrase 1"}'
+LUA
 cat >"$work/create.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -131,6 +180,10 @@ for scenario in "${scenarios[@]}"; do
     health) run_wrk health /health ;;
     me) run_wrk me /api/auth/me -H "Authorization: Bearer $token" ;;
     apikey) run_wrk apikey /api/auth/me -H "X-API-Key: $api_key" ;;
+    metrics) run_wrk metrics /metrics ;;
+    list) run_wrk list /api/v1/credentials -H "X-API-Key: $api_key" ;;
+    keys) run_wrk keys /api/v1/keys -H "X-API-Key: $api_key" ;;
+    login) CONNECTIONS="$login_connections" run_wrk login /api/auth/login -s "$work/login.lua" ;;
     reveal) run_wrk reveal "/api/v1/credentials/$credential_id/reveal" -s "$work/post.lua" -H "Authorization: Bearer $token" ;;
     create) run_wrk create /api/v1/credentials -s "$work/create.lua" -H "Authorization: Bearer $token" ;;
     startup)
@@ -159,6 +212,6 @@ times.sort()
 print(f"{'startup':<10} {'-':>12} {statistics.median(times):>8.1f}ms {times[-1]:>8.1f}ms {'(median/max of 10)':>14}")
 PY
       start_server ;;
-    *) echo "unknown scenario $scenario (startup, health, me, apikey, reveal, create)" >&2; exit 2 ;;
+    *) echo "unknown scenario $scenario (startup, health, me, apikey, metrics, list, keys, login, reveal, create)" >&2; exit 2 ;;
   esac
 done
