@@ -17,10 +17,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = telemetry::init(&config.log_level, config.log_format) {
-        eprintln!("koryphaios: {error:#}");
-        return ExitCode::from(2);
-    }
+    // Held to the end of `main`: dropping it writes the queued log lines.
+    let _log_guard = match telemetry::init(&config.log_level, config.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("koryphaios: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
     for unknown in Config::unknown_variables(names.iter().map(String::as_str)) {
         tracing::warn!(

@@ -273,3 +273,50 @@ async fn logs_carry_request_ids_and_never_secrets() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn a_stderr_nobody_reads_holds_up_no_request_and_loses_no_log_line() {
+    const REQUESTS: usize = 2_000;
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = command(cwd.path())
+        .arg("serve")
+        .env("KORYPHAIOS_PORT", port.to_string())
+        .env("KORYPHAIOS_LOG_LEVEL", "info")
+        .env("KORYPHAIOS_LOG_FORMAT", "json")
+        .env("KORYPHAIOS_RATE_LIMIT_ENABLED", "false")
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    // Nobody reads the child's stderr until it exits: the pipe (64 KiB) is full after a few
+    // hundred access log lines. Requests must be served all the same.
+    let client = reqwest::Client::new();
+    let served = tokio::time::timeout(Duration::from_secs(60), async {
+        for n in 0..REQUESTS {
+            let response = client
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .header("x-request-id", format!("seq-{n}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "requests stalled behind an unread stderr");
+    let output = terminate(child).await;
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let served_ids: Vec<String> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "request served")
+        .filter_map(|line| line["span"]["request_id"].as_str().map(str::to_owned))
+        .filter(|id| id.starts_with("seq-"))
+        .collect();
+    let expected: Vec<String> = (0..REQUESTS).map(|n| format!("seq-{n}")).collect();
+    assert!(
+        served_ids == expected,
+        "every access log line, complete and in order: {} of {REQUESTS}",
+        served_ids.len()
+    );
+}
