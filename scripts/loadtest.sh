@@ -13,6 +13,7 @@
 # (KORYPHAIOS_KMS_PROVIDER and its settings; local by default): e.g. aws against moto_server with
 # KORYPHAIOS_KMS_PROVIDER=aws AWS_KMS_KEY_ID=… AWS_REGION=us-east-1 AWS_ENDPOINT_URL_KMS=http://127.0.0.1:5999.
 #
+# The server logs at KORYPHAIOS_LOG_LEVEL (default warn; `info` adds an access log line per request).
 # KORYPHAIOS_BIN=/path/to/koryphaios uses that binary instead of building this tree (otherwise it is
 # built into ${CARGO_TARGET_DIR:-target}/release).
 #
@@ -70,7 +71,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 base="http://127.0.0.1:$port"
-export KORYPHAIOS_DATA_DIR="$work/data" KORYPHAIOS_PORT="$port" KORYPHAIOS_LOG_LEVEL=warn
+export KORYPHAIOS_DATA_DIR="$work/data" KORYPHAIOS_PORT="$port" KORYPHAIOS_LOG_LEVEL="${KORYPHAIOS_LOG_LEVEL:-warn}"
 high=10000000
 export KORYPHAIOS_RATE_LIMIT_IP_PER_MINUTE=$high KORYPHAIOS_RATE_LIMIT_AUTH_PER_MINUTE=$high \
   KORYPHAIOS_RATE_LIMIT_TIER_PREMIUM=$high KORYPHAIOS_RATE_LIMIT_TIER_ENTERPRISE=$high \
