@@ -3,7 +3,7 @@
 //! The tests that need no KMS (settings, an unreachable endpoint) always run.
 #![expect(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_config::{BehaviorVersion, ConfigLoader};
 use aws_sdk_kms::config::{Credentials, Region};
@@ -11,6 +11,8 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use koryphaios_core::envelope::{Dek, KeyProvider, KmsError};
 use koryphaios_core::ids::UserId;
 use koryphaios_kms::{AwsKms, AwsKmsSettings};
+
+mod fakes;
 
 const ENDPOINT_VAR: &str = "KORYPHAIOS_TEST_AWS_ENDPOINT";
 
@@ -251,42 +253,17 @@ async fn aws_a_wrap_of_another_provider_is_the_wrong_key() {
 
 #[tokio::test]
 async fn aws_kms_down_at_start_is_unavailable_quickly() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("http://127.0.0.1:{}", fakes::closed_port());
     let started = Instant::now();
     let kms = AwsKms::connect_with(settings("alias/koryphaios", &endpoint), loader())
         .await
         .expect("connect does not need the KMS");
-    let check = kms.check().await.unwrap_err();
-    assert!(matches!(check, KmsError::Unavailable(_)), "{check:?}");
-    let wrap = kms
-        .wrap(&Dek::generate().unwrap(), &UserId::generate())
-        .await
-        .unwrap_err();
-    assert!(matches!(wrap, KmsError::Unavailable(_)), "{wrap:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    fakes::unavailable_quickly(&kms, started).await;
 }
 
 #[test]
 fn aws_settings_come_from_the_standard_variables() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
-    let settings = AwsKmsSettings::from_lookup(&env(&[
+    let settings = AwsKmsSettings::from_lookup(&fakes::env(&[
         ("AWS_KMS_KEY_ID", "alias/koryphaios"),
         ("AWS_REGION", "eu-west-1"),
         ("AWS_ENDPOINT_URL", "http://general:1"),
@@ -297,9 +274,10 @@ fn aws_settings_come_from_the_standard_variables() {
     assert_eq!(settings.region.as_deref(), Some("eu-west-1"));
     assert_eq!(settings.endpoint_url.as_deref(), Some("http://kms:2"));
 
-    let missing = AwsKmsSettings::from_lookup(&env(&[("AWS_REGION", "eu-west-1")])).unwrap_err();
+    let missing =
+        AwsKmsSettings::from_lookup(&fakes::env(&[("AWS_REGION", "eu-west-1")])).unwrap_err();
     assert!(missing.to_string().contains("AWS_KMS_KEY_ID"), "{missing}");
-    let bad = AwsKmsSettings::from_lookup(&env(&[
+    let bad = AwsKmsSettings::from_lookup(&fakes::env(&[
         ("AWS_KMS_KEY_ID", "k"),
         ("AWS_ENDPOINT_URL", "kms.local"),
     ]))

@@ -1,4 +1,5 @@
-//! What the fakes of the REST providers share: a server on a random loopback port, AES-256-GCM.
+//! What the remote providers' tests share: a fake server on a random loopback port, AES-256-GCM,
+//! a variable lookup for settings, and the checks every provider must pass.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -101,5 +102,38 @@ pub async fn rotation_rewrap_and_retirement(kms: &dyn koryphaios_core::envelope:
     assert_eq!(
         kms.unwrap(&v2, &owner).await.unwrap().expose_bytes(),
         dek.expose_bytes()
+    );
+}
+
+/// A variable lookup over fixed `(name, value)` pairs, as the settings' `from_lookup` takes.
+pub fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}
+
+/// A provider whose service cannot be reached (connected at `started`): the check and a wrap are
+/// `Unavailable`, and both fail within 5 s of the start.
+pub async fn unavailable_quickly(
+    kms: &dyn koryphaios_core::envelope::KeyProvider,
+    started: std::time::Instant,
+) {
+    use koryphaios_core::envelope::{Dek, KmsError};
+    use koryphaios_core::ids::UserId;
+
+    let error = kms.check().await.unwrap_err();
+    assert!(matches!(error, KmsError::Unavailable(_)), "{error:?}");
+    let error = kms
+        .wrap(&Dek::generate().unwrap(), &UserId::generate())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, KmsError::Unavailable(_)), "{error:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
     );
 }
