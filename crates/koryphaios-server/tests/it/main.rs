@@ -20,6 +20,7 @@ mod credentials_bad_input;
 mod credentials_crypto;
 mod deploy_files;
 mod harness;
+mod hot_path_budgets;
 mod key_hierarchy;
 mod key_tiers;
 mod list_paging;
