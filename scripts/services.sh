@@ -53,8 +53,14 @@ ensure_age() {
   command -v age >/dev/null 2>&1 || apt_install age
 }
 
+# valgrind, for the hot-path instruction budgets (tests/it/hot_path_budgets.rs).
+ensure_valgrind() {
+  command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+}
+
 ensure_redis
 ensure_postgres
 ensure_age
+ensure_valgrind
 bash "$(dirname "$0")/moto.sh"
-log "redis, postgres, age and moto are ready"
+log "redis, postgres, age, valgrind and moto are ready"
