@@ -36,7 +36,7 @@ use crate::http::routes::starting::{self, Swappable};
 use crate::http::routes::{self, PipelineSettings};
 use crate::http::server::{self, ConnectionLimits};
 use crate::rate_limits::RateLimits;
-use crate::state::AppState;
+use crate::state::{AppServices, AppState};
 
 /// How often expired sessions and token revocations are purged.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -446,10 +446,13 @@ async fn assemble(
         Arc::clone(&api_keys),
     ));
     let rate_limits = build_rate_limits(config, &components.clock)?;
-    let state = AppState {
+    let state = AppState::new(AppServices {
         rate_limits: rate_limits.clone(),
         trusted_proxies: Arc::new(config.rate_limit.trusted_proxies.clone()),
         metrics_token: config.metrics_token.clone(),
+        rendered_metrics: Arc::new(routes::metrics::RenderedMetrics::new(
+            config.metrics_max_age,
+        )),
         serves_metrics: config.metrics_addr.is_none(),
         api_keys: Arc::clone(&api_keys),
         auth: Arc::new(auth),
@@ -459,7 +462,7 @@ async fn assemble(
         store: Arc::clone(store),
         kms: Arc::clone(&kms),
         clock: Arc::clone(&components.clock),
-    };
+    });
     let pipeline = PipelineSettings {
         cors_origins: config.cors_origins.clone(),
         hsts_max_age: config.hsts_max_age,
@@ -467,7 +470,7 @@ async fn assemble(
     };
     let metrics_router = config
         .metrics_addr
-        .map(|_| routes::metrics::metrics_only_router(state.clone(), config.hsts_max_age));
+        .map(|_| routes::metrics::metrics_only_router(&state, config.hsts_max_age));
     Ok(Assembled {
         router: routes::router(state, &pipeline),
         metrics_router,

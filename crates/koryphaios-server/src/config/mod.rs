@@ -95,6 +95,9 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// `KORYPHAIOS_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<SecretString>,
+    /// `KORYPHAIOS_METRICS_MAX_AGE_MS`: a scrape within this long of the last render is answered
+    /// from it (default 1000; 0 renders on every scrape).
+    pub metrics_max_age: Duration,
     /// `KORYPHAIOS_AUDIT_RETENTION_DAYS`: audit records older than this are purged (default 365).
     pub audit_retention_days: u64,
     /// `KORYPHAIOS_HTTP_*`: connection cap, header-read and keep-alive timeouts, head size.
@@ -122,6 +125,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "KORYPHAIOS_LOG_LEVEL",
     "KORYPHAIOS_LOG_FORMAT",
     "KORYPHAIOS_METRICS_TOKEN",
+    "KORYPHAIOS_METRICS_MAX_AGE_MS",
     "KORYPHAIOS_AUDIT_RETENTION_DAYS",
 ];
 
@@ -190,6 +194,12 @@ impl Config {
                     .map(|v| parse_in("KORYPHAIOS_REQUEST_TIMEOUT_SECS", &v, 1, 300))
                     .transpose()?
                     .unwrap_or(30),
+            ),
+            metrics_max_age: Duration::from_millis(
+                get("KORYPHAIOS_METRICS_MAX_AGE_MS")
+                    .map(|v| parse_in("KORYPHAIOS_METRICS_MAX_AGE_MS", &v, 0, 60_000))
+                    .transpose()?
+                    .unwrap_or(1000),
             ),
             shutdown_grace: Duration::from_secs(
                 get("KORYPHAIOS_SHUTDOWN_GRACE_SECS")

@@ -101,6 +101,9 @@ impl TestApp {
         // Most tests make many requests from one IP; the rate-limit tests switch limiting on.
         map.entry("KORYPHAIOS_RATE_LIMIT_ENABLED".into())
             .or_insert_with(|| "false".into());
+        // Tests read counters right after the events they count; `metrics` tests the sharing.
+        map.entry("KORYPHAIOS_METRICS_MAX_AGE_MS".into())
+            .or_insert_with(|| "0".into());
         let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test config");
         let clock = Arc::new(ManualClock::new(start));
         let components = Components {

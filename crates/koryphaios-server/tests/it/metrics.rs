@@ -292,3 +292,35 @@ async fn made_up_methods_and_paths_cannot_grow_the_label_set() {
     assert!(moved >= 200.0, "unknown methods count as `other`: {moved}");
     assert!(text.len() < 100_000, "/metrics is {} bytes", text.len());
 }
+
+#[tokio::test]
+async fn scrapes_within_the_max_age_share_one_render() {
+    let app = TestApp::spawn_with(&[("KORYPHAIOS_METRICS_MAX_AGE_MS", "2000")]).await;
+    let text = |app: &TestApp| {
+        let request = app.client.get(app.url("/metrics"));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    // Twenty at once on an empty cache: one render, the same text for all.
+    let texts = futures_util::future::join_all((0..20).map(|_| text(&app))).await;
+    assert!(texts.iter().all(|t| t == &texts[0]));
+    // Events since (those twenty scrapes among them) are not in it until it is older than 2 s.
+    let served = |text: &str| {
+        value(
+            &parse(text),
+            "http_requests_total",
+            &[("route", "/metrics"), ("status", "200")],
+        )
+    };
+    let cached = text(&app).await;
+    assert_eq!(cached, texts[0]);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let fresh = text(&app).await;
+    assert!(
+        served(&fresh) >= served(&cached) + 21.0,
+        "a render older than the max age is replaced"
+    );
+}

@@ -3,9 +3,16 @@
 //! listener (`KORYPHAIOS_METRICS_ADDR`), where the API listener answers 404.
 //!
 //! A scrape costs the same whatever the data size: gauges that describe stored data are refreshed
-//! in the background (`crate::app`), not queried here.
+//! in the background (`crate::app`), not queried here. It also costs little however often it
+//! comes: rendering walks every series, so the rendered text is kept for
+//! `KORYPHAIOS_METRICS_MAX_AGE_MS` ([`RenderedMetrics`]) and scrapes within that age share it.
+//! `/metrics` is exempt from rate limits (a monitoring system must always get through), so
+//! without this a flood of scrapes would cost a render each.
+
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::routing::get;
 
 use axum::extract::State;
@@ -15,7 +22,7 @@ use secrecy::ExposeSecret as _;
 use subtle::ConstantTimeEq as _;
 
 use crate::http::error::{ApiError, ErrorBody};
-use crate::state::AppState;
+use crate::state::{AppServices, AppState};
 
 /// The metrics, for Prometheus to scrape.
 #[utoipa::path(get, path = "/metrics", tag = "health",
@@ -31,19 +38,64 @@ pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if let Err(refused) = authorized(state.metrics_token.as_ref(), &headers) {
         return refused.into_response();
     }
-    // One row, whatever the log size: the head is an outside witness for truncation.
-    match state.store.audit_chain_head().await {
-        Ok(Some(head)) => crate::metrics::audit_chain_head(head.seq, head.occurred_at_ms),
-        Ok(None) => tracing::warn!("metrics: the audit chain head row is missing"),
-        Err(error) => tracing::warn!(%error, "metrics: cannot read the audit chain head"),
+    let body = state
+        .rendered_metrics
+        .get_or_render(|| async {
+            // One row, whatever the log size: the head is an outside witness for truncation.
+            match state.store.audit_chain_head().await {
+                Ok(Some(head)) => crate::metrics::audit_chain_head(head.seq, head.occurred_at_ms),
+                Ok(None) => tracing::warn!("metrics: the audit chain head row is missing"),
+                Err(error) => tracing::warn!(%error, "metrics: cannot read the audit chain head"),
+            }
+            crate::metrics::rate_limit_backend(
+                state
+                    .rate_limits
+                    .as_ref()
+                    .map_or("off", |limits| limits.backend()),
+            );
+            render()
+        })
+        .await;
+    text_response(body)
+}
+
+/// The last rendered exposition of an instance and when it was rendered.
+///
+/// A scrape within `max_age` of the last render gets the same text; an older one renders anew,
+/// and concurrent scrapes then wait for that one render instead of each doing its own.
+#[derive(Debug)]
+pub struct RenderedMetrics {
+    max_age: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl RenderedMetrics {
+    /// Keeps a render for `max_age` (zero: every scrape renders).
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            last: tokio::sync::Mutex::new(None),
+        }
     }
-    crate::metrics::rate_limit_backend(
-        state
-            .rate_limits
-            .as_ref()
-            .map_or("off", |limits| limits.backend()),
-    );
-    exposition()
+
+    /// The last render if younger than `max_age`, else what `render` makes (kept for the next).
+    pub async fn get_or_render<F, Fut>(&self, render: F) -> Bytes
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Bytes>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((rendered_at, body)) = last.as_ref()
+            && rendered_at.elapsed() < self.max_age
+        {
+            return body.clone();
+        }
+        let body = render().await;
+        if !self.max_age.is_zero() {
+            *last = Some((Instant::now(), body.clone()));
+        }
+        body
+    }
 }
 
 /// Whether the request presents the metrics token (when one is configured), compared in
@@ -75,9 +127,13 @@ pub(crate) fn authorized(
 }
 
 /// The process metrics and every recorded series, in the Prometheus text format.
-pub(crate) fn exposition() -> Response {
+pub(crate) fn render() -> Bytes {
     crate::metrics::process();
-    let body = crate::metrics::handle().render();
+    Bytes::from(crate::metrics::handle().render())
+}
+
+/// A rendered exposition as the response.
+pub(crate) fn text_response(body: Bytes) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -90,8 +146,11 @@ pub(crate) fn exposition() -> Response {
 
 /// The router of the separate metrics listener: `/metrics` only, with the error envelope and the
 /// security headers.
-pub fn metrics_only_router(mut state: AppState, hsts_max_age: Option<u64>) -> Router {
-    state.serves_metrics = true;
+pub fn metrics_only_router(state: &AppState, hsts_max_age: Option<u64>) -> Router {
+    let state = AppState::new(AppServices {
+        serves_metrics: true,
+        ..AppServices::clone(state)
+    });
     let router = Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { ApiError::not_found() })

@@ -46,7 +46,7 @@ pub fn router(
                         return refused.into_response();
                     }
                     crate::metrics::kms_root_up(backend, false);
-                    metrics::exposition()
+                    metrics::text_response(metrics::render())
                 }
             }),
         );
