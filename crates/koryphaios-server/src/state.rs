@@ -41,4 +41,6 @@ pub struct AppState {
     pub serves_metrics: bool,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// The credential proxy.
+    pub proxy: Arc<crate::proxy::Proxy>,
 }

@@ -2,7 +2,9 @@
 
 mod service;
 
-pub use service::{CredentialError, CredentialService, NewCredentialInput, RotateInput};
+pub use service::{
+    CredentialError, CredentialService, NewCredentialInput, RotateInput, UseRecord,
+};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
