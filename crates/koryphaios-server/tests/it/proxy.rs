@@ -309,6 +309,7 @@ async fn large_bodies_stream_through_and_the_proxy_limit_holds() {
         .body(vec![b'z'; 6_000_001])
         .send()
         .await;
+    // The answer comes before the body is read; the client may still be writing it (a reset).
     if let Ok(refused) = refused {
         assert_error(refused, 413, "payload_too_large").await;
     }
@@ -383,7 +384,8 @@ async fn paths_that_could_leave_the_base_url_are_refused() {
         "/api/v1/proxy/openai/a%2f..%2fb",
     ] {
         let (status, answer) = raw_get(&app, path, &key).await;
-        assert!(status == 400 || status == 404, "{path}: {answer}");
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(answer.contains("\"field\":\"path\""), "{path}: {answer}");
     }
     assert_eq!(upstream.count(), 0, "nothing reached the provider");
     // Only the provider's base URL is ever called, whatever the path.

@@ -4,7 +4,7 @@
 
 use axum::extract::{OriginalUri, Request, State};
 use axum::response::Response;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::{OpenApi, RefOr};
 
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{CurrentUser, RequestMeta};
@@ -70,7 +70,9 @@ pub fn document_wildcard(openapi: &mut OpenApi) {
         if let Some(operation) = operation {
             operation.operation_id = Some(format!("proxy_forward_{method}"));
             for parameter in operation.parameters.iter_mut().flatten() {
-                if parameter.name == "*path" {
+                if let RefOr::T(parameter) = parameter
+                    && parameter.name == "*path"
+                {
                     parameter.name = "path".into();
                 }
             }
