@@ -14,8 +14,10 @@ use crate::state::AppState;
 const ROUTE: &str = "/api/v1/proxy/{provider}/{*path}";
 const DOCUMENTED: &str = "/api/v1/proxy/{provider}/{path}";
 
-/// Calls `provider` with the caller's stored credential for it (scope `proxy:<provider>`, which
-/// `provider:<provider>` implies): the newest active one, or the one named by
+/// Calls a provider with the caller's stored key, which the caller never sees.
+///
+/// Scope `proxy:<provider>` (which `provider:<provider>` implies). The credential is the
+/// caller's newest active one for the provider, or the one named by
 /// `X-Koryphaios-Credential`. The request (method, path, query, headers, body) is forwarded to
 /// the provider's base URL + `path`, without the caller's `Authorization`, `X-API-Key`, `Cookie`,
 /// `X-Koryphaios-*` and hop-by-hop headers, and with the provider's key in its header. Both
