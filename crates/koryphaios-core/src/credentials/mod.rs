@@ -2,9 +2,7 @@
 
 mod service;
 
-pub use service::{
-    CredentialError, CredentialService, NewCredentialInput, RotateInput, UseRecord,
-};
+pub use service::{CredentialError, CredentialService, NewCredentialInput, RotateInput, UseRecord};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;

@@ -39,8 +39,8 @@ pub fn upstream_request(
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers are not forwarded
                 };
-                let total = tally.bytes.fetch_add(data.len() as u64, Ordering::Relaxed)
-                    + data.len() as u64;
+                let total =
+                    tally.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
                 if total > limit {
                     tally.over_limit.store(true, Ordering::Relaxed);
                     return Some((Err(io::Error::other("request body over the limit")), None));

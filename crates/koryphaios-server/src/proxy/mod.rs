@@ -205,8 +205,7 @@ impl Proxy {
         let redactor = (status.is_client_error() || status.is_server_error())
             .then(|| redact::Redactor::new(secret.expose_secret().as_bytes()));
         drop(secret);
-        *response.body_mut() =
-            body::downstream_response(answer, redactor, call, self.idle_timeout);
+        *response.body_mut() = body::downstream_response(answer, redactor, call, self.idle_timeout);
         response
             .extensions_mut()
             .insert(crate::http::middleware::envelope::PassThrough);

@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn the_model_is_found_in_whole_and_truncated_bodies() {
-        let body = br#"{"stream":true,"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        let body =
+            br#"{"stream":true,"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
         assert_eq!(find_model(body).as_deref(), Some("gpt-4o"));
         assert_eq!(find_model(&body[..40]).as_deref(), Some("gpt-4o"));
         let mut peek = ModelPeek::default();

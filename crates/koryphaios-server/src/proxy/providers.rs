@@ -44,21 +44,91 @@ macro_rules! built_in {
 
 /// Every proxied provider.
 pub const BUILT_IN: &[BuiltIn] = &[
-    built_in!("openai", "OPENAI", Some("https://api.openai.com/v1"), AuthStyle::Bearer),
-    built_in!("anthropic", "ANTHROPIC", Some("https://api.anthropic.com/v1"), AuthStyle::Header("x-api-key")),
-    built_in!("google", "GOOGLE", Some("https://generativelanguage.googleapis.com/v1beta"), AuthStyle::Header("x-goog-api-key")),
+    built_in!(
+        "openai",
+        "OPENAI",
+        Some("https://api.openai.com/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "anthropic",
+        "ANTHROPIC",
+        Some("https://api.anthropic.com/v1"),
+        AuthStyle::Header("x-api-key")
+    ),
+    built_in!(
+        "google",
+        "GOOGLE",
+        Some("https://generativelanguage.googleapis.com/v1beta"),
+        AuthStyle::Header("x-goog-api-key")
+    ),
     built_in!("xai", "XAI", Some("https://api.x.ai/v1"), AuthStyle::Bearer),
-    built_in!("openrouter", "OPENROUTER", Some("https://openrouter.ai/api/v1"), AuthStyle::Bearer),
-    built_in!("groq", "GROQ", Some("https://api.groq.com/openai/v1"), AuthStyle::Bearer),
-    built_in!("mistral", "MISTRAL", Some("https://api.mistral.ai/v1"), AuthStyle::Bearer),
-    built_in!("deepseek", "DEEPSEEK", Some("https://api.deepseek.com/v1"), AuthStyle::Bearer),
-    built_in!("togetherai", "TOGETHERAI", Some("https://api.together.xyz/v1"), AuthStyle::Bearer),
-    built_in!("fireworks", "FIREWORKS", Some("https://api.fireworks.ai/inference/v1"), AuthStyle::Bearer),
-    built_in!("cerebras", "CEREBRAS", Some("https://api.cerebras.ai/v1"), AuthStyle::Bearer),
-    built_in!("huggingface", "HUGGINGFACE", Some("https://router.huggingface.co/v1"), AuthStyle::Bearer),
-    built_in!("cohere", "COHERE", Some("https://api.cohere.com/v2"), AuthStyle::Bearer),
-    built_in!("perplexity", "PERPLEXITY", Some("https://api.perplexity.ai"), AuthStyle::Bearer),
-    built_in!("replicate", "REPLICATE", Some("https://api.replicate.com/v1"), AuthStyle::Bearer),
+    built_in!(
+        "openrouter",
+        "OPENROUTER",
+        Some("https://openrouter.ai/api/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "groq",
+        "GROQ",
+        Some("https://api.groq.com/openai/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "mistral",
+        "MISTRAL",
+        Some("https://api.mistral.ai/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "deepseek",
+        "DEEPSEEK",
+        Some("https://api.deepseek.com/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "togetherai",
+        "TOGETHERAI",
+        Some("https://api.together.xyz/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "fireworks",
+        "FIREWORKS",
+        Some("https://api.fireworks.ai/inference/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "cerebras",
+        "CEREBRAS",
+        Some("https://api.cerebras.ai/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "huggingface",
+        "HUGGINGFACE",
+        Some("https://router.huggingface.co/v1"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "cohere",
+        "COHERE",
+        Some("https://api.cohere.com/v2"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "perplexity",
+        "PERPLEXITY",
+        Some("https://api.perplexity.ai"),
+        AuthStyle::Bearer
+    ),
+    built_in!(
+        "replicate",
+        "REPLICATE",
+        Some("https://api.replicate.com/v1"),
+        AuthStyle::Bearer
+    ),
     built_in!("azure", "AZURE", None, AuthStyle::Header("api-key")),
     built_in!("ollama", "OLLAMA", None, AuthStyle::Bearer),
     built_in!("custom", "CUSTOM", None, AuthStyle::Bearer),
@@ -148,7 +218,10 @@ mod tests {
                 known.name
             );
             let upper = known.name.to_ascii_uppercase();
-            assert_eq!(known.variable, format!("KORYPHAIOS_PROVIDER_{upper}_BASE_URL"));
+            assert_eq!(
+                known.variable,
+                format!("KORYPHAIOS_PROVIDER_{upper}_BASE_URL")
+            );
         }
     }
 
@@ -163,7 +236,10 @@ mod tests {
             "https://api.anthropic.com/v1"
         );
         assert!(table.get("azure").is_none(), "no built-in URL");
-        assert!(table.get("bedrock").is_none(), "signed requests are not proxied");
+        assert!(
+            table.get("bedrock").is_none(),
+            "signed requests are not proxied"
+        );
         assert!(table.get("nope").is_none());
         assert_eq!(local.as_str(), "http://127.0.0.1:9/v1");
     }
@@ -180,6 +256,8 @@ mod tests {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
         assert!(is_base_url_variable("KORYPHAIOS_PROVIDER_OLLAMA_BASE_URL"));
-        assert!(!is_base_url_variable("KORYPHAIOS_PROVIDER_BEDROCK_BASE_URL"));
+        assert!(!is_base_url_variable(
+            "KORYPHAIOS_PROVIDER_BEDROCK_BASE_URL"
+        ));
     }
 }

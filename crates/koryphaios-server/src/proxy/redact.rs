@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn bodies_without_the_key_pass_unchanged() {
-        assert_eq!(run("sk-abc123", &["{\"error\":", "\"sk-abc12\"}"]), "{\"error\":\"sk-abc12\"}");
+        assert_eq!(
+            run("sk-abc123", &["{\"error\":", "\"sk-abc12\"}"]),
+            "{\"error\":\"sk-abc12\"}"
+        );
         assert_eq!(run("", &["abc"]), "abc");
     }
 }

@@ -39,7 +39,12 @@ struct Upstream {
 
 impl Upstream {
     fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("a request reached the upstream")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request reached the upstream")
     }
 
     fn count(&self) -> usize {
@@ -50,7 +55,11 @@ impl Upstream {
 /// Reads the whole body (counting it) and records the request.
 async fn record(upstream: &Upstream, request: Request) -> (Seen, Vec<u8>) {
     let (parts, body) = request.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let seen = Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
@@ -195,7 +204,12 @@ async fn the_provider_gets_the_stored_key_and_never_the_callers() {
         session,
         ..
     } = setup(&[]).await;
-    let key = key_with(&app, &session.access, json!(["proxy:openai", "proxy:anthropic"])).await;
+    let key = key_with(
+        &app,
+        &session.access,
+        json!(["proxy:openai", "proxy:anthropic"]),
+    )
+    .await;
     // The OpenAI SDK's way: our key as its Bearer token.
     let response = app
         .client
@@ -213,9 +227,20 @@ async fn the_provider_gets_the_stored_key_and_never_the_callers() {
     assert_eq!(body["uri"], "/v1/chat/completions?stream=false&user=x");
     assert_eq!(body["method"], "POST");
     let seen = upstream.last();
-    assert_eq!(seen.headers["authorization"], format!("Bearer {OPENAI_KEY}"));
-    for header in ["cookie", "x-api-key", "x-koryphaios-trace", "x-forwarded-for"] {
-        assert!(seen.headers.get(header).is_none(), "{header} reached the provider");
+    assert_eq!(
+        seen.headers["authorization"],
+        format!("Bearer {OPENAI_KEY}")
+    );
+    for header in [
+        "cookie",
+        "x-api-key",
+        "x-koryphaios-trace",
+        "x-forwarded-for",
+    ] {
+        assert!(
+            seen.headers.get(header).is_none(),
+            "{header} reached the provider"
+        );
     }
     assert!(!format!("{:?}", seen.headers).contains(&key));
     assert_eq!(seen.headers["content-type"], "application/json");
@@ -252,7 +277,10 @@ async fn server_sent_events_arrive_chunk_by_chunk() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut arrivals = Vec::new();
     while let Some(chunk) = response.chunk().await.unwrap() {
-        arrivals.push((started.elapsed(), String::from_utf8(chunk.to_vec()).unwrap()));
+        arrivals.push((
+            started.elapsed(),
+            String::from_utf8(chunk.to_vec()).unwrap(),
+        ));
     }
     assert_eq!(arrivals.len(), 5, "{arrivals:?}");
     for (i, (_, text)) in arrivals.iter().enumerate() {
@@ -261,7 +289,10 @@ async fn server_sent_events_arrive_chunk_by_chunk() {
     let first = arrivals[0].0;
     let last = arrivals[4].0;
     // The upstream sends the last event 800 ms after the first.
-    assert!(first < Duration::from_millis(500), "first chunk after {first:?}");
+    assert!(
+        first < Duration::from_millis(500),
+        "first chunk after {first:?}"
+    );
     assert!(last - first >= Duration::from_millis(700), "{arrivals:?}");
 }
 
@@ -332,7 +363,8 @@ async fn large_bodies_stream_through_and_the_proxy_limit_holds() {
 #[tokio::test]
 async fn our_own_failures_are_502_and_504_envelopes_and_provider_errors_pass_through() {
     let Setup { app, session, .. } = setup(&[]).await;
-    app.create_credential(&session.access, "groq", "gsk-test").await;
+    app.create_credential(&session.access, "groq", "gsk-test")
+        .await;
     let down = app
         .get_authed("/api/v1/proxy/groq/models", &session.access)
         .await;
@@ -485,7 +517,10 @@ async fn a_proxy_scope_allows_use_but_not_possession() {
         .with_api_key(Method::GET, "/api/v1/proxy/openai/models", &agent, None)
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(upstream.last().headers["authorization"], format!("Bearer {OPENAI_KEY}"));
+    assert_eq!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {OPENAI_KEY}")
+    );
     let reveal = app
         .with_api_key(
             Method::POST,
@@ -503,7 +538,12 @@ async fn a_proxy_scope_allows_use_but_not_possession() {
     // Reveal implies use.
     let revealer = key_with(&app, &session.access, json!(["provider:anthropic"])).await;
     let response = app
-        .with_api_key(Method::GET, "/api/v1/proxy/anthropic/models", &revealer, None)
+        .with_api_key(
+            Method::GET,
+            "/api/v1/proxy/anthropic/models",
+            &revealer,
+            None,
+        )
         .await;
     assert_eq!(response.status(), 200);
     // `read` alone is not use.
@@ -537,7 +577,10 @@ async fn each_call_is_audited_without_secrets_and_marks_the_credential_used() {
     let mut record = Value::Null;
     for _ in 0..50 {
         let trail: Value = app
-            .get_authed(&format!("/api/v1/credentials/{openai}/audit"), &session.access)
+            .get_authed(
+                &format!("/api/v1/credentials/{openai}/audit"),
+                &session.access,
+            )
             .await
             .json()
             .await
@@ -553,7 +596,10 @@ async fn each_call_is_audited_without_secrets_and_marks_the_credential_used() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(record["action"], "credential_use", "no credential_use record");
+    assert_eq!(
+        record["action"], "credential_use",
+        "no credential_use record"
+    );
     let text = record.to_string();
     for secret in [OPENAI_KEY, agent.as_str(), "hidden"] {
         assert!(!text.contains(secret), "{text}");
