@@ -3,8 +3,8 @@
 //! Towards the provider: the caller's own headers, minus everything that authenticates the
 //! caller to us (`Authorization`, `X-API-Key`, `Cookie`), our own `X-Koryphaios-*`, the
 //! hop-by-hop headers (and any `Connection` names), `Host`, the caller's address
-//! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and `Accept-Encoding` (answers come back
-//! uncompressed, so an error body can be searched for the key); then the provider's key in its
+//! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`), `Expect` (ours to answer) and `Accept-Encoding`
+//! (answers come back uncompressed, so an error body can be searched for the key); then the provider's key in its
 //! header. Back to the caller: the provider's headers minus the hop-by-hop ones, and minus any
 //! header that carries the key.
 
@@ -35,6 +35,9 @@ const CALLER_ONLY: &[&str] = &[
     "forwarded",
     "x-real-ip",
     "accept-encoding",
+    // Answered by our own server when the body is first read (curl sends it for large bodies);
+    // the outgoing request streams its body without waiting.
+    "expect",
 ];
 
 /// The header naming which stored credential to use.
@@ -142,6 +145,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("x-forwarded-for", "10.0.0.1"),
             ("accept-encoding", "gzip"),
+            ("expect", "100-continue"),
             ("content-type", "application/json"),
             ("anthropic-version", "2023-06-01"),
         ]);

@@ -14,10 +14,18 @@ pub const PEEK_BYTES: usize = 64 * 1024;
 /// The longest model name recorded.
 const MAX_MODEL_CHARS: usize = 128;
 
-/// The first bytes of a JSON body.
-#[derive(Debug, Default)]
+/// The first bytes of a JSON body (a prompt: `Debug` shows only its length).
+#[derive(Default)]
 pub struct ModelPeek {
     buffer: Vec<u8>,
+}
+
+impl fmt::Debug for ModelPeek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelPeek")
+            .field("bytes", &self.buffer.len())
+            .finish()
+    }
 }
 
 impl ModelPeek {

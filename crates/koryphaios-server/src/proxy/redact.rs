@@ -7,8 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// A streaming search-and-overwrite of one byte string.
-#[derive(Debug)]
+/// A streaming search-and-overwrite of one byte string (the key: never printed, zeroed on drop).
 pub struct Redactor {
     needle: Vec<u8>,
     held: BytesMut,
@@ -55,6 +54,15 @@ impl Redactor {
     }
 }
 
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("needle", &"[REDACTED]")
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
 impl Drop for Redactor {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.needle);
@@ -87,6 +95,14 @@ mod tests {
         let bytewise: Vec<String> = body.chars().map(String::from).collect();
         let refs: Vec<&str> = bytewise.iter().map(String::as_str).collect();
         assert_eq!(run("sk-abc123", &refs), expected);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let mut redactor = Redactor::new(b"sk-abc123");
+        redactor.push(b"xx sk-abc");
+        let printed = format!("{redactor:?}");
+        assert!(!printed.contains("sk-abc"), "{printed}");
     }
 
     #[test]
