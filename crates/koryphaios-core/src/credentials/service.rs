@@ -551,30 +551,19 @@ impl CredentialService {
         )
         .await?;
         let now = self.clock.now();
-        let id = match id {
-            Some(id) => id.clone(),
-            None => {
-                let filter = CredentialFilter {
-                    provider: Some(provider.to_owned()),
-                    active: Some(true),
-                };
-                let page = PageRequest {
-                    limit: 1,
-                    after: None,
-                };
+        let found = match id {
+            Some(id) => {
                 self.store
-                    .list_credentials(&principal.user_id, &filter, now, &page)
+                    .find_current_version(&principal.user_id, id)
                     .await?
-                    .into_iter()
-                    .next()
-                    .ok_or(CredentialError::NotFound)?
-                    .id
+            }
+            None => {
+                self.store
+                    .find_newest_active_version(&principal.user_id, provider, now)
+                    .await?
             }
         };
-        let (credential, current) = self
-            .store
-            .find_current_version(&principal.user_id, &id)
-            .await?
+        let (credential, current) = found
             .filter(|(credential, _)| credential.provider == provider && credential.is_active(now))
             .ok_or(CredentialError::NotFound)?;
         let secret = self.open(&credential, &current).await?;

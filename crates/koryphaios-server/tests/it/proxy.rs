@@ -665,3 +665,46 @@ async fn proxied_calls_count_against_the_callers_rate_limit() {
     }
     assert_eq!(last, Some(429));
 }
+
+#[tokio::test]
+async fn the_newest_active_credential_is_used_unless_one_is_named() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        openai,
+    } = setup(&[]).await;
+    let agent = key_with(&app, &session.access, json!(["proxy:openai"])).await;
+    let bearer = || upstream.last().headers["authorization"].clone();
+    app.create_credential(&session.access, "openai", "sk-newer-0123456789")
+        .await;
+    let expires = (app.clock_now() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let response = app
+        .post_authed(
+            "/api/v1/credentials",
+            &session.access,
+            json!({"provider": "openai", "credential": "sk-expiring-0123456789", "expiresAt": expires}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let call = |header: Option<&str>| {
+        let mut request = app
+            .client
+            .get(app.url("/api/v1/proxy/openai/models"))
+            .header("x-api-key", &agent);
+        if let Some(id) = header {
+            request = request.header("x-koryphaios-credential", id);
+        }
+        request.send()
+    };
+    assert_eq!(call(None).await.unwrap().status(), 200);
+    assert_eq!(bearer(), "Bearer sk-expiring-0123456789");
+    assert_eq!(call(Some(&openai)).await.unwrap().status(), 200);
+    assert_eq!(bearer(), format!("Bearer {OPENAI_KEY}"));
+    // Once the newest has expired, the one before it.
+    app.clock.advance(time::Duration::hours(2));
+    assert_eq!(call(None).await.unwrap().status(), 200);
+    assert_eq!(bearer(), "Bearer sk-newer-0123456789");
+}
