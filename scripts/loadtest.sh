@@ -28,7 +28,10 @@
 # list (GET /api/v1/credentials with the API key), keys (GET /api/v1/keys with the API key),
 # login (POST /api/auth/login: argon2 verification + session issue, at LOGIN_CONNECTIONS, default 16),
 # reveal (POST /api/v1/credentials/{id}/reveal: unwrap + open + audit record), create (POST
-# /api/v1/credentials: seal + wrap + insert + audit record, SQLite).
+# /api/v1/credentials: seal + wrap + insert + audit record, SQLite), proxy (the credential proxy:
+# first `direct`, GET /health of a local upstream, then `proxy`, the same call through
+# /api/v1/proxy/openai/health with the API key; the upstream is the bare_health example, given as
+# UPSTREAM_BIN or BASELINE_BIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,10 +63,11 @@ results="${RESULTS:-}"
 login_connections="${LOGIN_CONNECTIONS:-16}"
 
 work=$(mktemp -d)
-server_pid="" baseline_pid=""
+server_pid="" baseline_pid="" upstream_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
   [ -n "$baseline_pid" ] && kill "$baseline_pid" 2>/dev/null
+  [ -n "$upstream_pid" ] && kill "$upstream_pid" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -84,6 +88,17 @@ case "${LIMITER:-memory}" in
   *) echo "LIMITER must be off, memory or redis" >&2; exit 2 ;;
 esac
 echo "rate limiter: ${LIMITER:-memory}" >&2
+
+# The proxy scenario's provider: the bare_health example on its own port, as `openai`.
+upstream_bin="${UPSTREAM_BIN:-$baseline}"
+if [[ " ${scenarios[*]} " == *" proxy "* ]]; then
+  [ -n "$upstream_bin" ] || { echo "the proxy scenario needs UPSTREAM_BIN (or BASELINE_BIN): the bare_health example" >&2; exit 2; }
+  upstream_port=$(free_port)
+  "$upstream_bin" "$upstream_port" 2>>"$work/upstream.log" &
+  upstream_pid=$!
+  for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$upstream_port/health" >/dev/null 2>&1 && break; sleep 0.05; done
+  export KORYPHAIOS_PROVIDER_OPENAI_BASE_URL="http://127.0.0.1:$upstream_port"
+fi
 
 start_server() {
   "$binary" serve 2>>"$work/server.log" &
@@ -130,7 +145,7 @@ run_wrk() {
   sample_rss "$server_pid" "$rss" &
   local sampler=$!
   local report
-  report=$(wrk --latency -t "$threads" -c "$conns" -d "${duration}s" "$@" "$base$path")
+  report=$(wrk --latency -t "$threads" -c "$conns" -d "${duration}s" "$@" "${TARGET:-$base}$path")
   touch "$rss.stop"; wait "$sampler" 2>/dev/null || true
   local rps p50 p99 peak non2xx
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$report")
@@ -187,6 +202,9 @@ for scenario in "${scenarios[@]}"; do
     login) CONNECTIONS="$login_connections" run_wrk login /api/auth/login -s "$work/login.lua" ;;
     reveal) run_wrk reveal "/api/v1/credentials/$credential_id/reveal" -s "$work/post.lua" -H "Authorization: Bearer $token" ;;
     create) run_wrk create /api/v1/credentials -s "$work/create.lua" -H "Authorization: Bearer $token" ;;
+    proxy)
+      TARGET="http://127.0.0.1:$upstream_port" run_wrk direct /health
+      run_wrk proxy /api/v1/proxy/openai/health -H "X-API-Key: $api_key" ;;
     startup)
       stop_server
       # Process start until /health answers 200, on the existing data dir; 10 runs.
@@ -213,6 +231,6 @@ times.sort()
 print(f"{'startup':<10} {'-':>12} {statistics.median(times):>8.1f}ms {times[-1]:>8.1f}ms {'(median/max of 10)':>14}")
 PY
       start_server ;;
-    *) echo "unknown scenario $scenario (startup, health, me, apikey, metrics, list, keys, login, reveal, create)" >&2; exit 2 ;;
+    *) echo "unknown scenario $scenario (startup, health, me, apikey, metrics, list, keys, login, reveal, create, proxy)" >&2; exit 2 ;;
   esac
 done

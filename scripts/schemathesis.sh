@@ -88,7 +88,14 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 base="http://127.0.0.1:$port"
 unset_vars=()
 while IFS= read -r name; do unset_vars+=(-u "$name"); done < <(compgen -e | grep '^KORYPHAIOS_' || true)
-env "${unset_vars[@]}" \
+# The proxy must never reach a real provider from the fuzzer: every built-in base URL (the table in
+# src/proxy/providers.rs) points at a closed local port, so a proxied call is a quick 502.
+provider_urls=()
+for provider in OPENAI ANTHROPIC GOOGLE XAI OPENROUTER GROQ MISTRAL DEEPSEEK TOGETHERAI FIREWORKS \
+  CEREBRAS HUGGINGFACE COHERE PERPLEXITY REPLICATE AZURE OLLAMA CUSTOM; do
+  provider_urls+=("KORYPHAIOS_PROVIDER_${provider}_BASE_URL=http://127.0.0.1:9")
+done
+env "${unset_vars[@]}" "${provider_urls[@]}" \
   KORYPHAIOS_DATA_DIR="$tmp/data" \
   KORYPHAIOS_HOST=127.0.0.1 \
   KORYPHAIOS_PORT="$port" \

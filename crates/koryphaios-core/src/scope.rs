@@ -1,7 +1,11 @@
 //! Scopes and what they imply (SPEC §2.1).
 //!
 //! `admin` implies every scope, `write` implies `read`, and `provider:*` implies every
-//! `provider:<name>`. A user session carries its role's scopes; an API key carries its own.
+//! `provider:<name>`. Possession implies use: `provider:<p>` (reveal the secret) implies
+//! `proxy:<p>` (call the provider through the credential proxy without seeing the secret),
+//! `provider:*` implies every `proxy:` scope, and `proxy:*` implies every `proxy:<name>`; no
+//! `proxy:` scope implies a `provider:` one. A user session carries its role's scopes; an API key
+//! carries its own.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,11 +29,17 @@ pub enum Scope {
     Provider(String),
     /// Reveal credentials of every provider.
     AnyProvider,
+    /// Use (never see) credentials of one provider through the proxy.
+    Proxy(String),
+    /// Use credentials of every provider through the proxy.
+    AnyProxy,
 }
 
 /// The error for text that is not a scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope; expected read, write, admin, provider:<name> or provider:*")]
+#[error(
+    "unknown scope; expected read, write, admin, provider:<name>, provider:*, proxy:<name> or proxy:*"
+)]
 pub struct UnknownScope;
 
 impl Scope {
@@ -38,7 +48,9 @@ impl Scope {
         match (self, wanted) {
             (Scope::Admin, _) => true,
             (Scope::Write, Scope::Read) => true,
-            (Scope::AnyProvider, Scope::Provider(_)) => true,
+            (Scope::AnyProvider, Scope::Provider(_) | Scope::Proxy(_) | Scope::AnyProxy) => true,
+            (Scope::AnyProxy, Scope::Proxy(_)) => true,
+            (Scope::Provider(held), Scope::Proxy(wanted)) => held == wanted,
             (held, wanted) => held == wanted,
         }
     }
@@ -53,20 +65,31 @@ impl FromStr for Scope {
             "write" => Ok(Scope::Write),
             "admin" => Ok(Scope::Admin),
             "provider:*" => Ok(Scope::AnyProvider),
+            "proxy:*" => Ok(Scope::AnyProxy),
             other => {
-                let name = other.strip_prefix("provider:").ok_or(UnknownScope)?;
-                let valid = !name.is_empty()
-                    && name.len() <= MAX_PROVIDER_NAME
-                    && name.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                    });
-                if valid {
-                    Ok(Scope::Provider(name.to_owned()))
+                if let Some(name) = other.strip_prefix("provider:") {
+                    provider_name(name).map(Scope::Provider)
+                } else if let Some(name) = other.strip_prefix("proxy:") {
+                    provider_name(name).map(Scope::Proxy)
                 } else {
                     Err(UnknownScope)
                 }
             }
         }
+    }
+}
+
+/// The provider name of a `provider:` or `proxy:` scope, when well formed.
+fn provider_name(name: &str) -> Result<String, UnknownScope> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_PROVIDER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(UnknownScope)
     }
 }
 
@@ -78,6 +101,8 @@ impl fmt::Display for Scope {
             Scope::Admin => f.write_str("admin"),
             Scope::AnyProvider => f.write_str("provider:*"),
             Scope::Provider(name) => write!(f, "provider:{name}"),
+            Scope::AnyProxy => f.write_str("proxy:*"),
+            Scope::Proxy(name) => write!(f, "proxy:{name}"),
         }
     }
 }
@@ -155,8 +180,29 @@ mod tests {
     }
 
     #[test]
+    fn possession_implies_use_but_use_never_implies_possession() {
+        assert!(scope("provider:openai").implies(&scope("proxy:openai")));
+        assert!(!scope("provider:openai").implies(&scope("proxy:anthropic")));
+        assert!(Scope::AnyProvider.implies(&scope("proxy:anthropic")));
+        assert!(Scope::AnyProvider.implies(&Scope::AnyProxy));
+        assert!(Scope::AnyProxy.implies(&scope("proxy:google")));
+        assert!(!Scope::AnyProxy.implies(&scope("provider:google")));
+        assert!(!scope("proxy:openai").implies(&scope("provider:openai")));
+        assert!(!scope("proxy:openai").implies(&scope("proxy:anthropic")));
+        assert!(!scope("proxy:openai").implies(&Scope::Read));
+    }
+
+    #[test]
     fn scopes_round_trip_through_text() {
-        for raw in ["read", "write", "admin", "provider:*", "provider:openai"] {
+        for raw in [
+            "read",
+            "write",
+            "admin",
+            "provider:*",
+            "provider:openai",
+            "proxy:*",
+            "proxy:openai",
+        ] {
             assert_eq!(scope(raw).to_string(), raw);
         }
     }
@@ -170,6 +216,9 @@ mod tests {
             "provider:Open AI",
             "root",
             "provider:a/b",
+            "proxy:",
+            "proxy:a/b",
+            "proxy:OpenAI",
         ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad} should be rejected");
         }

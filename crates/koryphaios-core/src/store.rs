@@ -239,6 +239,14 @@ pub trait CredentialStore: Send + Sync {
         owner: &UserId,
         id: &CredentialId,
     ) -> StoreResult<Option<(Credential, SealedVersion)>>;
+    /// The owner's newest live credential for `provider` that has not expired at `now`, with its
+    /// current sealed version (the credential proxy's default choice, in one read).
+    async fn find_newest_active_version(
+        &self,
+        owner: &UserId,
+        provider: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(Credential, SealedVersion)>>;
     /// Replaces the metadata.
     async fn update_credential_metadata(
         &self,

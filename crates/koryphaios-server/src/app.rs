@@ -462,6 +462,7 @@ async fn assemble(
         store: Arc::clone(store),
         kms: Arc::clone(&kms),
         clock: Arc::clone(&components.clock),
+        proxy: Arc::new(crate::proxy::Proxy::new(&config.proxy)?),
     });
     let pipeline = PipelineSettings {
         cors_origins: config.cors_origins.clone(),

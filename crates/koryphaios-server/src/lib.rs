@@ -8,6 +8,7 @@ pub mod data_dir;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod proxy;
 pub mod rate_limits;
 pub mod state;
 pub mod telemetry;

@@ -32,7 +32,8 @@ async fn main() -> ExitCode {
             "unknown KORYPHAIOS_ variable ignored (typo?)"
         );
     }
-    match cli::run(cli, config).await {
+    // On the heap: the command's future holds the whole configuration and the application.
+    match Box::pin(cli::run(cli, config)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

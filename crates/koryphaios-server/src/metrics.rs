@@ -25,6 +25,14 @@ pub fn handle() -> &'static PrometheusHandle {
                 metrics_exporter_prometheus::Matcher::Full("http_request_duration_seconds".into()),
                 LATENCY_BUCKETS,
             )
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "proxy_upstream_duration_seconds".into(),
+                    ),
+                    PROXY_BUCKETS,
+                )
+            })
             .map_or_else(
                 |_| PrometheusBuilder::new().build_recorder(),
                 PrometheusBuilder::build_recorder,
@@ -37,6 +45,11 @@ pub fn handle() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// Buckets for `proxy_upstream_duration_seconds` (5 ms … 10 min: streamed completions run long).
+const PROXY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 /// Rate-limit layers and the tiers they are labelled with.
 const LIMIT_LAYERS: [(&str, &[&str]); 5] = [
@@ -83,6 +96,12 @@ fn register_known_series() {
     }
     for provider in koryphaios_core::credentials::PROVIDERS {
         gauge!("credentials_stored", "provider" => *provider).set(0.0);
+    }
+    for known in crate::proxy::providers::BUILT_IN {
+        for status in crate::proxy::call::STATUS_LABELS {
+            counter!("proxy_requests_total", "provider" => known.name, "status" => status)
+                .increment(0);
+        }
     }
 }
 
@@ -174,6 +193,14 @@ pub fn rate_limit(layer: &'static str, tier: &'static str, allowed: bool) {
 /// A credential operation's outcome.
 pub fn credential_operation(operation: &'static str, success: bool) {
     counter!("credential_operations_total", "operation" => operation, "result" => if success { "success" } else { "failure" }).increment(1);
+}
+
+/// One call through the credential proxy: `provider` from the proxy's closed provider table,
+/// `status` one of `proxy::call::STATUS_LABELS` (a class, or our own failure), `seconds` from
+/// the forward to the end of the response body.
+pub fn proxy_request(provider: &'static str, status: &'static str, seconds: f64) {
+    counter!("proxy_requests_total", "provider" => provider, "status" => status).increment(1);
+    histogram!("proxy_upstream_duration_seconds", "provider" => provider).record(seconds);
 }
 
 /// Stored credentials by provider (refreshed in the background from the store): every known

@@ -66,4 +66,6 @@ pub struct AppServices {
     pub serves_metrics: bool,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// The credential proxy.
+    pub proxy: Arc<crate::proxy::Proxy>,
 }

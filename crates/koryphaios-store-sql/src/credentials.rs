@@ -139,6 +139,32 @@ impl<B: Backend> CredentialStore for SqlStore<B> {
             .map_err(B::map_err)
     }
 
+    async fn find_newest_active_version(
+        &self,
+        owner: &UserId,
+        provider: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(Credential, SealedVersion)>> {
+        let row = Query::<B::Db>::new(
+            "SELECT c.*, v.version AS v_version, v.sealed, v.wrapped_dek, v.kms_provider, v.kek_id, v.kek_version,
+                    v.created_at AS v_created_at
+             FROM credentials c JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version
+             WHERE c.user_id = $1 AND c.provider = $2 AND c.deleted_at IS NULL
+               AND (c.expires_at IS NULL OR c.expires_at > $3)
+             ORDER BY c.created_at DESC, c.id DESC
+             LIMIT 1",
+        )
+        .bind(owner.as_str())
+        .bind(provider)
+        .bind(to_unix_ms(now))
+        .fetch_optional(&mut *self.backend.read().await?)
+        .await
+        .map_err(B::map_err)?;
+        row.map(|row| Ok((credential_from_row(&row)?, version_from_row(&row)?)))
+            .transpose()
+            .map_err(B::map_err)
+    }
+
     async fn update_credential_metadata(
         &self,
         owner: &UserId,

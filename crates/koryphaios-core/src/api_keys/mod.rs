@@ -117,11 +117,15 @@ pub fn check_scopes(raw: &[String]) -> Result<ScopeSet, FieldError> {
         .map(|s| s.parse::<Scope>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| FieldError::new("scopes", e.to_string()))?;
-    if let Some(Scope::Provider(unknown)) = scopes
-        .iter()
-        .find(|scope| matches!(scope, Scope::Provider(name) if !crate::credentials::PROVIDERS.contains(&name.as_str())))
-    {
-        return Err(FieldError::new("scopes", format!("provider:{unknown} names no known provider")));
+    let unknown_provider = scopes.iter().find(|scope| {
+        matches!(scope, Scope::Provider(name) | Scope::Proxy(name)
+            if !crate::credentials::PROVIDERS.contains(&name.as_str()))
+    });
+    if let Some(unknown) = unknown_provider {
+        return Err(FieldError::new(
+            "scopes",
+            format!("{unknown} names no known provider"),
+        ));
     }
     Ok(ScopeSet::new(scopes))
 }

@@ -29,6 +29,8 @@ pub mod actions {
     pub const CREDENTIAL_ROTATE: &str = "credential_rotate";
     /// A credential's plaintext was revealed.
     pub const CREDENTIAL_ACCESS: &str = "credential_access";
+    /// A credential was used through the proxy (its secret never left the service).
+    pub const CREDENTIAL_USE: &str = "credential_use";
     /// A user registered.
     pub const REGISTER: &str = "register";
     /// A login attempt (success or failure).

@@ -2,7 +2,7 @@
 
 mod service;
 
-pub use service::{CredentialError, CredentialService, NewCredentialInput, RotateInput};
+pub use service::{CredentialError, CredentialService, NewCredentialInput, RotateInput, UseRecord};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -72,7 +72,7 @@ pub struct Credential {
     pub updated_at: OffsetDateTime,
     /// When the owner said it stops being valid.
     pub expires_at: Option<OffsetDateTime>,
-    /// When it was last revealed.
+    /// When it was last revealed or used through the credential proxy.
     pub last_used_at: Option<OffsetDateTime>,
 }
 

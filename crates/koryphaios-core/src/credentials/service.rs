@@ -52,6 +52,28 @@ pub struct RotateInput {
     pub reason: Option<String>,
 }
 
+/// One call through the credential proxy, as its `credential_use` audit record describes it:
+/// never the secret, never a body.
+#[derive(Debug, Clone, Default)]
+pub struct UseRecord {
+    /// The request method.
+    pub method: String,
+    /// The upstream path, with the query's values removed (names kept).
+    pub path: String,
+    /// The `model` field of a JSON request body, when one was seen.
+    pub model: Option<String>,
+    /// The upstream status; `None` when no answer came (unreachable, timed out).
+    pub upstream_status: Option<u16>,
+    /// Our own failure code when the call failed on our side (`upstream_timeout`, …).
+    pub failure: Option<&'static str>,
+    /// From the start of the forward to the end of the response body.
+    pub duration_ms: u64,
+    /// Request body bytes sent upstream.
+    pub bytes_sent: u64,
+    /// Response body bytes returned to the caller.
+    pub bytes_received: u64,
+}
+
 /// Why a credential use case refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -506,6 +528,89 @@ impl CredentialService {
             .record_credential_access(&principal.user_id, id, now, &audit.with_metadata(details))
             .await?;
         Ok((credential, secret))
+    }
+
+    /// The secret to inject into a proxied call to `provider` (scope `proxy:<provider>`, which
+    /// `provider:<provider>` and `admin` imply): the credential named by `id`, else the caller's
+    /// newest active one for `provider`. Another user's id, a credential of another provider, an
+    /// expired one, or none at all: [`CredentialError::NotFound`]. The use is audited by
+    /// [`Self::record_use`] once the call is over.
+    pub async fn broker(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        provider: &str,
+        id: Option<&CredentialId>,
+    ) -> Result<(Credential, SecretString), CredentialError> {
+        self.require(
+            principal,
+            context,
+            Scope::Proxy(provider.to_owned()),
+            actions::CREDENTIAL_USE,
+            id.map(CredentialId::as_str),
+        )
+        .await?;
+        let now = self.clock.now();
+        let found = match id {
+            Some(id) => {
+                self.store
+                    .find_current_version(&principal.user_id, id)
+                    .await?
+            }
+            None => {
+                self.store
+                    .find_newest_active_version(&principal.user_id, provider, now)
+                    .await?
+            }
+        };
+        let (credential, current) = found
+            .filter(|(credential, _)| credential.provider == provider && credential.is_active(now))
+            .ok_or(CredentialError::NotFound)?;
+        let secret = self.open(&credential, &current).await?;
+        Ok((credential, secret))
+    }
+
+    /// Writes the `credential_use` record of one proxied call and the credential's last-used
+    /// time, through the store's group commit (one shared transaction with concurrent writes).
+    pub async fn record_use(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        credential: &Credential,
+        call: &UseRecord,
+    ) -> Result<(), CredentialError> {
+        let now = self.clock.now();
+        let mut details = Map::new();
+        details.insert("provider".into(), json!(credential.provider));
+        details.insert("version".into(), json!(credential.current_version));
+        details.insert("method".into(), json!(call.method));
+        details.insert("path".into(), json!(call.path));
+        if let Some(model) = &call.model {
+            details.insert("model".into(), json!(model));
+        }
+        details.insert("upstreamStatus".into(), json!(call.upstream_status));
+        details.insert("durationMs".into(), json!(call.duration_ms));
+        details.insert("bytesSent".into(), json!(call.bytes_sent));
+        details.insert("bytesReceived".into(), json!(call.bytes_received));
+        let mut audit = AuditEntry::new(
+            principal,
+            context,
+            actions::CREDENTIAL_USE,
+            Some((RESOURCE, credential.id.as_str())),
+            now,
+        );
+        if let Some(failure) = call.failure {
+            audit = audit.failed(failure);
+        }
+        self.store
+            .record_credential_access(
+                &principal.user_id,
+                &credential.id,
+                now,
+                &audit.with_metadata(details),
+            )
+            .await?;
+        Ok(())
     }
 
     /// The caller's audit records about one credential, newest first (scope `read`).

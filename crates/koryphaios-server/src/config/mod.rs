@@ -12,10 +12,12 @@ use koryphaios_core::tier::Tier;
 
 mod http;
 mod kms;
+mod proxy;
 mod rate_limit;
 
 pub use kms::{KMS_PROVIDERS, KmsConfig, LocalKeyringSource};
 
+pub use proxy::ProxyConfig;
 pub use rate_limit::{BucketSetting, RateLimitConfig};
 use secrecy::SecretString;
 
@@ -104,6 +106,8 @@ pub struct Config {
     pub connection_limits: crate::http::server::ConnectionLimits,
     /// `KORYPHAIOS_METRICS_ADDR`: serve `/metrics` on this separate listener (and not on the API's).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `KORYPHAIOS_PROXY_*` and `KORYPHAIOS_PROVIDER_<NAME>_BASE_URL`: the credential proxy.
+    pub proxy: ProxyConfig,
 }
 
 /// Every variable this build reads, so typos in the environment can be reported.
@@ -221,6 +225,7 @@ impl Config {
             rate_limit: rate_limit::parse(&get)?,
             connection_limits: http::connection_limits(&get)?,
             metrics_addr: http::metrics_addr(&get)?,
+            proxy: proxy::parse(&get)?,
             audit_retention_days: get("KORYPHAIOS_AUDIT_RETENTION_DAYS")
                 .map(|v| parse_in("KORYPHAIOS_AUDIT_RETENTION_DAYS", &v, 1, 36_500))
                 .transpose()?
@@ -247,6 +252,8 @@ impl Config {
                     && !rate_limit::VARIABLES.contains(name)
                     && !http::VARIABLES.contains(name)
                     && !kms::VARIABLES.contains(name)
+                    && !proxy::VARIABLES.contains(name)
+                    && !crate::proxy::providers::is_base_url_variable(name)
                     && !name.starts_with("KORYPHAIOS_TEST_")
             })
             .collect()

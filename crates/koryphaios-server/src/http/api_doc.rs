@@ -26,6 +26,7 @@ use super::error::{ErrorBody, FieldDetail};
         (name = "keys", description = "API keys: issue, verify, roll, revoke"),
         (name = "audit", description = "The tamper-evident audit log: query, verify, export"),
         (name = "users", description = "User administration (admins): roles, tiers, disabling"),
+        (name = "proxy", description = "Credential brokering: call a provider with a stored key the caller never sees"),
     )
 )]
 pub struct ApiDoc;

@@ -137,17 +137,28 @@ pub fn optional_key_name() -> RefOr<Schema> {
         .into()
 }
 
-/// Every scope a key may carry: `read`, `write`, `admin`, `provider:*` and `provider:<p>` for
-/// each known provider.
+/// Every scope a key may carry: `read`, `write`, `admin`, `provider:*`, `proxy:*`, and
+/// `provider:<p>` and `proxy:<p>` for each known provider.
 fn scope_names() -> Vec<String> {
-    let mut names: Vec<String> = [Scope::Read, Scope::Write, Scope::Admin, Scope::AnyProvider]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let mut names: Vec<String> = [
+        Scope::Read,
+        Scope::Write,
+        Scope::Admin,
+        Scope::AnyProvider,
+        Scope::AnyProxy,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
     names.extend(
         PROVIDERS
             .iter()
             .map(|provider| Scope::Provider((*provider).to_owned()).to_string()),
+    );
+    names.extend(
+        PROVIDERS
+            .iter()
+            .map(|provider| Scope::Proxy((*provider).to_owned()).to_string()),
     );
     names
 }

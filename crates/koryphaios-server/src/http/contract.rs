@@ -320,6 +320,12 @@ impl Documented for axum::http::HeaderMap {
     fn document(_: &mut OperationDoc<'_>) {}
 }
 
+/// The whole request, for a handler that passes its body on unread (the credential proxy): the
+/// handler's own description says what the body may be.
+impl Documented for axum::extract::Request {
+    fn document(_: &mut OperationDoc<'_>) {}
+}
+
 /// Adds the handler's extractor contributions to the operations `routes` describes, and names
 /// them `operation_id` (unique by construction: module and function).
 pub fn document_handler<H, Args, S>(

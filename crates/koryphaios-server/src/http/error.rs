@@ -213,6 +213,26 @@ impl ApiError {
         error
     }
 
+    /// 502: the provider behind the credential proxy could not be reached; `detail` goes to the log.
+    pub fn upstream_unavailable(detail: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "The provider could not be reached",
+        );
+        error.report.internal = Some(detail.into());
+        error
+    }
+
+    /// 504: the provider behind the credential proxy did not answer in time.
+    pub fn upstream_timeout() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "The provider did not answer in time",
+        )
+    }
+
     /// Tells the client when to try again (`Retry-After`).
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.report.retry_after = Some(seconds);
@@ -256,6 +276,8 @@ pub fn report_for_status(status: StatusCode) -> ErrorReport {
             ("service_unavailable", "Service temporarily unavailable")
         }
         StatusCode::UNAUTHORIZED => ("unauthenticated", "Authentication required"),
+        StatusCode::BAD_GATEWAY => ("upstream_unavailable", "The provider could not be reached"),
+        StatusCode::GATEWAY_TIMEOUT => ("upstream_timeout", "The provider did not answer in time"),
         StatusCode::FORBIDDEN => ("forbidden", "Forbidden"),
         status if status.is_client_error() => ("bad_request", "Bad request"),
         _ => ("internal_error", "Internal server error"),
@@ -395,6 +417,29 @@ impl From<UserAdminError> for ApiError {
                 Self::conflict("conflict", "The user changed concurrently; retry")
             }
             UserAdminError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<crate::proxy::ProxyError> for ApiError {
+    fn from(error: crate::proxy::ProxyError) -> Self {
+        use crate::proxy::ProxyError;
+        match error {
+            ProxyError::UnknownProvider => Self::not_found(),
+            ProxyError::Path(problem) => Self::validation(vec![FieldDetail {
+                field: "path".into(),
+                message: problem.into(),
+            }]),
+            ProxyError::CredentialHeader => invalid_id("X-Koryphaios-Credential", "cred_"),
+            ProxyError::TooLarge => {
+                let mut error = Self::payload_too_large();
+                error.report.message = "The request body exceeds the proxy's limit".into();
+                error
+            }
+            ProxyError::Credential(error) => error.into(),
+            ProxyError::UnusableSecret(error) => Self::internal(error.to_string()),
+            ProxyError::Unavailable(detail) => Self::upstream_unavailable(detail),
+            ProxyError::Timeout => Self::upstream_timeout(),
         }
     }
 }

@@ -29,6 +29,7 @@ mod metrics;
 mod openapi_drift;
 mod pipeline;
 mod process;
+mod proxy;
 mod rate_limits;
 mod request_hygiene;
 mod scale_out;

@@ -3,6 +3,9 @@
 //! A declared `Content-Length` over the limit is refused before reading. Any other request that
 //! carries a body (chunked included) is read up to the limit here, whether or not its handler
 //! would read it, and refused with 413 the moment it passes the limit.
+//!
+//! The credential proxy's routes are left alone: their bodies stream to the provider under the
+//! proxy's own, larger limit (`KORYPHAIOS_PROXY_MAX_BODY_BYTES`), enforced as they stream.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
@@ -23,6 +26,9 @@ fn declared_length(request: &Request) -> Option<u64> {
 
 /// Buffers bodies up to the limit; refuses larger ones.
 pub async fn limit_body(request: Request, next: Next) -> Response {
+    if crate::proxy::target::owns(request.uri().path()) {
+        return next.run(request).await;
+    }
     let declared = declared_length(&request);
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return ApiError::payload_too_large().into_response();

@@ -10,6 +10,11 @@ use axum::response::Response;
 use super::request_context::RequestId;
 use crate::http::error::{ErrorBody, ErrorReport, report_for_status};
 
+/// Marks a response whose status and body are someone else's (the credential proxy passes a
+/// provider's 4xx/5xx on unchanged): the envelope leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct PassThrough;
+
 /// Fills in the body of error responses.
 pub async fn error_envelope(request: Request, next: Next) -> Response {
     let request_id = request
@@ -19,7 +24,9 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         .unwrap_or_default();
     let mut response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<PassThrough>().is_some()
+    {
         return response;
     }
     let report = match response.extensions_mut().remove::<ErrorReport>() {

@@ -6,4 +6,5 @@ pub mod envelope;
 pub mod rate_limit;
 pub mod request_context;
 pub mod security_headers;
+pub mod timeout;
 pub mod url_guard;

@@ -26,7 +26,7 @@ pub struct CreateKeyRequest {
     /// 1–100 characters: letters, digits, `_`, `-`, space.
     #[schema(schema_with = bounds::key_name)]
     pub name: String,
-    /// 1–10 of `read`, `write`, `admin`, `provider:<name>`, `provider:*` (default `["read"]`);
+    /// 1–10 of `read`, `write`, `admin`, `provider:<name>`, `provider:*`, `proxy:<name>`, `proxy:*` (default `["read"]`);
     /// never more than the caller holds.
     #[schema(schema_with = bounds::scopes)]
     pub scopes: Option<Vec<String>>,

@@ -1,7 +1,8 @@
 //! Every route, in one router function, with the pipeline around it.
 //!
 //! Order of the layers, outermost first: security headers → request id and access log →
-//! error envelope → CORS (preflight guard, then tower-http) → timeout → body limit → routes.
+//! error envelope → CORS (preflight guard, then tower-http) → timeout → body limit → routes. The
+//! proxy's routes skip the timeout and the body limit: they have their own.
 
 pub mod audit;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod credentials;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod proxy;
 pub mod starting;
 pub mod users;
 
@@ -19,7 +21,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,7 +31,7 @@ use super::contract;
 use super::error::ApiError;
 use super::middleware::cors::{self, AllowedOrigins};
 use super::middleware::{
-    body_limit, envelope, rate_limit, request_context, security_headers, url_guard,
+    body_limit, envelope, rate_limit, request_context, security_headers, timeout, url_guard,
 };
 use crate::state::AppState;
 
@@ -92,13 +93,15 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(route!(audit::export))
         .routes(route!(users::list))
         .routes(route!(users::get))
-        .routes(route!(users::update));
+        .routes(route!(users::update))
+        .routes(route!(proxy::forward));
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(route!(health::live))
         .routes(route!(health::ready))
         .routes(route!(metrics::scrape))
         .nest("/api/auth", auth)
         .nest("/api/v1", v1);
+    proxy::document_wildcard(router.get_openapi_mut());
     contract::document_pipeline(router.get_openapi_mut(), |path| {
         !rate_limit::is_exempt(path)
     });
@@ -133,9 +136,9 @@ pub fn router(state: AppState, settings: &PipelineSettings) -> Router {
         .layer(from_fn_with_state(state.clone(), rate_limit::rate_limit))
         .layer(from_fn(url_guard::refuse_control_characters))
         .layer(from_fn_with_state(state.clone(), rate_limit::client_ip))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(from_fn_with_state(
             settings.request_timeout,
+            timeout::limit_time,
         ))
         .layer(cors::layer(&origins))
         .layer(from_fn_with_state(origins, cors::refuse_foreign_preflight))
