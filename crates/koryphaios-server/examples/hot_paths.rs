@@ -282,8 +282,8 @@ fn limiter(iterations: u64) {
     // A fixed population, so the tables stop growing and each decision is a steady-state one.
     let population: Vec<Vec<LimitCheck>> = (0..100).map(checks).collect();
     let mut now = 1_800_000_000_000i64;
-    for round in 0..100 {
-        std::hint::black_box(memory.decide_at(&population[round], now));
+    for checks in &population {
+        std::hint::black_box(memory.decide_at(checks, now));
     }
     for i in 0..iterations {
         now += 1;
