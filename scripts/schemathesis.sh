@@ -33,10 +33,12 @@ say() { printf 'schemathesis: %s\n' "$*"; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kor-schemathesis.XXXXXX")
 server_pid=""
+upstream_pid=""
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
   set +e
+  [ -n "$upstream_pid" ] && kill "$upstream_pid" 2>/dev/null
   if [ -n "$server_pid" ]; then
     kill -TERM "$server_pid" 2>/dev/null
     for _ in $(seq 1 50); do
@@ -88,12 +90,20 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 base="http://127.0.0.1:$port"
 unset_vars=()
 while IFS= read -r name; do unset_vars+=(-u "$name"); done < <(compgen -e | grep '^KORYPHAIOS_' || true)
-# The proxy must never reach a real provider from the fuzzer: every built-in base URL (the table in
-# src/proxy/providers.rs) points at a closed local port, so a proxied call is a quick 502.
+# The proxy must never reach a real provider from the fuzzer: every provider's base URL (the table
+# in src/proxy/providers.rs) points at a local stand-in that answers any call 200 with a small JSON
+# body (scripts/stub_provider.py), so proxied calls exercise the whole path and answer 2xx.
+upstream_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 "$ROOT/scripts/stub_provider.py" "$upstream_port" >"$tmp/upstream.log" 2>&1 &
+upstream_pid=$!
+for _ in $(seq 1 50); do
+  curl -fsS "http://127.0.0.1:$upstream_port/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
 provider_urls=()
 for provider in OPENAI ANTHROPIC GOOGLE XAI OPENROUTER GROQ MISTRAL DEEPSEEK TOGETHERAI FIREWORKS \
   CEREBRAS HUGGINGFACE COHERE PERPLEXITY REPLICATE AZURE OLLAMA CUSTOM; do
-  provider_urls+=("KORYPHAIOS_PROVIDER_${provider}_BASE_URL=http://127.0.0.1:9")
+  provider_urls+=("KORYPHAIOS_PROVIDER_${provider}_BASE_URL=http://127.0.0.1:$upstream_port/$provider")
 done
 env "${unset_vars[@]}" "${provider_urls[@]}" \
   KORYPHAIOS_DATA_DIR="$tmp/data" \
@@ -128,7 +138,8 @@ rm -rf "$report_dir"
 status=0
 # From the temporary directory: Schemathesis keeps a crash cache in its working directory.
 cd "$tmp"
-timeout "$TIMEOUT_SECS" "$venv/bin/schemathesis" run "$base/openapi.json" \
+timeout "$TIMEOUT_SECS" "$venv/bin/schemathesis" --config-file "$ROOT/scripts/schemathesis.toml" \
+  run "$base/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
   --phases examples,coverage,fuzzing \
   --seed "$SEED" \
