@@ -196,6 +196,16 @@ impl Proxy {
             Ok(Ok(answer)) => answer,
         };
         let status = answer.status();
+        if (status.is_client_error() || status.is_server_error())
+            && headers::is_encoded(answer.headers())
+        {
+            // We asked for `identity`; an error body compressed anyway could quote the key in
+            // bytes the redactor cannot see, so it is not passed on.
+            call.failed("upstream_unavailable");
+            return Err(ProxyError::Unavailable(format!(
+                "the provider answered {status} with an encoded body, which cannot be redacted"
+            )));
+        }
         call.answered(status.as_u16());
         let mut response = Response::builder()
             .status(status)

@@ -115,12 +115,31 @@ async fn leak(State(upstream): State<Upstream>, request: Request) -> Response {
         .into_response()
 }
 
+/// A 401 quoting the key with `Content-Encoding: gzip` (not really compressed: only the header
+/// matters), as a provider ignoring `Accept-Encoding: identity` would answer.
+async fn gzip_leak(State(upstream): State<Upstream>, request: Request) -> Response {
+    let (seen, _) = record(&upstream, request).await;
+    let given = seen
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        StatusCode::UNAUTHORIZED,
+        [("content-type", "text/plain"), ("content-encoding", "gzip")],
+        format!("bad key {given}"),
+    )
+        .into_response()
+}
+
 async fn start_upstream() -> (SocketAddr, Upstream) {
     let upstream = Upstream::default();
     let app = Router::new()
         .route("/v1/sse", get(sse))
         .route("/v1/slow", get(slow))
         .route("/v1/leak", post(leak))
+        .route("/v1/gzip-leak", post(gzip_leak))
         .fallback(any(echo))
         .with_state(upstream.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -390,6 +409,57 @@ async fn our_own_failures_are_502_and_504_envelopes_and_provider_errors_pass_thr
             "Incorrect API key provided: {}. Check your key.",
             "*".repeat(OPENAI_KEY.len())
         )
+    );
+}
+
+#[tokio::test]
+async fn answers_are_asked_uncompressed_and_an_encoded_error_is_not_passed_on() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        openai,
+    } = setup(&[]).await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/proxy/openai/gzip-leak"))
+        .bearer_auth(&session.access)
+        .header("accept-encoding", "gzip, br")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upstream.last().headers["accept-encoding"], "identity");
+    assert!(response.headers().get("content-encoding").is_none());
+    let body = assert_error(response, 502, "upstream_unavailable").await;
+    assert!(!body.to_string().contains(OPENAI_KEY), "{body}");
+    // Audited as our failure.
+    let mut failure = Value::Null;
+    for _ in 0..50 {
+        let trail: Value = app
+            .get_authed(
+                &format!("/api/v1/credentials/{openai}/audit"),
+                &session.access,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if let Some(found) = trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "credential_use")
+        {
+            failure = found.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failure["success"], false, "{failure}");
+    assert!(
+        failure.to_string().contains("upstream_unavailable"),
+        "{failure}"
     );
 }
 
