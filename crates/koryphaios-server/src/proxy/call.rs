@@ -15,6 +15,7 @@ use koryphaios_core::Principal;
 use koryphaios_core::audit::RequestContext;
 use koryphaios_core::credentials::{Credential, CredentialService, UseRecord};
 
+use super::limits::Permit;
 use super::model::ModelPeek;
 
 /// What the request body stream saw (shared with the stream, which runs inside the client).
@@ -31,7 +32,7 @@ pub struct RequestTally {
 }
 
 /// How a call ended, as `proxy_requests_total{status}` counts it: a closed set.
-pub const STATUS_LABELS: [&str; 8] = [
+pub const STATUS_LABELS: [&str; 9] = [
     "1xx",
     "2xx",
     "3xx",
@@ -40,6 +41,7 @@ pub const STATUS_LABELS: [&str; 8] = [
     "upstream_unavailable",
     "upstream_timeout",
     "payload_too_large",
+    "max_duration",
 ];
 
 /// The status class of an upstream status.
@@ -65,10 +67,16 @@ pub struct Call {
     tally: Arc<RequestTally>,
     record: UseRecord,
     status: &'static str,
+    /// The call's place under the concurrency caps: given back with the call's end.
+    _permit: Permit,
 }
 
 impl Call {
     /// Starts the bookkeeping of a call with `credential` (already authorised and opened).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one distinct part of the call, all moved into it; a struct would only rename them"
+    )]
     pub fn start(
         credentials: Arc<CredentialService>,
         principal: Principal,
@@ -77,6 +85,7 @@ impl Call {
         provider: &'static str,
         record: UseRecord,
         tally: Arc<RequestTally>,
+        permit: Permit,
     ) -> Self {
         Self {
             credentials,
@@ -88,6 +97,7 @@ impl Call {
             tally,
             record,
             status: "upstream_unavailable",
+            _permit: permit,
         }
     }
 

@@ -5,11 +5,14 @@
 //! [`Proxy::forward`] does one call: resolve the provider (closed table), check the path, have
 //! the credential use case authorise (`proxy:<provider>`) and open the secret, then stream the
 //! request to the provider and its answer back, unchanged but for the headers
-//! ([`headers`]) and an error body quoting the key ([`redact`]). [`call`] does the bookkeeping.
+//! ([`headers`]) and an error body quoting the key ([`redact`]). [`call`] does the bookkeeping;
+//! [`limits`] caps the calls in flight, and `KORYPHAIOS_PROXY_MAX_DURATION_SECS` how long each
+//! may run.
 
 pub mod body;
 pub mod call;
 pub mod headers;
+pub mod limits;
 pub mod model;
 pub mod providers;
 pub mod redact;
@@ -59,6 +62,9 @@ pub enum ProxyError {
     /// The provider did not answer in time.
     #[error("upstream timed out")]
     Timeout,
+    /// Too many calls in flight (this user's, or the instance's).
+    #[error("too many proxied calls in flight")]
+    TooManyConcurrent(limits::Full),
 }
 
 /// The proxy: the upstream client and its settings.
@@ -69,6 +75,8 @@ pub struct Proxy {
     max_body_bytes: u64,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
+    max_duration: Duration,
+    limiter: limits::Limiter,
 }
 
 impl Proxy {
@@ -88,6 +96,8 @@ impl Proxy {
             max_body_bytes: config.max_body_bytes,
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
+            max_duration: config.max_duration,
+            limiter: limits::Limiter::new(config.max_concurrent, config.max_concurrent_per_user),
         })
     }
 
@@ -106,6 +116,8 @@ impl Proxy {
         raw_path: &str,
         request: Request,
     ) -> Result<Response, ProxyError> {
+        // The whole call, the streamed answer included, ends by then.
+        let deadline = tokio::time::Instant::now() + self.max_duration;
         let (name, rest) = target::split(raw_path).ok_or(ProxyError::UnknownProvider)?;
         let provider = self
             .providers
@@ -134,6 +146,12 @@ impl Proxy {
         if declared.is_some_and(|length| length > self.max_body_bytes) {
             return Err(ProxyError::TooLarge);
         }
+        // Before the store is asked anything: a refused call costs nothing. Held by `call`, and
+        // so until the answer's body is over.
+        let permit = self
+            .limiter
+            .try_acquire(&principal.user_id)
+            .map_err(ProxyError::TooManyConcurrent)?;
         let (credential, secret) = credentials
             .broker(&principal, &context, provider.name, chosen.as_ref())
             .await?;
@@ -162,6 +180,7 @@ impl Proxy {
                 ..UseRecord::default()
             },
             Arc::clone(&tally),
+            permit,
         );
         let mut upstream = self
             .client
@@ -175,9 +194,14 @@ impl Proxy {
                 Arc::clone(&tally),
             ));
         }
-        let answer = match tokio::time::timeout(self.first_byte_timeout, upstream.send()).await {
+        let head_by = deadline.min(tokio::time::Instant::now() + self.first_byte_timeout);
+        let answer = match tokio::time::timeout_at(head_by, upstream.send()).await {
             Err(_) => {
-                call.failed("upstream_timeout");
+                call.failed(if head_by == deadline {
+                    "max_duration"
+                } else {
+                    "upstream_timeout"
+                });
                 return Err(ProxyError::Timeout);
             }
             Ok(Err(error)) => {
@@ -215,7 +239,15 @@ impl Proxy {
         let redactor = (status.is_client_error() || status.is_server_error())
             .then(|| redact::Redactor::new(secret.expose_secret().as_bytes()));
         drop(secret);
-        *response.body_mut() = body::downstream_response(answer, redactor, call, self.idle_timeout);
+        *response.body_mut() = body::downstream_response(
+            answer,
+            redactor,
+            call,
+            body::Timing {
+                idle: self.idle_timeout,
+                deadline,
+            },
+        );
         response
             .extensions_mut()
             .insert(crate::http::middleware::envelope::PassThrough);

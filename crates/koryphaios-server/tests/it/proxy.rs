@@ -133,6 +133,19 @@ async fn gzip_leak(State(upstream): State<Upstream>, request: Request) -> Respon
         .into_response()
 }
 
+/// An event every 100 ms, never ending.
+async fn forever(State(upstream): State<Upstream>, request: Request) -> Response {
+    record(&upstream, request).await;
+    let events = futures_util::stream::iter(0..).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::convert::Infallible>(format!("data: {{\"n\":{i}}}\n\n"))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(events))
+        .unwrap()
+}
+
 async fn start_upstream() -> (SocketAddr, Upstream) {
     let upstream = Upstream::default();
     let app = Router::new()
@@ -140,6 +153,7 @@ async fn start_upstream() -> (SocketAddr, Upstream) {
         .route("/v1/slow", get(slow))
         .route("/v1/leak", post(leak))
         .route("/v1/gzip-leak", post(gzip_leak))
+        .route("/v1/forever", get(forever))
         .fallback(any(echo))
         .with_state(upstream.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,6 +227,28 @@ async fn raw_get(app: &TestApp, path: &str, key: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, answer)
+}
+
+/// The first `credential_use` record of `credential` (written after the call: polled briefly).
+async fn credential_use(app: &TestApp, session: &str, credential: &str) -> Value {
+    for _ in 0..50 {
+        let trail: Value = app
+            .get_authed(&format!("/api/v1/credentials/{credential}/audit"), session)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if let Some(found) = trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "credential_use")
+        {
+            return found.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no credential_use record");
 }
 
 #[tokio::test]
@@ -434,28 +470,7 @@ async fn answers_are_asked_uncompressed_and_an_encoded_error_is_not_passed_on() 
     let body = assert_error(response, 502, "upstream_unavailable").await;
     assert!(!body.to_string().contains(OPENAI_KEY), "{body}");
     // Audited as our failure.
-    let mut failure = Value::Null;
-    for _ in 0..50 {
-        let trail: Value = app
-            .get_authed(
-                &format!("/api/v1/credentials/{openai}/audit"),
-                &session.access,
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        if let Some(found) = trail["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["action"] == "credential_use")
-        {
-            failure = found.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failure = credential_use(&app, &session.access, &openai).await;
     assert_eq!(failure["success"], false, "{failure}");
     assert!(
         failure.to_string().contains("upstream_unavailable"),
@@ -777,4 +792,81 @@ async fn the_newest_active_credential_is_used_unless_one_is_named() {
     app.clock.advance(time::Duration::hours(2));
     assert_eq!(call(None).await.unwrap().status(), 200);
     assert_eq!(bearer(), "Bearer sk-newer-0123456789");
+}
+
+#[tokio::test]
+async fn calls_in_flight_are_capped_per_user_until_their_bodies_end() {
+    let Setup { app, session, .. } =
+        setup(&[("KORYPHAIOS_PROXY_MAX_CONCURRENT_PER_USER", "2")]).await;
+    // Two streams open (five events over 800 ms each): their heads have arrived, bodies not.
+    let first = app
+        .get_authed("/api/v1/proxy/openai/sse", &session.access)
+        .await;
+    let second = app
+        .get_authed("/api/v1/proxy/openai/sse", &session.access)
+        .await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = app
+        .get_authed("/api/v1/proxy/openai/sse", &session.access)
+        .await;
+    assert_eq!(third.headers()["retry-after"], "1");
+    assert_error(third, 429, "too_many_concurrent_calls").await;
+    // Another user's calls are not counted against Ada's (Bob has no credential: 404, not 429).
+    let bob = app.user("bob").await;
+    let response = app
+        .get_authed("/api/v1/proxy/openai/sse", &bob.access)
+        .await;
+    assert_error(response, 404, "not_found").await;
+    // Once both streams are over, Ada may call again.
+    assert_eq!(first.bytes().await.unwrap().len(), 5 * 15);
+    assert_eq!(second.bytes().await.unwrap().len(), 5 * 15);
+    let mut status = 0;
+    for _ in 0..40 {
+        let response = app
+            .get_authed("/api/v1/proxy/openai/models", &session.access)
+            .await;
+        status = response.status().as_u16();
+        if status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_maximum_duration_is_cut_and_audited() {
+    let Setup {
+        app,
+        session,
+        openai,
+        ..
+    } = setup(&[("KORYPHAIOS_PROXY_MAX_DURATION_SECS", "1")]).await;
+    let started = Instant::now();
+    let mut response = app
+        .get_authed("/api/v1/proxy/openai/forever", &session.access)
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut events = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), response.chunk()).await {
+            Err(_) => panic!("the stream was not cut after {:?}", started.elapsed()),
+            Ok(Ok(Some(_))) => events += 1,
+            // Cut, not ended cleanly: the caller can tell the answer is incomplete.
+            Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(None)) => panic!("the stream ended as if complete"),
+        }
+    };
+    assert!(events >= 3, "{events} events");
+    assert!(
+        ended >= Duration::from_millis(900) && ended < Duration::from_millis(2500),
+        "cut after {ended:?}"
+    );
+    let record = credential_use(&app, &session.access, &openai).await;
+    assert_eq!(record["success"], false, "{record}");
+    assert!(record.to_string().contains("max_duration"), "{record}");
+    assert_eq!(record["metadata"]["upstreamStatus"], 200);
 }
