@@ -32,7 +32,7 @@ pub struct RequestTally {
 }
 
 /// How a call ended, as `proxy_requests_total{status}` counts it: a closed set.
-pub const STATUS_LABELS: [&str; 9] = [
+pub const STATUS_LABELS: [&str; 10] = [
     "1xx",
     "2xx",
     "3xx",
@@ -42,7 +42,11 @@ pub const STATUS_LABELS: [&str; 9] = [
     "upstream_timeout",
     "payload_too_large",
     "max_duration",
+    "client_closed",
 ];
+
+/// The caller went away before the provider answered.
+const CLIENT_CLOSED: &str = "client_closed";
 
 /// The status class of an upstream status.
 pub fn status_label(status: u16) -> &'static str {
@@ -95,8 +99,14 @@ impl Call {
             provider,
             started: Instant::now(),
             tally,
-            record,
-            status: "upstream_unavailable",
+            record: UseRecord {
+                // Until the provider answers or the call fails, the only way for the call to end
+                // is the caller going away (its request future dropped while we wait): not the
+                // provider's fault, and not to be counted as one.
+                failure: Some(CLIENT_CLOSED),
+                ..record
+            },
+            status: CLIENT_CLOSED,
             _permit: permit,
         }
     }
@@ -105,6 +115,9 @@ impl Call {
     pub fn answered(&mut self, status: u16) {
         self.record.upstream_status = Some(status);
         self.status = status_label(status);
+        if self.record.failure == Some(CLIENT_CLOSED) {
+            self.record.failure = None;
+        }
     }
 
     /// Our side failed the call: `code` is one of the closed [`STATUS_LABELS`] failures.

@@ -870,3 +870,29 @@ async fn a_stream_longer_than_the_maximum_duration_is_cut_and_audited() {
     assert!(record.to_string().contains("max_duration"), "{record}");
     assert_eq!(record["metadata"]["upstreamStatus"], 200);
 }
+
+#[tokio::test]
+async fn a_caller_hanging_up_before_the_answer_is_client_closed_not_an_upstream_failure() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        openai,
+    } = setup(&[]).await;
+    // The upstream answers after 3 s, the proxy would give up after 1 s: the caller leaves first.
+    let gone = app
+        .client
+        .get(app.url("/api/v1/proxy/openai/slow"))
+        .bearer_auth(&session.access)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    assert_eq!(upstream.count(), 1);
+    let record = credential_use(&app, &session.access, &openai).await;
+    assert_eq!(record["success"], false, "{record}");
+    let text = record.to_string();
+    assert!(text.contains("client_closed"), "{text}");
+    assert!(!text.contains("upstream_unavailable"), "{text}");
+    assert_eq!(record["metadata"]["upstreamStatus"], Value::Null);
+}
