@@ -5,7 +5,8 @@
 //! The record is written after the response, from a spawned task, through the store's group
 //! commit: its status, duration and byte counts are only known then, and the caller's stream
 //! never waits on a database commit (ADR 0016). The use was authorised, and the secret opened,
-//! before anything was sent.
+//! before anything was sent. The task is counted in [`PendingRecords`] so that a graceful
+//! shutdown waits for it before closing the store.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use koryphaios_core::credentials::{Credential, CredentialService, UseRecord};
 
 use super::limits::Permit;
 use super::model::ModelPeek;
+use super::pending::PendingRecords;
 
 /// What the request body stream saw (shared with the stream, which runs inside the client).
 #[derive(Debug, Default)]
@@ -73,6 +75,8 @@ pub struct Call {
     status: &'static str,
     /// The call's place under the concurrency caps: given back with the call's end.
     _permit: Permit,
+    /// Where the record's write is counted until it is done.
+    pending: PendingRecords,
 }
 
 impl Call {
@@ -90,6 +94,7 @@ impl Call {
         record: UseRecord,
         tally: Arc<RequestTally>,
         permit: Permit,
+        pending: PendingRecords,
     ) -> Self {
         Self {
             credentials,
@@ -108,6 +113,7 @@ impl Call {
             },
             status: CLIENT_CLOSED,
             _permit: permit,
+            pending,
         }
     }
 
@@ -154,7 +160,9 @@ impl Drop for Call {
         let principal = self.principal.clone();
         let context = self.context.clone();
         let credential = self.credential.clone();
+        let in_flight = self.pending.start();
         runtime.spawn(async move {
+            let _in_flight = in_flight;
             if let Err(error) = credentials
                 .record_use(&principal, &context, &credential, &record)
                 .await

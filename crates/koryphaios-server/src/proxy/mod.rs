@@ -14,6 +14,7 @@ pub mod call;
 pub mod headers;
 pub mod limits;
 pub mod model;
+pub mod pending;
 pub mod providers;
 pub mod redact;
 pub mod target;
@@ -77,12 +78,14 @@ pub struct Proxy {
     idle_timeout: Duration,
     max_duration: Duration,
     limiter: limits::Limiter,
+    pending: pending::PendingRecords,
 }
 
 impl Proxy {
     /// The proxy for `config`: one pooled client (rustls), never following redirects (a
     /// redirect would carry the key to wherever the provider points; 3xx pass through instead).
-    pub fn new(config: &ProxyConfig) -> anyhow::Result<Self> {
+    /// Each call's audit write is counted in `pending` (shutdown waits for them).
+    pub fn new(config: &ProxyConfig, pending: pending::PendingRecords) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -98,6 +101,7 @@ impl Proxy {
             idle_timeout: config.idle_timeout,
             max_duration: config.max_duration,
             limiter: limits::Limiter::new(config.max_concurrent, config.max_concurrent_per_user),
+            pending,
         })
     }
 
@@ -181,6 +185,7 @@ impl Proxy {
             },
             Arc::clone(&tally),
             permit,
+            self.pending.clone(),
         );
         let mut upstream = self
             .client

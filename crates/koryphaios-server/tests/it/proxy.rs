@@ -896,3 +896,40 @@ async fn a_caller_hanging_up_before_the_answer_is_client_closed_not_an_upstream_
     assert!(!text.contains("upstream_unavailable"), "{text}");
     assert_eq!(record["metadata"]["upstreamStatus"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_writes_the_last_calls_records_before_closing_the_store() {
+    let Setup {
+        app,
+        session,
+        openai,
+        ..
+    } = setup(&[]).await;
+    let calls = futures_util::future::join_all((0..12).map(|_| async {
+        let response = app
+            .get_authed("/api/v1/proxy/openai/models", &session.access)
+            .await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }));
+    calls.await;
+    // Stopped at once: the records are still being written by their spawned tasks.
+    let data_dir = app.stop().await;
+    let restarted = TestApp::spawn_in(data_dir, &[]).await;
+    let trail: Value = restarted
+        .get_authed(
+            &format!("/api/v1/credentials/{openai}/audit?limit=100"),
+            &session.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let uses = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "credential_use")
+        .count();
+    assert_eq!(uses, 12, "credential_use records after the restart");
+}
