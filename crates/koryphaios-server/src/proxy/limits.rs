@@ -63,7 +63,11 @@ impl Limiter {
         let mut table = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
         let count = table.entry(user.clone()).or_insert(0);
         if *count >= self.per_user_max {
-            // The entry exists: this user has calls in flight (a cap is at least 1).
+            // Normally this user has calls in flight; with a cap of 0 the entry is new and must
+            // not stay behind.
+            if *count == 0 {
+                table.remove(user);
+            }
             return Err(Full::User);
         }
         *count += 1;
