@@ -35,6 +35,7 @@ use crate::data_dir;
 use crate::http::routes::starting::{self, Swappable};
 use crate::http::routes::{self, PipelineSettings};
 use crate::http::server::{self, ConnectionLimits};
+use crate::proxy::pending::PendingRecords;
 use crate::rate_limits::RateLimits;
 use crate::state::{AppServices, AppState};
 
@@ -96,6 +97,8 @@ pub struct Application {
     shutdown_grace: Duration,
     store: Arc<dyn Store>,
     services: Services,
+    /// The proxy's `credential_use` writes still in flight: waited for before the store closes.
+    pending_records: PendingRecords,
 }
 
 /// The instance's use cases and routers, or what is needed to make them once the key provider
@@ -408,6 +411,7 @@ async fn assemble(
     components: Components,
     store: &Arc<dyn Store>,
     kms: Arc<KeyHierarchy>,
+    pending_records: &PendingRecords,
 ) -> anyhow::Result<Assembled> {
     let audit = Arc::new(
         start_audit(
@@ -462,7 +466,10 @@ async fn assemble(
         store: Arc::clone(store),
         kms: Arc::clone(&kms),
         clock: Arc::clone(&components.clock),
-        proxy: Arc::new(crate::proxy::Proxy::new(&config.proxy)?),
+        proxy: Arc::new(crate::proxy::Proxy::new(
+            &config.proxy,
+            pending_records.clone(),
+        )?),
     });
     let pipeline = PipelineSettings {
         cors_origins: config.cors_origins.clone(),
@@ -504,8 +511,11 @@ impl Application {
         }
         crate::metrics::handle();
         let root = components.root_kms(config).await?;
+        let pending_records = PendingRecords::default();
         let services = match open_hierarchy(Arc::clone(&root), &store).await {
-            Ok(kms) => Services::Ready(Box::new(assemble(config, components, &store, kms).await?)),
+            Ok(kms) => Services::Ready(Box::new(
+                assemble(config, components, &store, kms, &pending_records).await?,
+            )),
             Err(error) if kms_unreachable(&error) => {
                 tracing::error!(
                     error = format!("{error:#}"),
@@ -537,6 +547,7 @@ impl Application {
             shutdown_grace: config.shutdown_grace,
             store,
             services,
+            pending_records,
         })
     }
 
@@ -565,6 +576,7 @@ impl Application {
             shutdown_grace,
             store,
             services,
+            pending_records,
         } = self;
         let upkeep: Arc<tokio::sync::Mutex<Option<Upkeep>>> =
             Arc::new(tokio::sync::Mutex::new(None));
@@ -598,6 +610,7 @@ impl Application {
                     main.clone(),
                     metrics.clone(),
                     Arc::clone(&upkeep),
+                    pending_records.clone(),
                 ));
                 (main.router(), Some(metrics.router()), Some(task))
             }
@@ -648,6 +661,17 @@ impl Application {
             task.abort();
         }
         metrics_upkeep.abort();
+        // The last proxied calls' audit records are written by tasks spawned as their responses
+        // ended: closing the store under them would lose the records.
+        if tokio::time::timeout(shutdown_grace, pending_records.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = pending_records.count(),
+                "credential_use audit records still unwritten after the grace period"
+            );
+        }
         if let Some(upkeep) = upkeep.lock().await.take() {
             upkeep.stop().await;
         }
@@ -658,6 +682,10 @@ impl Application {
 
 /// Retries loading the keys until the key provider answers, then installs the full routers and
 /// starts the background jobs.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of the instance this task completes, each moved in once"
+)]
 async fn wait_for_kms(
     config: Box<Config>,
     components: Components,
@@ -666,6 +694,7 @@ async fn wait_for_kms(
     main: Swappable,
     metrics: Swappable,
     upkeep: Arc<tokio::sync::Mutex<Option<Upkeep>>>,
+    pending_records: PendingRecords,
 ) {
     loop {
         tokio::time::sleep(KMS_RETRY_INTERVAL).await;
@@ -679,7 +708,7 @@ async fn wait_for_kms(
                 continue;
             }
         };
-        match assemble(&config, components.clone(), &store, kms).await {
+        match assemble(&config, components.clone(), &store, kms, &pending_records).await {
             Ok(parts) => {
                 *upkeep.lock().await = Some(Upkeep::start(&store, &parts));
                 if let Some(router) = &parts.metrics_router {

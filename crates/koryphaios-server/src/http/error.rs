@@ -440,6 +440,19 @@ impl From<crate::proxy::ProxyError> for ApiError {
             ProxyError::UnusableSecret(error) => Self::internal(error.to_string()),
             ProxyError::Unavailable(detail) => Self::upstream_unavailable(detail),
             ProxyError::Timeout => Self::upstream_timeout(),
+            ProxyError::TooManyConcurrent(full) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_concurrent_calls",
+                match full {
+                    crate::proxy::limits::Full::User => {
+                        "Too many of your proxied calls are in flight; retry when one ends"
+                    }
+                    crate::proxy::limits::Full::Global => {
+                        "Too many proxied calls are in flight; retry shortly"
+                    }
+                },
+            )
+            .retry_after(1),
         }
     }
 }

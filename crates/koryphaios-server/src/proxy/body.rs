@@ -1,6 +1,7 @@
 //! The two bodies of a proxied call, streamed chunk by chunk: the caller's towards the provider
 //! (counted, cut at the limit, peeked for `model`) and the provider's back (counted, redacted when
-//! it is an error, cut when the provider falls silent). Neither is ever held whole.
+//! it is an error, cut when the provider falls silent or the call's time is up). Neither is ever
+//! held whole.
 
 use std::io;
 use std::sync::Arc;
@@ -57,11 +58,20 @@ pub fn upstream_request(
     reqwest::Body::wrap_stream(chunks)
 }
 
+/// When the provider's body is cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The longest silence between two chunks.
+    pub idle: Duration,
+    /// The end of the whole call (`KORYPHAIOS_PROXY_MAX_DURATION_SECS` after it started).
+    pub deadline: tokio::time::Instant,
+}
+
 struct Downstream {
     upstream: reqwest::Response,
     redactor: Option<Redactor>,
     call: Call,
-    idle: Duration,
+    timing: Timing,
 }
 
 /// The provider's body as the caller's response body. `redactor` is set for error answers. The
@@ -70,17 +80,27 @@ pub fn downstream_response(
     upstream: reqwest::Response,
     redactor: Option<Redactor>,
     call: Call,
-    idle: Duration,
+    timing: Timing,
 ) -> Body {
     let state = Downstream {
         upstream,
         redactor,
         call,
-        idle,
+        timing,
     };
     let chunks = stream::unfold(Some(state), |state| async move {
         let mut state = state?;
-        match tokio::time::timeout(state.idle, state.upstream.chunk()).await {
+        let idle_by = tokio::time::Instant::now() + state.timing.idle;
+        let by = idle_by.min(state.timing.deadline);
+        match tokio::time::timeout_at(by, state.upstream.chunk()).await {
+            // An error ends the stream unfinished: the caller sees a cut, never a clean end.
+            Err(_) if by == state.timing.deadline => {
+                state.call.failed("max_duration");
+                Some((
+                    Err(io::Error::other("the call's maximum duration is over")),
+                    None,
+                ))
+            }
             Err(_) => {
                 state.call.failed("upstream_timeout");
                 Some((Err(io::Error::other("upstream idle")), None))

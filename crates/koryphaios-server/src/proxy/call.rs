@@ -5,7 +5,8 @@
 //! The record is written after the response, from a spawned task, through the store's group
 //! commit: its status, duration and byte counts are only known then, and the caller's stream
 //! never waits on a database commit (ADR 0016). The use was authorised, and the secret opened,
-//! before anything was sent.
+//! before anything was sent. The task is counted in [`PendingRecords`] so that a graceful
+//! shutdown waits for it before closing the store.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,9 @@ use koryphaios_core::Principal;
 use koryphaios_core::audit::RequestContext;
 use koryphaios_core::credentials::{Credential, CredentialService, UseRecord};
 
+use super::limits::Permit;
 use super::model::ModelPeek;
+use super::pending::PendingRecords;
 
 /// What the request body stream saw (shared with the stream, which runs inside the client).
 #[derive(Debug, Default)]
@@ -31,7 +34,7 @@ pub struct RequestTally {
 }
 
 /// How a call ended, as `proxy_requests_total{status}` counts it: a closed set.
-pub const STATUS_LABELS: [&str; 8] = [
+pub const STATUS_LABELS: [&str; 10] = [
     "1xx",
     "2xx",
     "3xx",
@@ -40,7 +43,12 @@ pub const STATUS_LABELS: [&str; 8] = [
     "upstream_unavailable",
     "upstream_timeout",
     "payload_too_large",
+    "max_duration",
+    "client_closed",
 ];
+
+/// The caller went away before the provider answered.
+const CLIENT_CLOSED: &str = "client_closed";
 
 /// The status class of an upstream status.
 pub fn status_label(status: u16) -> &'static str {
@@ -65,10 +73,18 @@ pub struct Call {
     tally: Arc<RequestTally>,
     record: UseRecord,
     status: &'static str,
+    /// The call's place under the concurrency caps: given back with the call's end.
+    _permit: Permit,
+    /// Where the record's write is counted until it is done.
+    pending: PendingRecords,
 }
 
 impl Call {
     /// Starts the bookkeeping of a call with `credential` (already authorised and opened).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one distinct part of the call, all moved into it; a struct would only rename them"
+    )]
     pub fn start(
         credentials: Arc<CredentialService>,
         principal: Principal,
@@ -77,6 +93,8 @@ impl Call {
         provider: &'static str,
         record: UseRecord,
         tally: Arc<RequestTally>,
+        permit: Permit,
+        pending: PendingRecords,
     ) -> Self {
         Self {
             credentials,
@@ -86,8 +104,16 @@ impl Call {
             provider,
             started: Instant::now(),
             tally,
-            record,
-            status: "upstream_unavailable",
+            record: UseRecord {
+                // Until the provider answers or the call fails, the only way for the call to end
+                // is the caller going away (its request future dropped while we wait): not the
+                // provider's fault, and not to be counted as one.
+                failure: Some(CLIENT_CLOSED),
+                ..record
+            },
+            status: CLIENT_CLOSED,
+            _permit: permit,
+            pending,
         }
     }
 
@@ -95,6 +121,9 @@ impl Call {
     pub fn answered(&mut self, status: u16) {
         self.record.upstream_status = Some(status);
         self.status = status_label(status);
+        if self.record.failure == Some(CLIENT_CLOSED) {
+            self.record.failure = None;
+        }
     }
 
     /// Our side failed the call: `code` is one of the closed [`STATUS_LABELS`] failures.
@@ -131,7 +160,9 @@ impl Drop for Call {
         let principal = self.principal.clone();
         let context = self.context.clone();
         let credential = self.credential.clone();
+        let in_flight = self.pending.start();
         runtime.spawn(async move {
+            let _in_flight = in_flight;
             if let Err(error) = credentials
                 .record_use(&principal, &context, &credential, &record)
                 .await

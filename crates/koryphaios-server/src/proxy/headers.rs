@@ -3,9 +3,10 @@
 //! Towards the provider: the caller's own headers, minus everything that authenticates the
 //! caller to us (`Authorization`, `X-API-Key`, `Cookie`), our own `X-Koryphaios-*`, the
 //! hop-by-hop headers (and any `Connection` names), `Host`, the caller's address
-//! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`), `Expect` (ours to answer) and `Accept-Encoding`
-//! (answers come back uncompressed, so an error body can be searched for the key); then the provider's key in its
-//! header. Back to the caller: the provider's headers minus the hop-by-hop ones, and minus any
+//! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`), `Expect` (ours to answer) and `Accept-Encoding`,
+//! replaced by `Accept-Encoding: identity` (a request without the header accepts any coding, and
+//! an error body must come back uncompressed to be searched for the key); then the provider's key
+//! in its header. Back to the caller: the provider's headers minus the hop-by-hop ones, and minus any
 //! header that carries the key.
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -82,6 +83,11 @@ pub fn upstream_request(
             outgoing.append(name.clone(), value.clone());
         }
     }
+    // Not merely absent: no `Accept-Encoding` would let the provider pick any coding.
+    outgoing.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     let (name, value) = match auth {
         AuthStyle::Bearer => (
             header::AUTHORIZATION,
@@ -115,6 +121,17 @@ pub fn downstream_response(upstream: &HeaderMap, secret: &SecretString) -> Heade
         }
     }
     outgoing
+}
+
+/// Whether an answer's body is encoded (`Content-Encoding` other than `identity`): its bytes
+/// cannot be searched for the key.
+pub fn is_encoded(upstream: &HeaderMap) -> bool {
+    upstream
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
 }
 
 #[cfg(test)]
@@ -152,7 +169,16 @@ mod tests {
         let secret = SecretString::from("sk-stored");
         let out = upstream_request(&incoming, AuthStyle::Header("x-api-key"), &secret).unwrap();
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type", "anthropic-version", "x-api-key"]);
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "anthropic-version",
+                "accept-encoding",
+                "x-api-key"
+            ]
+        );
+        assert_eq!(out["accept-encoding"], "identity");
         assert_eq!(out["x-api-key"], "sk-stored");
         assert!(out["x-api-key"].is_sensitive());
         let bearer = upstream_request(&incoming, AuthStyle::Bearer, &secret).unwrap();
@@ -184,5 +210,18 @@ mod tests {
         let out = downstream_response(&upstream, &SecretString::from("sk-stored"));
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "x-request-id"]);
+    }
+
+    #[test]
+    fn only_identity_or_no_content_encoding_is_unencoded() {
+        assert!(!is_encoded(&map(&[])));
+        assert!(!is_encoded(&map(&[("content-encoding", "identity")])));
+        assert!(!is_encoded(&map(&[("content-encoding", " Identity ")])));
+        assert!(is_encoded(&map(&[("content-encoding", "gzip")])));
+        assert!(is_encoded(&map(&[("content-encoding", "identity, br")])));
+        assert!(is_encoded(&map(&[
+            ("content-encoding", "identity"),
+            ("content-encoding", "zstd")
+        ])));
     }
 }

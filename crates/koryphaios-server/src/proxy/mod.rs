@@ -5,12 +5,16 @@
 //! [`Proxy::forward`] does one call: resolve the provider (closed table), check the path, have
 //! the credential use case authorise (`proxy:<provider>`) and open the secret, then stream the
 //! request to the provider and its answer back, unchanged but for the headers
-//! ([`headers`]) and an error body quoting the key ([`redact`]). [`call`] does the bookkeeping.
+//! ([`headers`]) and an error body quoting the key ([`redact`]). [`call`] does the bookkeeping;
+//! [`limits`] caps the calls in flight, and `KORYPHAIOS_PROXY_MAX_DURATION_SECS` how long each
+//! may run.
 
 pub mod body;
 pub mod call;
 pub mod headers;
+pub mod limits;
 pub mod model;
+pub mod pending;
 pub mod providers;
 pub mod redact;
 pub mod target;
@@ -59,6 +63,9 @@ pub enum ProxyError {
     /// The provider did not answer in time.
     #[error("upstream timed out")]
     Timeout,
+    /// Too many calls in flight (this user's, or the instance's).
+    #[error("too many proxied calls in flight")]
+    TooManyConcurrent(limits::Full),
 }
 
 /// The proxy: the upstream client and its settings.
@@ -69,12 +76,16 @@ pub struct Proxy {
     max_body_bytes: u64,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
+    max_duration: Duration,
+    limiter: limits::Limiter,
+    pending: pending::PendingRecords,
 }
 
 impl Proxy {
     /// The proxy for `config`: one pooled client (rustls), never following redirects (a
     /// redirect would carry the key to wherever the provider points; 3xx pass through instead).
-    pub fn new(config: &ProxyConfig) -> anyhow::Result<Self> {
+    /// Each call's audit write is counted in `pending` (shutdown waits for them).
+    pub fn new(config: &ProxyConfig, pending: pending::PendingRecords) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -88,6 +99,9 @@ impl Proxy {
             max_body_bytes: config.max_body_bytes,
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
+            max_duration: config.max_duration,
+            limiter: limits::Limiter::new(config.max_concurrent, config.max_concurrent_per_user),
+            pending,
         })
     }
 
@@ -106,6 +120,8 @@ impl Proxy {
         raw_path: &str,
         request: Request,
     ) -> Result<Response, ProxyError> {
+        // The whole call, the streamed answer included, ends by then.
+        let deadline = tokio::time::Instant::now() + self.max_duration;
         let (name, rest) = target::split(raw_path).ok_or(ProxyError::UnknownProvider)?;
         let provider = self
             .providers
@@ -134,6 +150,12 @@ impl Proxy {
         if declared.is_some_and(|length| length > self.max_body_bytes) {
             return Err(ProxyError::TooLarge);
         }
+        // Before the store is asked anything: a refused call costs nothing. Held by `call`, and
+        // so until the answer's body is over.
+        let permit = self
+            .limiter
+            .try_acquire(&principal.user_id)
+            .map_err(ProxyError::TooManyConcurrent)?;
         let (credential, secret) = credentials
             .broker(&principal, &context, provider.name, chosen.as_ref())
             .await?;
@@ -162,6 +184,8 @@ impl Proxy {
                 ..UseRecord::default()
             },
             Arc::clone(&tally),
+            permit,
+            self.pending.clone(),
         );
         let mut upstream = self
             .client
@@ -175,9 +199,14 @@ impl Proxy {
                 Arc::clone(&tally),
             ));
         }
-        let answer = match tokio::time::timeout(self.first_byte_timeout, upstream.send()).await {
+        let head_by = deadline.min(tokio::time::Instant::now() + self.first_byte_timeout);
+        let answer = match tokio::time::timeout_at(head_by, upstream.send()).await {
             Err(_) => {
-                call.failed("upstream_timeout");
+                call.failed(if head_by == deadline {
+                    "max_duration"
+                } else {
+                    "upstream_timeout"
+                });
                 return Err(ProxyError::Timeout);
             }
             Ok(Err(error)) => {
@@ -196,6 +225,16 @@ impl Proxy {
             Ok(Ok(answer)) => answer,
         };
         let status = answer.status();
+        if (status.is_client_error() || status.is_server_error())
+            && headers::is_encoded(answer.headers())
+        {
+            // We asked for `identity`; an error body compressed anyway could quote the key in
+            // bytes the redactor cannot see, so it is not passed on.
+            call.failed("upstream_unavailable");
+            return Err(ProxyError::Unavailable(format!(
+                "the provider answered {status} with an encoded body, which cannot be redacted"
+            )));
+        }
         call.answered(status.as_u16());
         let mut response = Response::builder()
             .status(status)
@@ -205,7 +244,15 @@ impl Proxy {
         let redactor = (status.is_client_error() || status.is_server_error())
             .then(|| redact::Redactor::new(secret.expose_secret().as_bytes()));
         drop(secret);
-        *response.body_mut() = body::downstream_response(answer, redactor, call, self.idle_timeout);
+        *response.body_mut() = body::downstream_response(
+            answer,
+            redactor,
+            call,
+            body::Timing {
+                idle: self.idle_timeout,
+                deadline,
+            },
+        );
         response
             .extensions_mut()
             .insert(crate::http::middleware::envelope::PassThrough);

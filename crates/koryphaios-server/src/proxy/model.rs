@@ -66,15 +66,24 @@ impl<'de> Visitor<'de> for FindModel<'_> {
     }
 }
 
+/// Whether `c` may appear in a recorded model name. Model ids are ASCII (`gpt-4o`,
+/// `claude-3-5-sonnet@20240620`, `models/gemini-1.5-pro`, `ft:gpt-4o:org::id`, `a+b`); anything
+/// else (bidi overrides, zero-width or look-alike characters, quotes, spaces) could make an audit
+/// record or its export read other than it is.
+fn allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '@' | '+' | '-')
+}
+
 /// The top-level `model` string of a JSON object (possibly truncated after it): bounded, and
-/// never with control characters (it ends up in audit records and their exports).
+/// only from [`allowed`] characters, else none at all (it ends up in audit records and their
+/// exports; a caller-chosen string is not trusted there).
 pub fn find_model(body: &[u8]) -> Option<String> {
     let mut found = None;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // The search ends in an error by design (found, or truncated input): only `found` matters.
     let _ = deserializer.deserialize_map(FindModel(&mut found));
     found
-        .filter(|model| !model.chars().any(char::is_control))
+        .filter(|model| !model.is_empty() && model.chars().all(allowed))
         .map(|model| model.chars().take(MAX_MODEL_CHARS).collect())
 }
 
@@ -110,5 +119,35 @@ mod tests {
         }
         let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(1000));
         assert_eq!(find_model(long.as_bytes()).unwrap().len(), MAX_MODEL_CHARS);
+    }
+
+    #[test]
+    fn only_plain_model_ids_are_recorded() {
+        for model in [
+            "gpt-4o-mini",
+            "claude-3-5-sonnet@20240620",
+            "models/gemini-1.5-pro",
+            "ft:gpt-4o:org::abc_1",
+            "a+b",
+        ] {
+            let body = format!(r#"{{"model":"{model}"}}"#);
+            assert_eq!(find_model(body.as_bytes()).as_deref(), Some(model));
+        }
+        for model in [
+            // A right-to-left override, zero-width space and joiner, a BOM, a Cyrillic "о".
+            "gpt-4\u{202e}o",
+            "gpt\u{200b}-4o",
+            "gpt\u{200d}-4o",
+            "\u{feff}gpt-4o",
+            "gpt-4\u{043e}",
+            "gpt 4o",
+            "gpt\"4o",
+            "<script>",
+            "a;b",
+            "",
+        ] {
+            let body = serde_json::json!({ "model": model }).to_string();
+            assert_eq!(find_model(body.as_bytes()), None, "{model:?}");
+        }
     }
 }

@@ -115,12 +115,45 @@ async fn leak(State(upstream): State<Upstream>, request: Request) -> Response {
         .into_response()
 }
 
+/// A 401 quoting the key with `Content-Encoding: gzip` (not really compressed: only the header
+/// matters), as a provider ignoring `Accept-Encoding: identity` would answer.
+async fn gzip_leak(State(upstream): State<Upstream>, request: Request) -> Response {
+    let (seen, _) = record(&upstream, request).await;
+    let given = seen
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        StatusCode::UNAUTHORIZED,
+        [("content-type", "text/plain"), ("content-encoding", "gzip")],
+        format!("bad key {given}"),
+    )
+        .into_response()
+}
+
+/// An event every 100 ms, never ending.
+async fn forever(State(upstream): State<Upstream>, request: Request) -> Response {
+    record(&upstream, request).await;
+    let events = futures_util::stream::iter(0..).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::convert::Infallible>(format!("data: {{\"n\":{i}}}\n\n"))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(events))
+        .unwrap()
+}
+
 async fn start_upstream() -> (SocketAddr, Upstream) {
     let upstream = Upstream::default();
     let app = Router::new()
         .route("/v1/sse", get(sse))
         .route("/v1/slow", get(slow))
         .route("/v1/leak", post(leak))
+        .route("/v1/gzip-leak", post(gzip_leak))
+        .route("/v1/forever", get(forever))
         .fallback(any(echo))
         .with_state(upstream.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -194,6 +227,28 @@ async fn raw_get(app: &TestApp, path: &str, key: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, answer)
+}
+
+/// The first `credential_use` record of `credential` (written after the call: polled briefly).
+async fn credential_use(app: &TestApp, session: &str, credential: &str) -> Value {
+    for _ in 0..50 {
+        let trail: Value = app
+            .get_authed(&format!("/api/v1/credentials/{credential}/audit"), session)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if let Some(found) = trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "credential_use")
+        {
+            return found.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no credential_use record");
 }
 
 #[tokio::test]
@@ -390,6 +445,36 @@ async fn our_own_failures_are_502_and_504_envelopes_and_provider_errors_pass_thr
             "Incorrect API key provided: {}. Check your key.",
             "*".repeat(OPENAI_KEY.len())
         )
+    );
+}
+
+#[tokio::test]
+async fn answers_are_asked_uncompressed_and_an_encoded_error_is_not_passed_on() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        openai,
+    } = setup(&[]).await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/proxy/openai/gzip-leak"))
+        .bearer_auth(&session.access)
+        .header("accept-encoding", "gzip, br")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upstream.last().headers["accept-encoding"], "identity");
+    assert!(response.headers().get("content-encoding").is_none());
+    let body = assert_error(response, 502, "upstream_unavailable").await;
+    assert!(!body.to_string().contains(OPENAI_KEY), "{body}");
+    // Audited as our failure.
+    let failure = credential_use(&app, &session.access, &openai).await;
+    assert_eq!(failure["success"], false, "{failure}");
+    assert!(
+        failure.to_string().contains("upstream_unavailable"),
+        "{failure}"
     );
 }
 
@@ -707,4 +792,144 @@ async fn the_newest_active_credential_is_used_unless_one_is_named() {
     app.clock.advance(time::Duration::hours(2));
     assert_eq!(call(None).await.unwrap().status(), 200);
     assert_eq!(bearer(), "Bearer sk-newer-0123456789");
+}
+
+#[tokio::test]
+async fn calls_in_flight_are_capped_per_user_until_their_bodies_end() {
+    let Setup { app, session, .. } =
+        setup(&[("KORYPHAIOS_PROXY_MAX_CONCURRENT_PER_USER", "2")]).await;
+    // Two streams open (five events over 800 ms each): their heads have arrived, bodies not.
+    let first = app
+        .get_authed("/api/v1/proxy/openai/sse", &session.access)
+        .await;
+    let second = app
+        .get_authed("/api/v1/proxy/openai/sse", &session.access)
+        .await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = app
+        .get_authed("/api/v1/proxy/openai/sse", &session.access)
+        .await;
+    assert_eq!(third.headers()["retry-after"], "1");
+    assert_error(third, 429, "too_many_concurrent_calls").await;
+    // Another user's calls are not counted against Ada's (Bob has no credential: 404, not 429).
+    let bob = app.user("bob").await;
+    let response = app
+        .get_authed("/api/v1/proxy/openai/sse", &bob.access)
+        .await;
+    assert_error(response, 404, "not_found").await;
+    // Once both streams are over, Ada may call again.
+    assert_eq!(first.bytes().await.unwrap().len(), 5 * 15);
+    assert_eq!(second.bytes().await.unwrap().len(), 5 * 15);
+    let mut status = 0;
+    for _ in 0..40 {
+        let response = app
+            .get_authed("/api/v1/proxy/openai/models", &session.access)
+            .await;
+        status = response.status().as_u16();
+        if status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_maximum_duration_is_cut_and_audited() {
+    let Setup {
+        app,
+        session,
+        openai,
+        ..
+    } = setup(&[("KORYPHAIOS_PROXY_MAX_DURATION_SECS", "1")]).await;
+    let started = Instant::now();
+    let mut response = app
+        .get_authed("/api/v1/proxy/openai/forever", &session.access)
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut events = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), response.chunk()).await {
+            Err(_) => panic!("the stream was not cut after {:?}", started.elapsed()),
+            Ok(Ok(Some(_))) => events += 1,
+            // Cut, not ended cleanly: the caller can tell the answer is incomplete.
+            Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(None)) => panic!("the stream ended as if complete"),
+        }
+    };
+    assert!(events >= 3, "{events} events");
+    assert!(
+        ended >= Duration::from_millis(900) && ended < Duration::from_millis(2500),
+        "cut after {ended:?}"
+    );
+    let record = credential_use(&app, &session.access, &openai).await;
+    assert_eq!(record["success"], false, "{record}");
+    assert!(record.to_string().contains("max_duration"), "{record}");
+    assert_eq!(record["metadata"]["upstreamStatus"], 200);
+}
+
+#[tokio::test]
+async fn a_caller_hanging_up_before_the_answer_is_client_closed_not_an_upstream_failure() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        openai,
+    } = setup(&[]).await;
+    // The upstream answers after 3 s, the proxy would give up after 1 s: the caller leaves first.
+    let gone = app
+        .client
+        .get(app.url("/api/v1/proxy/openai/slow"))
+        .bearer_auth(&session.access)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    assert_eq!(upstream.count(), 1);
+    let record = credential_use(&app, &session.access, &openai).await;
+    assert_eq!(record["success"], false, "{record}");
+    let text = record.to_string();
+    assert!(text.contains("client_closed"), "{text}");
+    assert!(!text.contains("upstream_unavailable"), "{text}");
+    assert_eq!(record["metadata"]["upstreamStatus"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_writes_the_last_calls_records_before_closing_the_store() {
+    let Setup {
+        app,
+        session,
+        openai,
+        ..
+    } = setup(&[]).await;
+    let calls = futures_util::future::join_all((0..12).map(|_| async {
+        let response = app
+            .get_authed("/api/v1/proxy/openai/models", &session.access)
+            .await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }));
+    calls.await;
+    // Stopped at once: the records are still being written by their spawned tasks.
+    let data_dir = app.stop().await;
+    let restarted = TestApp::spawn_in(data_dir, &[]).await;
+    let trail: Value = restarted
+        .get_authed(
+            &format!("/api/v1/credentials/{openai}/audit?limit=100"),
+            &session.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let uses = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "credential_use")
+        .count();
+    assert_eq!(uses, 12, "credential_use records after the restart");
 }

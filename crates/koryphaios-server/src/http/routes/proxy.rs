@@ -22,7 +22,10 @@ const DOCUMENTED: &str = "/api/v1/proxy/{provider}/{path}";
 /// the provider's base URL + `path`, without the caller's `Authorization`, `X-API-Key`, `Cookie`,
 /// `X-Koryphaios-*` and hop-by-hop headers, and with the provider's key in its header. Both
 /// bodies stream (server-sent events arrive as the provider sends them); the request body may be
-/// up to `KORYPHAIOS_PROXY_MAX_BODY_BYTES` (10 MiB by default). Each call is audited as
+/// up to `KORYPHAIOS_PROXY_MAX_BODY_BYTES` (10 MiB by default). A call, its streamed answer
+/// included, lasts at most `KORYPHAIOS_PROXY_MAX_DURATION_SECS` (600 s by default; a stream still
+/// running then is cut), and at most `KORYPHAIOS_PROXY_MAX_CONCURRENT_PER_USER` calls of a user
+/// (16) and `KORYPHAIOS_PROXY_MAX_CONCURRENT` in all (256) are in flight. Each call is audited as
 /// `credential_use`.
 #[utoipa::path(method(get, post, put, patch, delete), path = "/proxy/{provider}/{*path}", tag = "proxy",
     params(
@@ -36,7 +39,8 @@ const DOCUMENTED: &str = "/api/v1/proxy/{provider}/{path}";
         (status = 403, description = "Missing scope `proxy:<provider>`", body = ErrorBody),
         (status = 404, description = "Unknown provider, or no active credential of the caller for it (another user's credential id is not found either)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the request body exceeds the proxy's limit (`KORYPHAIOS_PROXY_MAX_BODY_BYTES`)", body = ErrorBody),
-        (status = 502, description = "`upstream_unavailable`: the provider could not be reached", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent_calls`: the caller's proxied calls in flight (`KORYPHAIOS_PROXY_MAX_CONCURRENT_PER_USER`) or the instance's (`KORYPHAIOS_PROXY_MAX_CONCURRENT`) are at their cap, retry after `Retry-After` seconds; or `rate_limited`: a rate limit refused the request", body = ErrorBody),
+        (status = 502, description = "`upstream_unavailable`: the provider could not be reached, or answered an error with a compressed body (which could not be searched for the key)", body = ErrorBody),
         (status = 504, description = "`upstream_timeout`: the provider did not answer in time", body = ErrorBody),
     ))]
 pub async fn forward(
