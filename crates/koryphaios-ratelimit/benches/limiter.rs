@@ -7,34 +7,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use koryphaios_core::clock::SystemClock;
-use koryphaios_core::ratelimit::{Layer, LimitCheck, MemoryLimiter, Mode, RateLimiter, Rule};
+use koryphaios_core::ratelimit::{LimitCheck, MemoryLimiter, RateLimiter};
+use koryphaios_core::testing::bench::request_checks;
 use koryphaios_ratelimit::RedisLimiter;
-
-fn request_checks(principal: usize) -> Vec<LimitCheck> {
-    vec![
-        LimitCheck {
-            layer: Layer::Ip,
-            key: format!("ip:10.0.{}.{}", principal / 250, principal % 250),
-            rule: Rule::per_window(u64::MAX / 4, 60_000),
-            mode: Mode::Consume,
-        },
-        LimitCheck {
-            layer: Layer::Tier,
-            key: format!("key:{principal}"),
-            rule: Rule::per_window(u64::MAX / 4, 60_000),
-            mode: Mode::Consume,
-        },
-        LimitCheck {
-            layer: Layer::Sensitive,
-            key: format!("key:{principal}"),
-            rule: Rule::TokenBucket {
-                capacity: u64::MAX / 4,
-                refill_per_minute: 1_000_000,
-            },
-            mode: Mode::Consume,
-        },
-    ]
-}
 
 fn limiter(c: &mut Criterion) {
     let memory = MemoryLimiter::new(Arc::new(SystemClock));

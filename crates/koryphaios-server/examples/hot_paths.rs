@@ -21,14 +21,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use koryphaios_core::api_keys::{ApiKeyService, NewApiKeyInput};
-use koryphaios_core::audit::{AuditEntry, RequestContext};
+use koryphaios_core::audit::RequestContext;
 use koryphaios_core::clock::SystemClock;
 use koryphaios_core::envelope::{Dek, SecretContext, open_secret, seal_secret};
-use koryphaios_core::ids::{CredentialId, FamilyId, UserId};
-use koryphaios_core::ratelimit::{Layer, LimitCheck, MemoryLimiter, Mode, Rule};
+use koryphaios_core::ids::{CredentialId, UserId};
+use koryphaios_core::ratelimit::{LimitCheck, MemoryLimiter};
 use koryphaios_core::store::{AuditStore as _, SchemaMigrator as _, Store};
-use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
-use koryphaios_core::{AuthMethod, Principal};
+use koryphaios_core::testing::bench::{registered_principal, request_checks};
 use koryphaios_server::{Application, Components, Config};
 use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -210,33 +209,7 @@ async fn authenticate(iterations: u64) {
         .await
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(sqlite);
-    let now = time::OffsetDateTime::now_utc();
-    let user = store
-        .register_user(
-            NewUser {
-                id: UserId::generate(),
-                username: Username::parse("bench").unwrap(),
-                password_hash: PasswordHash::from_stored("x".into()),
-                default_tier: koryphaios_core::tier::Tier::Free,
-                created_at: now,
-            },
-            RegistrationPolicy::Open,
-            &AuditEntry::anonymous("bench".into(), &RequestContext::default(), "register", now),
-        )
-        .await
-        .unwrap();
-    let principal = Principal {
-        user_id: user.id.clone(),
-        username: user.username.clone(),
-        role: user.role,
-        tier: koryphaios_core::tier::Tier::Pro,
-        scopes: user.role.scopes(),
-        method: AuthMethod::Session {
-            jti: "j".into(),
-            family: FamilyId::generate(),
-            expires_at: now,
-        },
-    };
+    let principal = registered_principal(&store, "bench").await;
     let service = ApiKeyService::new(Arc::clone(&store), Arc::new(SystemClock));
     let input = NewApiKeyInput {
         name: "bench".into(),
@@ -254,33 +227,8 @@ async fn authenticate(iterations: u64) {
 
 fn limiter(iterations: u64) {
     let memory = MemoryLimiter::new(Arc::new(SystemClock));
-    let checks = |principal: u64| {
-        vec![
-            LimitCheck {
-                layer: Layer::Ip,
-                key: format!("ip:10.0.{}.{}", principal / 250, principal % 250),
-                rule: Rule::per_window(u64::MAX / 4, 60_000),
-                mode: Mode::Consume,
-            },
-            LimitCheck {
-                layer: Layer::Tier,
-                key: format!("key:{principal}"),
-                rule: Rule::per_window(u64::MAX / 4, 60_000),
-                mode: Mode::Consume,
-            },
-            LimitCheck {
-                layer: Layer::Sensitive,
-                key: format!("key:{principal}"),
-                rule: Rule::TokenBucket {
-                    capacity: u64::MAX / 4,
-                    refill_per_minute: 1_000_000,
-                },
-                mode: Mode::Consume,
-            },
-        ]
-    };
     // A fixed population, so the tables stop growing and each decision is a steady-state one.
-    let population: Vec<Vec<LimitCheck>> = (0..100).map(checks).collect();
+    let population: Vec<Vec<LimitCheck>> = (0..100).map(request_checks).collect();
     let mut now = 1_800_000_000_000i64;
     for checks in &population {
         std::hint::black_box(memory.decide_at(checks, now));

@@ -8,10 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use koryphaios_core::api_keys::{ApiKeyService, NewApiKeyInput, format};
 use koryphaios_core::audit::RequestContext;
 use koryphaios_core::clock::SystemClock;
-use koryphaios_core::ids::{FamilyId, UserId};
 use koryphaios_core::store::{AuditStore, SchemaMigrator, Store};
-use koryphaios_core::users::{NewUser, PasswordHash, RegistrationPolicy, Username};
-use koryphaios_core::{AuthMethod, Principal};
 use koryphaios_store_sqlite::SqliteSettings;
 use secrecy::ExposeSecret;
 
@@ -35,37 +32,8 @@ fn verification(c: &mut Criterion) {
             .await
             .unwrap();
         let store: Arc<dyn Store> = Arc::new(sqlite);
-        let user = store
-            .register_user(
-                NewUser {
-                    id: UserId::generate(),
-                    username: Username::parse("bench").unwrap(),
-                    password_hash: PasswordHash::from_stored("x".into()),
-                    default_tier: koryphaios_core::tier::Tier::Free,
-                    created_at: time::OffsetDateTime::now_utc(),
-                },
-                RegistrationPolicy::Open,
-                &koryphaios_core::audit::AuditEntry::anonymous(
-                    "bench".into(),
-                    &RequestContext::default(),
-                    "register",
-                    time::OffsetDateTime::now_utc(),
-                ),
-            )
-            .await
-            .unwrap();
-        let principal = Principal {
-            user_id: user.id.clone(),
-            username: user.username.clone(),
-            role: user.role,
-            tier: koryphaios_core::tier::Tier::Pro,
-            scopes: user.role.scopes(),
-            method: AuthMethod::Session {
-                jti: "j".into(),
-                family: FamilyId::generate(),
-                expires_at: time::OffsetDateTime::now_utc(),
-            },
-        };
+        let principal =
+            koryphaios_core::testing::bench::registered_principal(&store, "bench").await;
         let service = ApiKeyService::new(Arc::clone(&store), Arc::new(SystemClock));
         // Fill the table so the lookup is not against a one-row index.
         for i in 0..1000 {

@@ -8,6 +8,7 @@
 )]
 
 mod audit;
+pub mod bench;
 mod pagination;
 mod users;
 
