@@ -89,3 +89,29 @@ pub async fn deny<S: AuditStore + ?Sized>(
         Err(error) => Refusal::Store(error),
     }
 }
+
+/// Audits the refusal of an attempt that an agent token's own limits forbid (`restriction`:
+/// `credentialIds` when the credential is not among the token's, `mint` when a token tries to
+/// create a token or a key). Scopes are not the reason, so no scope is named.
+pub async fn deny_token_restriction<S: AuditStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    principal: &Principal,
+    context: &RequestContext,
+    restriction: &str,
+    attempt: Attempt<'_>,
+) -> Result<(), StoreError> {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("attempted".into(), attempt.action.into());
+    metadata.insert("tokenRestriction".into(), restriction.into());
+    let entry = AuditEntry::new(
+        principal,
+        context,
+        crate::audit::actions::ACCESS_DENIED,
+        attempt.resource,
+        clock.now(),
+    )
+    .failed("token restriction")
+    .with_metadata(metadata);
+    store.append_audit(&entry).await
+}

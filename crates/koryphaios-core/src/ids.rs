@@ -112,6 +112,11 @@ prefixed_id!(
     "key_"
 );
 prefixed_id!(
+    /// Identifies a short-lived agent token (its public handle, not the secret).
+    TokenId,
+    "tok_"
+);
+prefixed_id!(
     /// Identifies an audit record.
     AuditEventId,
     "aud_"

@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod group_commit;
 pub mod ids;
 pub mod migrations;
+pub mod networks;
 pub mod pagination;
 pub mod principal;
 pub mod ratelimit;
@@ -23,6 +24,7 @@ pub mod session;
 pub mod store;
 pub mod store_error;
 pub mod tier;
+pub mod tokens;
 pub mod users;
 pub mod validation;
 
@@ -30,6 +32,6 @@ pub mod validation;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock};
-pub use ids::{ApiKeyId, AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
+pub use ids::{ApiKeyId, AuditEventId, CredentialId, FamilyId, RefreshTokenId, TokenId, UserId};
 pub use principal::{AuthMethod, Principal};
 pub use scope::{Scope, ScopeSet};

@@ -1,7 +1,9 @@
 //! The authenticated caller of a request.
 
+use std::sync::Arc;
+
 use crate::api_keys::Tier;
-use crate::ids::{ApiKeyId, FamilyId, UserId};
+use crate::ids::{ApiKeyId, CredentialId, FamilyId, TokenId, UserId};
 use crate::scope::{Scope, ScopeSet};
 use crate::users::Role;
 
@@ -26,7 +28,30 @@ pub enum AuthMethod {
         /// When the presented key stops working: the key's expiry or, for a rolled-away secret,
         /// the end of its grace period, whichever is first. Keys it creates expire by then.
         expires_at: Option<time::OffsetDateTime>,
+        /// The key's own requests-per-minute limit, when it has one (at most its tier's).
+        rate_limit_per_minute: Option<u32>,
     },
+    /// A short-lived agent token.
+    Token(Arc<TokenGrant>),
+}
+
+/// What an agent token brings into a request besides its scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The token's id.
+    pub token_id: TokenId,
+    /// The tier it was minted with (its creator's at the time).
+    pub tier: Tier,
+    /// When it stops working.
+    pub expires_at: time::OffsetDateTime,
+    /// The API key that minted it, if a key did: its requests count against that key's counters.
+    pub parent_key: Option<ApiKeyId>,
+    /// That key's own requests-per-minute limit, which the token shares.
+    pub parent_rate_limit_per_minute: Option<u32>,
+    /// The only credentials it may reveal or use through the proxy (`None`: all the user's).
+    pub credential_ids: Option<Vec<CredentialId>>,
+    /// The agent run it belongs to, stamped on every audit record it causes.
+    pub run_id: Option<String>,
 }
 
 /// Who is calling, and what it may do.
@@ -52,12 +77,35 @@ impl Principal {
         self.scopes.allows(wanted)
     }
 
-    /// The highest tier the caller may use or grant: the user's, or a key's own when lower.
+    /// The highest tier the caller may use or grant: the user's, or a key's (token's) own when
+    /// lower.
     pub fn effective_tier(&self) -> Tier {
         match &self.method {
             AuthMethod::ApiKey { tier, .. } => self.tier.min(*tier),
+            AuthMethod::Token(grant) => self.tier.min(grant.tier),
             AuthMethod::Session { .. } => self.tier,
         }
+    }
+
+    /// The agent token the caller presented, if it presented one.
+    pub fn token(&self) -> Option<&TokenGrant> {
+        match &self.method {
+            AuthMethod::Token(grant) => Some(grant),
+            AuthMethod::ApiKey { .. } | AuthMethod::Session { .. } => None,
+        }
+    }
+
+    /// Whether the caller may reveal or use credential `id` (an agent token may be limited to a
+    /// few; everything else may use any of the user's).
+    pub fn may_use_credential(&self, id: &CredentialId) -> bool {
+        self.token()
+            .and_then(|grant| grant.credential_ids.as_ref())
+            .is_none_or(|allowed| allowed.contains(id))
+    }
+
+    /// The agent run the caller's token belongs to.
+    pub fn run_id(&self) -> Option<&str> {
+        self.token().and_then(|grant| grant.run_id.as_deref())
     }
 }
 
@@ -77,6 +125,7 @@ mod tests {
                 key_id: ApiKeyId::generate(),
                 tier: Tier::Enterprise,
                 expires_at: None,
+                rate_limit_per_minute: None,
             },
         };
         assert_eq!(principal.effective_tier(), Tier::Pro);
@@ -84,6 +133,7 @@ mod tests {
             key_id: ApiKeyId::generate(),
             tier: Tier::Free,
             expires_at: None,
+            rate_limit_per_minute: None,
         };
         assert_eq!(principal.effective_tier(), Tier::Free);
         principal.method = AuthMethod::Session {

@@ -17,7 +17,9 @@ use crate::audit::head::ChainHead;
 use crate::audit::query::{ActivityCounts, AuditQuery, StoredAuditEntry};
 use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
-use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, UserId};
+use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, TokenId, UserId};
+use crate::networks::AllowedNetworks;
+use crate::tokens::{AgentToken, TokenLookup};
 use crate::migrations::{MigrationError, MigrationStatus};
 use crate::pagination::PageRequest;
 use crate::scope::ScopeSet;
@@ -284,6 +286,21 @@ pub trait CredentialStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// What `update_api_key` changes: each field that is `Some`.
+#[derive(Debug, Default)]
+pub struct ApiKeyChange<'a> {
+    /// A new name.
+    pub name: Option<&'a str>,
+    /// New scopes.
+    pub scopes: Option<&'a ScopeSet>,
+    /// A new tier.
+    pub tier: Option<Tier>,
+    /// New networks (empty: anywhere).
+    pub allowed_networks: Option<&'a AllowedNetworks>,
+    /// A new per-minute limit (`Some(None)`: none).
+    pub rate_limit_per_minute: Option<Option<u32>>,
+}
+
 /// API keys and their secrets (hashes only).
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
@@ -305,18 +322,12 @@ pub trait ApiKeyStore: Send + Sync {
     ) -> StoreResult<Vec<ApiKey>>;
     /// One key of the owner.
     async fn find_api_key(&self, owner: &UserId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>>;
-    /// Changes a live key's name, scopes or tier.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one optional field per column keeps the port flat"
-    )]
+    /// Changes a live key's fields that `change` names.
     async fn update_api_key(
         &self,
         owner: &UserId,
         id: &ApiKeyId,
-        name: Option<&str>,
-        scopes: Option<&ScopeSet>,
-        tier: Option<Tier>,
+        change: &ApiKeyChange<'_>,
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<Option<ApiKey>>;
@@ -517,6 +528,49 @@ pub trait SealedKeyStore: Send + Sync {
     async fn retire_sealed_key(&self, purpose: KeyPurpose, version: i64) -> StoreResult<bool>;
 }
 
+/// Agent tokens (hashes only) and their use counts.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a token while its parent (key or session) is live, checked under a lock the
+    /// parent's revocation also takes; its expiry is capped at the parent's. `None` when the
+    /// parent is not live; the token as stored otherwise.
+    async fn insert_token(
+        &self,
+        token: &AgentToken,
+        secret_hash: &TokenHash,
+        audit: &AuditEntry,
+    ) -> StoreResult<Option<AgentToken>>;
+    /// A page of the owner's live tokens at `now` (not revoked, not expired, parent live), newest
+    /// first: at most `page.limit`, strictly after `page.after`.
+    async fn list_tokens(
+        &self,
+        owner: &UserId,
+        now: OffsetDateTime,
+        page: &PageRequest<TokenId>,
+    ) -> StoreResult<Vec<AgentToken>>;
+    /// One token of the owner (revoked and expired ones too).
+    async fn find_token(&self, owner: &UserId, id: &TokenId) -> StoreResult<Option<AgentToken>>;
+    /// Revokes a live token; `false` when there was none.
+    async fn revoke_token(
+        &self,
+        owner: &UserId,
+        id: &TokenId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+    /// What authentication needs for a presented token's hash, with its parent's state at `now`.
+    async fn lookup_token(
+        &self,
+        hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<TokenLookup>>;
+    /// Counts one use if fewer than `max_uses` were counted (one atomic statement); `false` when
+    /// the uses are spent.
+    async fn consume_token_use(&self, id: &TokenId, max_uses: u32) -> StoreResult<bool>;
+    /// Deletes tokens that expired before `now`; how many.
+    async fn purge_expired_tokens(&self, now: OffsetDateTime) -> StoreResult<u64>;
+}
+
 /// Everything the service stores: the port the composition root holds as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store:
@@ -524,6 +578,7 @@ pub trait Store:
     + SessionStore
     + CredentialStore
     + ApiKeyStore
+    + TokenStore
     + AuditStore
     + KeyWrapStore
     + SealedKeyStore

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use koryphaios_core::api_keys::ApiKeyService;
+use koryphaios_core::api_keys::{ApiKeyService, Tier};
 use koryphaios_core::audit::service::AuditService;
 use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::hierarchy::KeyHierarchy;
@@ -23,7 +23,8 @@ use koryphaios_core::store::Store;
 use koryphaios_core::users::{PasswordHasher, UserAdminService};
 use koryphaios_core::{Clock, SystemClock};
 use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
-use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter};
+use koryphaios_core::tokens::{StoreUseCounter, TokenService, UseCounter};
+use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter, RedisUseCounter};
 use koryphaios_store_postgres::PostgresSettings;
 use koryphaios_store_sqlite::SqliteSettings;
 use secrecy::ExposeSecret as _;
@@ -347,6 +348,19 @@ async fn token_codec(
     Ok((codec, Some(keys)))
 }
 
+/// Where agent tokens' `maxUses` are counted: Redis when configured (it is shared and cheap),
+/// else the database every instance shares.
+fn build_use_counter(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Arc<dyn UseCounter>> {
+    let settings = &config.rate_limit;
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisUseCounter::new(url.expose_secret(), settings.redis_timeout)
+                .map_err(|e| anyhow::anyhow!("KORYPHAIOS_REDIS_URL: {e}"))?,
+        ),
+        None => Arc::new(StoreUseCounter(Arc::clone(store))),
+    })
+}
+
 /// The rate limiter: Redis with the in-memory fallback, memory only, or none (disabled).
 fn build_rate_limits(
     config: &Config,
@@ -440,9 +454,17 @@ async fn assemble(
         Arc::clone(&kms) as Arc<dyn KeyProvider>,
         Arc::clone(&components.clock),
     );
-    let api_keys = Arc::new(ApiKeyService::new(
+    let mut api_keys = ApiKeyService::new(Arc::clone(store), Arc::clone(&components.clock));
+    if config.rate_limit.enabled {
+        api_keys = api_keys.with_tier_limits(Tier::ALL.map(|tier| {
+            u32::try_from(config.rate_limit.tier_limit(tier)).unwrap_or(u32::MAX)
+        }));
+    }
+    let api_keys = Arc::new(api_keys);
+    let tokens = Arc::new(TokenService::new(
         Arc::clone(store),
         Arc::clone(&components.clock),
+        build_use_counter(config, store)?,
     ));
     let users = Arc::new(UserAdminService::new(
         Arc::clone(store),
@@ -459,6 +481,7 @@ async fn assemble(
         )),
         serves_metrics: config.metrics_addr.is_none(),
         api_keys: Arc::clone(&api_keys),
+        tokens,
         auth: Arc::new(auth),
         credentials: Arc::new(credentials),
         users,
@@ -763,6 +786,11 @@ async fn purge_sessions_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired session data"),
             Err(error) => tracing::warn!(%error, "purging expired session data failed"),
+        }
+        match store.purge_expired_tokens(clock.now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired agent tokens"),
+            Err(error) => tracing::warn!(%error, "purging expired agent tokens failed"),
         }
     }
 }

@@ -63,14 +63,27 @@ const LIMIT_LAYERS: [(&str, &[&str]); 5] = [
 pub const CREDENTIAL_OPERATIONS: [&str; 8] = [
     "create", "list", "get", "update", "delete", "rotate", "reveal", "audit",
 ];
-const AUTH_METHODS: [&str; 4] = ["password", "refresh", "jwt", "api_key"];
-const KEY_VALIDATION_RESULTS: [&str; 6] = [
+const AUTH_METHODS: [&str; 5] = ["password", "refresh", "jwt", "api_key", "token"];
+const TOKEN_VALIDATION_RESULTS: [&str; 9] = [
+    "valid",
+    "malformed",
+    "not_found",
+    "expired",
+    "revoked",
+    "exhausted",
+    "ip_not_allowed",
+    "owner_disabled",
+    "error",
+];
+const KEY_VALIDATION_RESULTS: [&str; 8] = [
     "valid",
     "malformed",
     "not_found",
     "expired",
     "revoked",
     "owner_disabled",
+    "ip_not_allowed",
+    "error",
 ];
 
 /// Creates every counter whose label set is known at 0, so alerts and dashboards (`rate()`,
@@ -93,6 +106,9 @@ fn register_known_series() {
     }
     for result in KEY_VALIDATION_RESULTS {
         counter!("api_key_validations_total", "result" => result).increment(0);
+    }
+    for result in TOKEN_VALIDATION_RESULTS {
+        counter!("agent_token_validations_total", "result" => result).increment(0);
     }
     for provider in koryphaios_core::credentials::PROVIDERS {
         gauge!("credentials_stored", "provider" => *provider).set(0.0);
@@ -166,9 +182,16 @@ pub fn auth_attempt(method: &'static str, success: bool) {
     counter!("auth_attempts_total", "method" => method, "result" => if success { "success" } else { "failure" }).increment(1);
 }
 
-/// An API key checked (on a request or by `/keys/verify`): `result` is valid, malformed, not_found, expired or revoked.
+/// An API key checked (on a request or by `/keys/verify`): `result` is valid, malformed, not_found, expired,
+/// revoked, owner_disabled, ip_not_allowed or error.
 pub fn api_key_validation(result: &'static str) {
     counter!("api_key_validations_total", "result" => result).increment(1);
+}
+
+/// An agent token checked on a request: `result` is valid, malformed, not_found, expired,
+/// revoked, exhausted, ip_not_allowed, owner_disabled or error.
+pub fn token_validation(result: &'static str) {
+    counter!("agent_token_validations_total", "result" => result).increment(1);
 }
 
 /// A rate-limit layer's verdict for a request.

@@ -54,13 +54,28 @@ fn principal_tier(principal: &Principal) -> Tier {
 
 /// The counters a principal's requests use, with the tier of each: always the user's (every
 /// session and key of a user shares it, at the user's tier), and for an API key whose own tier
-/// is lower, the key's too (at the key's tier).
+/// is lower, the key's too (at the key's tier). An agent token counts as the key that minted it
+/// (a key cannot escape its counters through its tokens).
 fn principal_identity(principal: &Principal) -> Vec<(String, Tier)> {
     let key = match &principal.method {
         AuthMethod::ApiKey { key_id, tier, .. } => Some((key_id, *tier)),
+        AuthMethod::Token(grant) => grant.parent_key.as_ref().map(|key| (key, grant.tier)),
         AuthMethod::Session { .. } => None,
     };
     tier_counters(&principal.user_id, principal.tier, key)
+}
+
+/// A key's own per-minute limit, with the key it counts under (a token shares its key's).
+fn own_limit(principal: &Principal) -> Option<(&ApiKeyId, u32)> {
+    match &principal.method {
+        AuthMethod::ApiKey {
+            key_id,
+            rate_limit_per_minute: Some(limit),
+            ..
+        } => Some((key_id, *limit)),
+        AuthMethod::Token(grant) => grant.parent_key.as_ref().zip(grant.parent_rate_limit_per_minute),
+        AuthMethod::ApiKey { .. } | AuthMethod::Session { .. } => None,
+    }
 }
 
 /// The tier counters of a user's request, made with `key` when it is an API key's.
@@ -128,6 +143,14 @@ impl RateLimits {
                     layer: Layer::Tier,
                     key: key.clone(),
                     rule: Rule::per_window(self.config.tier_limit(*tier), minute),
+                    mode: Mode::Consume,
+                });
+            }
+            if let Some((key_id, limit)) = own_limit(principal) {
+                checks.push(LimitCheck {
+                    layer: Layer::Tier,
+                    key: format!("keylimit:{key_id}"),
+                    rule: Rule::per_window(u64::from(limit), minute),
                     mode: Mode::Consume,
                 });
             }

@@ -13,6 +13,7 @@ use koryphaios_core::credentials::CredentialService;
 use koryphaios_core::envelope::hierarchy::KeyHierarchy;
 use koryphaios_core::session::AuthService;
 use koryphaios_core::store::Store;
+use koryphaios_core::tokens::TokenService;
 use koryphaios_core::users::UserAdminService;
 
 use crate::rate_limits::RateLimits;
@@ -43,6 +44,8 @@ pub struct AppServices {
     pub auth: Arc<AuthService>,
     /// API key use cases (and request authentication by key).
     pub api_keys: Arc<ApiKeyService>,
+    /// Agent token use cases (and request authentication by token).
+    pub tokens: Arc<TokenService>,
     /// Audit log use cases.
     pub audit: Arc<AuditService>,
     /// Credential use cases.

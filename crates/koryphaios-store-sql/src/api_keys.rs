@@ -6,16 +6,17 @@ use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::ids::{ApiKeyId, UserId};
 use koryphaios_core::pagination::PageRequest;
-use koryphaios_core::scope::{Scope, ScopeSet};
+use koryphaios_core::scope::ScopeSet;
 use koryphaios_core::secret::TokenHash;
-use koryphaios_core::store::{ApiKeyStore, StoreError, StoreResult};
+use koryphaios_core::networks::AllowedNetworks;
+use koryphaios_core::store::{ApiKeyChange, ApiKeyStore, StoreError, StoreResult};
 use koryphaios_core::users::Role;
 use time::OffsetDateTime;
 
 use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
-use crate::rows::{decode_err, instant};
+use crate::rows::{decode_err, instant, networks, optional_u32, scopes_from_text};
 use crate::store::SqlStore;
 
 /// A `WITH` clause naming `descendants`: every key created through key `$1` (its children,
@@ -36,7 +37,8 @@ fn descendants<B: Backend>() -> String {
     )
 }
 
-fn scopes_text(scopes: &ScopeSet) -> String {
+/// The stored form of a scope set: space-separated.
+pub(crate) fn scopes_text(scopes: &ScopeSet) -> String {
     scopes
         .iter()
         .map(ToString::to_string)
@@ -55,13 +57,7 @@ fn key_from_row(row: &impl Columns) -> Result<ApiKey, sqlx::Error> {
         user_id: UserId::parse(&user_id).map_err(decode_err)?,
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
-        scopes: ScopeSet::new(
-            scopes
-                .split_whitespace()
-                .map(str::parse::<Scope>)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(decode_err)?,
-        ),
+        scopes: scopes_from_text(&scopes)?,
         tier: Tier::parse(&tier).ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
         metadata: serde_json::from_str(&metadata).map_err(decode_err)?,
         created_at: from_unix_ms(row.try_get("created_at")?),
@@ -74,6 +70,8 @@ fn key_from_row(row: &impl Columns) -> Result<ApiKey, sqlx::Error> {
             .try_get::<Option<String>>("parent_id")?
             .map(|id| ApiKeyId::parse(&id).map_err(decode_err))
             .transpose()?,
+        allowed_networks: networks(row, "allowed_cidrs")?,
+        rate_limit_per_minute: optional_u32(row, "rate_limit_per_minute")?,
     })
 }
 
@@ -107,8 +105,9 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
             }
         }
         Query::<B::Db>::new(
-            "INSERT INTO api_keys (id, user_id, name, prefix, scopes, tier, metadata, created_at, updated_at, expires_at, parent_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO api_keys (id, user_id, name, prefix, scopes, tier, metadata, created_at, updated_at, expires_at, parent_id,
+                                   allowed_cidrs, rate_limit_per_minute)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(key.id.as_str())
         .bind(key.user_id.as_str())
@@ -121,6 +120,8 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         .bind(to_unix_ms(key.updated_at))
         .bind(key.expires_at.map(to_unix_ms))
         .bind(key.parent_id.as_ref().map(ApiKeyId::as_str))
+        .bind(key.allowed_networks.to_stored())
+        .bind(key.rate_limit_per_minute.map(i64::from))
         .execute(&mut tx)
         .await
         .map_err(B::map_err)?;
@@ -177,25 +178,30 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         &self,
         owner: &UserId,
         id: &ApiKeyId,
-        name: Option<&str>,
-        scopes: Option<&ScopeSet>,
-        tier: Option<Tier>,
+        change: &ApiKeyChange<'_>,
         now: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<Option<ApiKey>> {
         let mut tx = self.backend.write().await?;
-        // `revoked_at IS NULL` is re-checked after a concurrent revoke commits.
+        // `revoked_at IS NULL` is re-checked after a concurrent revoke commits. The nullable
+        // columns take a flag (set or keep) besides their value, since NULL is a value there.
         let row = Query::<B::Db>::new(
             "UPDATE api_keys SET name = COALESCE($1, name), scopes = COALESCE($2, scopes),
-                                 tier = COALESCE($3, tier), updated_at = $4
+                                 tier = COALESCE($3, tier), updated_at = $4,
+                                 allowed_cidrs = CASE WHEN $7 THEN $8 ELSE allowed_cidrs END,
+                                 rate_limit_per_minute = CASE WHEN $9 THEN $10 ELSE rate_limit_per_minute END
              WHERE id = $5 AND user_id = $6 AND revoked_at IS NULL RETURNING *",
         )
-        .bind(name)
-        .bind(scopes.map(scopes_text))
-        .bind(tier.map(Tier::as_str))
+        .bind(change.name)
+        .bind(change.scopes.map(scopes_text))
+        .bind(change.tier.map(Tier::as_str))
         .bind(to_unix_ms(now))
         .bind(id.as_str())
         .bind(owner.as_str())
+        .bind(change.allowed_networks.is_some())
+        .bind(change.allowed_networks.and_then(AllowedNetworks::to_stored))
+        .bind(change.rate_limit_per_minute.is_some())
+        .bind(change.rate_limit_per_minute.flatten().map(i64::from))
         .fetch_optional(&mut tx)
         .await
         .map_err(B::map_err)?;

@@ -35,6 +35,7 @@ mod rows;
 mod sealed_keys;
 mod sessions;
 mod store;
+mod tokens;
 mod users;
 
 pub use backend::{Backend, Conn};

@@ -31,6 +31,7 @@ macro_rules! embedded_migrations {
             5 "audit_chain_head" "0005",
             6 "user_tiers" "0006",
             7 "sealed_keys" "0007",
+            8 "agent_tokens" "0008",
         ]
     };
     ($($version:literal $name:literal $number:literal,)*) => {

@@ -1,8 +1,11 @@
-//! Row mappings shared by several ports: users (never their password hash) and wrapped keys.
+//! Row mappings shared by several ports: users (never their password hash), wrapped keys, and
+//! the policy columns of keys and tokens (scopes, networks, per-minute limits).
 
 use koryphaios_core::clock::from_unix_ms;
 use koryphaios_core::envelope::WrappedDek;
 use koryphaios_core::ids::UserId;
+use koryphaios_core::networks::AllowedNetworks;
+use koryphaios_core::scope::{Scope, ScopeSet};
 use koryphaios_core::store::StoreResult;
 use koryphaios_core::tier::Tier;
 use koryphaios_core::users::{Role, User};
@@ -71,4 +74,26 @@ pub(crate) fn wrap_from_row(
         kek_version: row.try_get("kek_version")?,
         ciphertext: row.try_get(ciphertext)?,
     })
+}
+
+/// A scope set column (space-separated scopes).
+pub(crate) fn scopes_from_text(text: &str) -> Result<ScopeSet, sqlx::Error> {
+    text.split_whitespace()
+        .map(str::parse::<Scope>)
+        .collect::<Result<Vec<_>, _>>()
+        .map(ScopeSet::new)
+        .map_err(decode_err)
+}
+
+/// A networks column (space-separated CIDRs, NULL for anywhere).
+pub(crate) fn networks(row: &impl Columns, column: &str) -> Result<AllowedNetworks, sqlx::Error> {
+    AllowedNetworks::from_stored(row.try_get::<Option<String>>(column)?.as_deref())
+        .map_err(decode_err)
+}
+
+/// An optional non-negative count or limit column (a per-minute limit, a use limit).
+pub(crate) fn optional_u32(row: &impl Columns, column: &str) -> Result<Option<u32>, sqlx::Error> {
+    row.try_get::<Option<i64>>(column)?
+        .map(|n| u32::try_from(n).map_err(decode_err))
+        .transpose()
 }

@@ -2,8 +2,7 @@
 //! usage counters, so verifying a key usually touches no database at all.
 //!
 //! Revocation semantics: a change made through this instance invalidates its cache entries at
-//! once (next request); other instances see it when their entry expires, after at most
-//! [`KeyCache::TTL`].
+//! once (next request); other instances see it when their entry expires, after at most [`TTL`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,20 +13,34 @@ use time::OffsetDateTime;
 use super::KeyLookup;
 use crate::ids::{ApiKeyId, UserId};
 
-/// Cached lookups by key hash.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Instant, KeyLookup)>>,
+/// Cached lookups by secret hash (of API keys, and of agent tokens): trusted for [`TTL`].
+#[derive(Debug)]
+pub struct LookupCache<T> {
+    entries: Mutex<HashMap<String, (Instant, T)>>,
 }
 
-impl KeyCache {
+impl<T> Default for LookupCache<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// How long a lookup is trusted: the bound on cross-instance revocation delay.
+pub const TTL: Duration = Duration::from_millis(900);
+
+/// The cache of API key lookups.
+pub type KeyCache = LookupCache<KeyLookup>;
+
+impl<T: Clone> LookupCache<T> {
     /// How long a lookup is trusted: the bound on cross-instance revocation delay.
-    pub const TTL: Duration = Duration::from_millis(900);
+    pub const TTL: Duration = TTL;
     /// Beyond this many entries the cache is cleared (a flood of distinct keys cannot grow it).
     const MAX_ENTRIES: usize = 100_000;
 
     /// A fresh cached lookup for `hash`, if any.
-    pub fn get(&self, hash: &str) -> Option<KeyLookup> {
+    pub fn get(&self, hash: &str) -> Option<T> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(hash)
@@ -37,7 +50,7 @@ impl KeyCache {
 
     /// Remembers a lookup read from the store by a query that started at `queried_at` (the
     /// entry ages from then, so the revocation bound holds however slow the query was).
-    pub fn put(&self, hash: String, lookup: KeyLookup, queried_at: Instant) {
+    pub fn put(&self, hash: String, lookup: T, queried_at: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= Self::MAX_ENTRIES {
             entries.retain(|_, (fetched, _)| fetched.elapsed() < Self::TTL);
@@ -48,24 +61,29 @@ impl KeyCache {
         entries.insert(hash, (queried_at, lookup));
     }
 
+    /// Forgets every entry `stale` picks (after a change made on this instance).
+    pub fn forget(&self, stale: impl Fn(&T) -> bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, lookup)| !stale(lookup));
+    }
+}
+
+impl LookupCache<KeyLookup> {
     /// Forgets every entry of one key (after revoke, roll or update on this instance).
     pub fn invalidate(&self, key: &ApiKeyId) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (_, lookup)| &lookup.key.id != key);
+        self.forget(|lookup| &lookup.key.id == key);
     }
 
     /// Forgets one key's entries and those of every key created by a key (after a revoke or
     /// roll, which reach a key's descendants; a descendant's ancestry is not cached, so every
     /// child key is re-read once).
     pub fn invalidate_with_children(&self, key: &ApiKeyId) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (_, lookup)| &lookup.key.id != key && lookup.key.parent_id.is_none());
+        self.forget(|lookup| &lookup.key.id == key || lookup.key.parent_id.is_some());
     }
 
     /// Forgets every entry of one owner's keys (after an admin changed the owner).
     pub fn invalidate_owner(&self, owner: &UserId) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (_, lookup)| &lookup.key.user_id != owner);
+        self.forget(|lookup| &lookup.key.user_id == owner);
     }
 }
 

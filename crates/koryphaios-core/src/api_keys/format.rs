@@ -1,5 +1,6 @@
 //! The API key format: `kor_` + 43 random base62 characters (≥ 256 bits) + a 6-character base62
-//! CRC32 of everything before it.
+//! CRC32 of everything before it. Agent tokens use the same format under their own prefix
+//! (`kat_`), so both are recognisable, checksummed and parsed by one function.
 //!
 //! The checksum lets leaked-key scanners confirm a key offline, and lets the service reject
 //! malformed keys before any lookup. Keys are stored as SHA-256; the plaintext is shown once.
@@ -10,6 +11,8 @@ use crate::secret::{RandomError, TokenHash, random_bytes};
 
 /// Every key starts with this.
 pub const KEY_PREFIX: &str = "kor_";
+/// Every agent token starts with this.
+pub const TOKEN_PREFIX: &str = "kat_";
 /// Random base62 characters after the prefix.
 const BODY_CHARS: usize = 43;
 /// Base62 characters of the checksum.
@@ -25,7 +28,7 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedKey {
     /// It does not start with `kor_`.
-    #[error("an API key starts with kor_")]
+    #[error("the secret does not start with its prefix (kor_ for a key, kat_ for a token)")]
     Prefix,
     /// It is not exactly [`KEY_LEN`] characters.
     #[error("an API key is {KEY_LEN} characters long")]
@@ -66,9 +69,16 @@ impl ParsedKey {
     }
 }
 
-/// Checks prefix, length, alphabet and checksum, without touching storage.
+/// Checks prefix, length, alphabet and checksum of an API key, without touching storage.
 pub fn parse(candidate: &str) -> Result<ParsedKey, MalformedKey> {
-    if !candidate.starts_with(KEY_PREFIX) {
+    parse_with(KEY_PREFIX, candidate)
+}
+
+/// Checks a secret of this format under `prefix` ([`KEY_PREFIX`] or [`TOKEN_PREFIX`]; both are
+/// four characters long, so every length here holds for both).
+pub fn parse_with(prefix: &str, candidate: &str) -> Result<ParsedKey, MalformedKey> {
+    debug_assert_eq!(prefix.len(), KEY_PREFIX.len());
+    if !candidate.starts_with(prefix) {
         return Err(MalformedKey::Prefix);
     }
     if candidate.len() != KEY_LEN {
@@ -88,10 +98,16 @@ pub fn parse(candidate: &str) -> Result<ParsedKey, MalformedKey> {
     })
 }
 
-/// A new key.
+/// A new API key.
 pub fn generate() -> Result<(SecretString, ParsedKey), RandomError> {
+    generate_with(KEY_PREFIX)
+}
+
+/// A new secret of this format under `prefix`.
+pub fn generate_with(prefix: &str) -> Result<(SecretString, ParsedKey), RandomError> {
+    debug_assert_eq!(prefix.len(), KEY_PREFIX.len());
     let mut body = String::with_capacity(KEY_LEN);
-    body.push_str(KEY_PREFIX);
+    body.push_str(prefix);
     // Rejection sampling keeps every character uniform over the 62 symbols.
     while body.len() < KEY_PREFIX.len() + BODY_CHARS {
         for byte in random_bytes::<64>()? {
@@ -162,6 +178,22 @@ mod tests {
         assert_eq!(
             parse(&"x".repeat(10_000)).unwrap_err(),
             MalformedKey::Prefix
+        );
+    }
+
+    #[test]
+    fn tokens_and_keys_are_told_apart_by_prefix() {
+        let (token, _) = generate_with(TOKEN_PREFIX).unwrap();
+        let token = token.expose_secret();
+        assert!(token.starts_with(TOKEN_PREFIX));
+        assert!(parse_with(TOKEN_PREFIX, token).is_ok());
+        assert_eq!(parse(token).unwrap_err(), MalformedKey::Prefix);
+        // The checksum covers the prefix: a key relabelled as a token is not a token.
+        let (key, _) = generate().unwrap();
+        let relabelled = key.expose_secret().replacen(KEY_PREFIX, TOKEN_PREFIX, 1);
+        assert_eq!(
+            parse_with(TOKEN_PREFIX, &relabelled).unwrap_err(),
+            MalformedKey::Checksum
         );
     }
 

@@ -5,7 +5,7 @@ mod cache;
 pub mod format;
 mod service;
 
-pub use cache::{KeyCache, UsageRecorder};
+pub use cache::{KeyCache, LookupCache, UsageRecorder};
 pub use service::{
     ApiKeyAuthError, ApiKeyAuthOutcome, ApiKeyError, ApiKeyService, KeyVerification,
     NewApiKeyInput, UpdateApiKeyInput, actions,
@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::ids::{ApiKeyId, UserId};
+use crate::networks::AllowedNetworks;
 use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
 use crate::users::Role;
@@ -53,6 +54,10 @@ pub struct ApiKey {
     pub usage_count: i64,
     /// The key that created this one, if a key did (it never outlives or survives its parent).
     pub parent_id: Option<ApiKeyId>,
+    /// Where it may be used from (empty: anywhere).
+    pub allowed_networks: AllowedNetworks,
+    /// Its own requests-per-minute limit, at most its tier's (`None`: the tier's alone).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// What verification reads for a presented key hash.
@@ -128,6 +133,24 @@ pub fn check_scopes(raw: &[String]) -> Result<ScopeSet, FieldError> {
         ));
     }
     Ok(ScopeSet::new(scopes))
+}
+
+/// The highest per-key limit accepted when no tier limit applies (rate limiting off).
+pub const MAX_RATE_LIMIT_PER_MINUTE: u32 = 1_000_000;
+
+/// Checks a key's own per-minute limit: 1 to `tier_limit` (the key's tier's limit, when rate
+/// limiting is on).
+pub fn check_rate_limit(per_minute: i64, tier_limit: Option<u32>) -> Result<u32, FieldError> {
+    let most = tier_limit.unwrap_or(MAX_RATE_LIMIT_PER_MINUTE);
+    u32::try_from(per_minute)
+        .ok()
+        .filter(|n| (1..=most).contains(n))
+        .ok_or_else(|| {
+            FieldError::new(
+                "rateLimit.perMinute",
+                format!("must be 1 to {most} (the key's tier allows no more)"),
+            )
+        })
 }
 
 /// Checks a tier name.

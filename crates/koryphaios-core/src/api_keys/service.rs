@@ -1,6 +1,7 @@
 //! The API key use cases: create, list, get, update, revoke, roll, and verification (both for
 //! authenticating requests and for `POST /api/v1/keys/verify`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -10,18 +11,19 @@ use time::{Duration, OffsetDateTime};
 use super::cache::{KeyCache, UsageRecorder};
 use super::format::{self, MalformedKey};
 use super::{
-    ApiKey, KeyLookup, MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, Tier, check_name, check_scopes,
-    check_tier,
+    ApiKey, KeyLookup, MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, Tier, check_name, check_rate_limit,
+    check_scopes, check_tier,
 };
 use crate::access::{self, Attempt, Refusal};
 use crate::audit::{AuditEntry, RequestContext};
 use crate::clock::Clock;
 use crate::credentials::check_metadata;
 use crate::ids::{ApiKeyId, UserId};
+use crate::networks::AllowedNetworks;
 use crate::pagination::{After, Page, PageRequest};
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
-use crate::store::{Store, StoreError};
+use crate::store::{ApiKeyChange, Store, StoreError};
 use crate::validation::{FieldError, ValidationErrors, Validator};
 
 const RESOURCE: &str = "api_key";
@@ -53,6 +55,10 @@ pub struct NewApiKeyInput {
     pub expires_in_days: Option<i64>,
     /// A JSON object ≤ 2 KB.
     pub metadata: Option<Value>,
+    /// Where the key may be used from (a key's child: within the parent's networks).
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// The key's own requests-per-minute limit, at most its tier's.
+    pub rate_limit_per_minute: Option<i64>,
 }
 
 /// What `update` takes.
@@ -64,6 +70,10 @@ pub struct UpdateApiKeyInput {
     pub scopes: Option<Vec<String>>,
     /// A new tier.
     pub tier: Option<String>,
+    /// New networks (`[]`: anywhere).
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// A new per-minute limit (`Some(None)`: none but the tier's).
+    pub rate_limit_per_minute: Option<Option<i64>>,
 }
 
 /// Why a key management use case refused.
@@ -84,6 +94,9 @@ pub enum ApiKeyError {
     /// The calling key was revoked or expired while it created a key.
     #[error("the calling API key is no longer live")]
     ParentGone,
+    /// An agent token tried to create or manage an API key.
+    #[error("an agent token cannot create or manage API keys")]
+    TokenCannotMint,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -127,6 +140,10 @@ pub enum ApiKeyAuthError {
     /// The key's owner was disabled by an admin.
     #[error("OWNER_DISABLED")]
     OwnerDisabled,
+    /// Presented from outside the key's `allowedCidrs` (request authentication only: `verify`
+    /// does not know the original client's address).
+    #[error("IP_NOT_ALLOWED")]
+    IpNotAllowed,
 }
 
 impl ApiKeyAuthError {
@@ -138,6 +155,7 @@ impl ApiKeyAuthError {
             ApiKeyAuthError::Expired => "EXPIRED",
             ApiKeyAuthError::Revoked => "REVOKED",
             ApiKeyAuthError::OwnerDisabled => "OWNER_DISABLED",
+            ApiKeyAuthError::IpNotAllowed => "IP_NOT_ALLOWED",
         }
     }
 }
@@ -167,6 +185,7 @@ pub struct ApiKeyService {
     clock: Arc<dyn Clock>,
     cache: KeyCache,
     usage: UsageRecorder,
+    tier_limits: Option<[u32; 4]>,
 }
 
 impl ApiKeyService {
@@ -177,6 +196,54 @@ impl ApiKeyService {
             clock,
             cache: KeyCache::default(),
             usage: UsageRecorder::default(),
+            tier_limits: None,
+        }
+    }
+
+    /// Caps a key's own `rateLimit` at its tier's requests per minute (`limits` indexed by
+    /// [`Tier`], when rate limiting is on).
+    pub fn with_tier_limits(mut self, limits: [u32; 4]) -> Self {
+        self.tier_limits = Some(limits);
+        self
+    }
+
+    fn tier_limit(&self, tier: Tier) -> Option<u32> {
+        self.tier_limits.map(|limits| limits[tier as usize])
+    }
+
+    /// Refuses an agent token (audited): tokens never create or manage keys.
+    async fn refuse_token(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        attempted: &str,
+        id: Option<&ApiKeyId>,
+    ) -> Result<(), ApiKeyError> {
+        if principal.token().is_none() {
+            return Ok(());
+        }
+        access::deny_token_restriction(
+            &*self.store,
+            &*self.clock,
+            principal,
+            context,
+            "mint",
+            attempt(attempted, id),
+        )
+        .await?;
+        Err(ApiKeyError::TokenCannotMint)
+    }
+
+    /// The networks of the calling key (a key's child stays inside them), or none.
+    async fn caller_networks(&self, principal: &Principal) -> Result<AllowedNetworks, ApiKeyError> {
+        match &principal.method {
+            AuthMethod::ApiKey { key_id, .. } => Ok(self
+                .store
+                .find_api_key(&principal.user_id, key_id)
+                .await?
+                .map(|key| key.allowed_networks)
+                .unwrap_or_default()),
+            AuthMethod::Session { .. } | AuthMethod::Token(_) => Ok(AllowedNetworks::default()),
         }
     }
 
@@ -297,10 +364,16 @@ impl ApiKeyService {
         context: &RequestContext,
         input: NewApiKeyInput,
     ) -> Result<(ApiKey, SecretString), ApiKeyError> {
+        self.refuse_token(principal, context, actions::CREATE, None)
+            .await?;
         self.require(principal, context, Scope::Write, actions::CREATE, None)
             .await?;
         let mut checks = Validator::default();
         checks.check(check_name(&input.name));
+        let networks = match &input.allowed_cidrs {
+            None => Some(AllowedNetworks::default()),
+            Some(raw) => checks.check(AllowedNetworks::parse("allowedCidrs", raw)),
+        };
         let scopes = checks.check(
             input
                 .scopes
@@ -326,13 +399,34 @@ impl ApiKeyService {
             None => Some(Map::new()),
             Some(value) => checks.check(check_metadata(value)),
         };
+        let rate_limit = match (input.rate_limit_per_minute, tier) {
+            (Some(raw), Some(tier)) => checks
+                .check(check_rate_limit(raw, self.tier_limit(tier)))
+                .map(Some),
+            (_, _) => Some(None),
+        };
         checks.finish()?;
-        let (Some(scopes), Some(tier), Some(metadata)) = (scopes, tier, metadata) else {
+        let (Some(scopes), Some(tier), Some(metadata), Some(networks), Some(rate_limit)) =
+            (scopes, tier, metadata, networks, rate_limit)
+        else {
             return Err(ApiKeyError::Internal("validated fields missing".into()));
         };
         self.check_grantable(principal, context, &scopes, actions::CREATE, None)
             .await?;
         Self::check_tier_grantable(principal, tier)?;
+        let caller_networks = self.caller_networks(principal).await?;
+        // A key's child inherits the key's networks, or narrows them.
+        let allowed_networks = match input.allowed_cidrs {
+            None => caller_networks,
+            Some(_) if networks.is_within(&caller_networks) => networks,
+            Some(_) => {
+                return Err(ValidationErrors::single(
+                    "allowedCidrs",
+                    "must lie within the calling key's allowedCidrs",
+                )
+                .into());
+            }
+        };
         let now = self.clock.now();
         let (secret, parsed) =
             format::generate().map_err(|e| ApiKeyError::Internal(e.to_string()))?;
@@ -341,7 +435,7 @@ impl ApiKeyService {
             AuthMethod::ApiKey {
                 key_id, expires_at, ..
             } => (Some(key_id.clone()), *expires_at),
-            AuthMethod::Session { .. } => (None, None),
+            AuthMethod::Session { .. } | AuthMethod::Token(_) => (None, None),
         };
         let requested_expiry = input.expires_in_days.map(|days| now + Duration::days(days));
         let expires_at = match (requested_expiry, parent_expires_at) {
@@ -363,6 +457,8 @@ impl ApiKeyService {
             last_used_at: None,
             usage_count: 0,
             parent_id,
+            allowed_networks,
+            rate_limit_per_minute: rate_limit,
         };
         let mut details = Map::new();
         details.insert("name".into(), json!(key.name));
@@ -377,6 +473,15 @@ impl ApiKeyService {
         );
         details.insert("tier".into(), json!(key.tier.as_str()));
         details.insert("prefix".into(), json!(key.prefix));
+        if !key.allowed_networks.is_unrestricted() {
+            details.insert(
+                "allowedCidrs".into(),
+                json!(key.allowed_networks.to_strings()),
+            );
+        }
+        if let Some(per_minute) = key.rate_limit_per_minute {
+            details.insert("rateLimitPerMinute".into(), json!(per_minute));
+        }
         if let Some(parent) = &key.parent_id {
             details.insert("parentKeyId".into(), json!(parent.as_str()));
         }
@@ -432,6 +537,8 @@ impl ApiKeyService {
         id: &ApiKeyId,
         input: UpdateApiKeyInput,
     ) -> Result<ApiKey, ApiKeyError> {
+        self.refuse_token(principal, context, actions::UPDATE, Some(id))
+            .await?;
         self.require(principal, context, Scope::Write, actions::UPDATE, Some(id))
             .await?;
         let mut checks = Validator::default();
@@ -446,15 +553,53 @@ impl ApiKeyService {
             .tier
             .as_deref()
             .and_then(|raw| checks.check(check_tier(raw)));
-        if input.name.is_none() && input.scopes.is_none() && input.tier.is_none() {
+        let networks = input
+            .allowed_cidrs
+            .as_deref()
+            .and_then(|raw| checks.check(AllowedNetworks::parse("allowedCidrs", raw)));
+        if input.name.is_none()
+            && input.scopes.is_none()
+            && input.tier.is_none()
+            && input.allowed_cidrs.is_none()
+            && input.rate_limit_per_minute.is_none()
+        {
             checks.check::<()>(Err(FieldError::new(
                 "body",
-                "give at least one of name, scopes, rateLimitTier",
+                "give at least one of name, scopes, rateLimitTier, allowedCidrs, rateLimit",
             )));
         }
         checks.finish()?;
-        self.check_control(principal, context, id, actions::UPDATE)
+        let target = self
+            .check_control(principal, context, id, actions::UPDATE)
             .await?;
+        // The per-minute limit is checked against the tier the key will have.
+        let rate_limit = match input.rate_limit_per_minute {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(raw)) => Some(Some(
+                check_rate_limit(raw, self.tier_limit(tier.unwrap_or(target.tier)))
+                    .map_err(|e| ValidationErrors(vec![e]))?,
+            )),
+        };
+        let rate_limit = match (rate_limit, tier) {
+            // A lower tier lowers a limit above the new tier's with it.
+            (None, Some(tier)) => target
+                .rate_limit_per_minute
+                .zip(self.tier_limit(tier))
+                .filter(|(own, most)| own > most)
+                .map(|(_, most)| Some(most)),
+            (rate_limit, _) => rate_limit,
+        };
+        if let Some(networks) = &networks {
+            let caller = self.caller_networks(principal).await?;
+            if !networks.is_within(&caller) {
+                return Err(ValidationErrors::single(
+                    "allowedCidrs",
+                    "must lie within the calling key's allowedCidrs",
+                )
+                .into());
+            }
+        }
         if let Some(scopes) = &scopes {
             self.check_grantable(principal, context, scopes, actions::UPDATE, Some(id))
                 .await?;
@@ -467,6 +612,8 @@ impl ApiKeyService {
             ("name", input.name.is_some()),
             ("scopes", scopes.is_some()),
             ("rateLimitTier", tier.is_some()),
+            ("allowedCidrs", networks.is_some()),
+            ("rateLimit", rate_limit.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, set)| set.then_some(field))
@@ -478,9 +625,13 @@ impl ApiKeyService {
             .update_api_key(
                 &principal.user_id,
                 id,
-                input.name.as_deref(),
-                scopes.as_ref(),
-                tier,
+                &ApiKeyChange {
+                    name: input.name.as_deref(),
+                    scopes: scopes.as_ref(),
+                    tier,
+                    allowed_networks: networks.as_ref(),
+                    rate_limit_per_minute: rate_limit,
+                },
                 self.clock.now(),
                 &audit,
             )
@@ -497,6 +648,8 @@ impl ApiKeyService {
         context: &RequestContext,
         id: &ApiKeyId,
     ) -> Result<(), ApiKeyError> {
+        self.refuse_token(principal, context, actions::REVOKE, Some(id))
+            .await?;
         self.require(principal, context, Scope::Write, actions::REVOKE, Some(id))
             .await?;
         self.check_control(principal, context, id, actions::REVOKE)
@@ -527,6 +680,8 @@ impl ApiKeyService {
         id: &ApiKeyId,
         grace_seconds: Option<i64>,
     ) -> Result<(ApiKey, SecretString, OffsetDateTime), ApiKeyError> {
+        self.refuse_token(principal, context, actions::ROLL, Some(id))
+            .await?;
         self.require(principal, context, Scope::Write, actions::ROLL, Some(id))
             .await?;
         let grace = grace_seconds.unwrap_or(0);
@@ -616,10 +771,20 @@ impl ApiKeyService {
         )
     }
 
-    /// Authenticates a request's key: the principal acting for the key's owner, limited to the
-    /// key's scopes. Counts the use (flushed in batches, not written per request).
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, ApiKeyAuthOutcome> {
+    /// Authenticates a request's key from `client_ip`: the principal acting for the key's owner,
+    /// limited to the key's scopes, refused outside the key's networks. Counts the use (flushed
+    /// in batches, not written per request).
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Principal, ApiKeyAuthOutcome> {
         let found = self.lookup(presented).await?;
+        let networks = &found.key.allowed_networks;
+        // No address (not over TCP) cannot prove it is inside a network.
+        if !networks.is_unrestricted() && !client_ip.is_some_and(|ip| networks.allows(ip)) {
+            return Err(ApiKeyAuthOutcome::Denied(ApiKeyAuthError::IpNotAllowed));
+        }
         self.usage.record(&found.key.id, self.clock.now());
         let scopes = Self::effective_scopes(&found);
         let expires_at = match (found.key.expires_at, found.secret_expires_at) {
@@ -636,6 +801,7 @@ impl ApiKeyService {
                 key_id: found.key.id.clone(),
                 tier: found.key.tier,
                 expires_at,
+                rate_limit_per_minute: found.key.rate_limit_per_minute,
             },
         })
     }

@@ -51,6 +51,10 @@ pub mod actions {
     pub const AUDIT_PURGE: &str = "audit_purge";
 }
 
+/// The metadata field that carries an agent token's run id (the audit query's `runId` filter
+/// reads it through a generated column, so the hash chain covers it).
+pub const RUN_ID_KEY: &str = "runId";
+
 /// Where a request came from, for the record.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -71,7 +75,8 @@ pub struct AuditEntry {
     pub occurred_at: OffsetDateTime,
     /// The user the actor acts for.
     pub user_id: Option<UserId>,
-    /// Who acted: `user:usr_…` for a session, `key:key_…` for an API key (acting for `user_id`).
+    /// Who acted: `user:usr_…` for a session, `key:key_…` for an API key, `token:tok_…` for an
+    /// agent token (both acting for `user_id`).
     pub actor: String,
     /// What happened (see [`actions`]).
     pub action: String,
@@ -108,6 +113,7 @@ impl AuditEntry {
             user_id: Some(principal.user_id.clone()),
             actor: match &principal.method {
                 AuthMethod::ApiKey { key_id, .. } => format!("key:{key_id}"),
+                AuthMethod::Token(grant) => format!("token:{}", grant.token_id),
                 AuthMethod::Session { .. } => format!("user:{}", principal.user_id),
             },
             action: action.to_owned(),
@@ -118,8 +124,16 @@ impl AuditEntry {
             request_id: context.request_id.clone(),
             success: true,
             reason: None,
-            metadata: Map::new(),
+            metadata: principal
+                .run_id()
+                .map(|run| Map::from_iter([(RUN_ID_KEY.to_owned(), Value::from(run))]))
+                .unwrap_or_default(),
         }
+    }
+
+    /// The agent run the record belongs to (stamped by [`AuditEntry::new`] from a token).
+    pub fn run_id(&self) -> Option<&str> {
+        self.metadata.get(RUN_ID_KEY).and_then(Value::as_str)
     }
 
     /// A record of `action` by a caller who is not (yet) authenticated, named by `actor`
@@ -191,8 +205,13 @@ impl AuditEntry {
         self
     }
 
-    /// Adds sanitised metadata.
-    pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
+    /// Adds sanitised metadata. The run id stamped from the caller's token stays, and no
+    /// caller-built map can set or replace it.
+    pub fn with_metadata(mut self, mut metadata: Map<String, Value>) -> Self {
+        metadata.remove(RUN_ID_KEY);
+        if let Some(run) = self.metadata.remove(RUN_ID_KEY) {
+            metadata.insert(RUN_ID_KEY.to_owned(), run);
+        }
         self.metadata = sanitize(metadata);
         self
     }

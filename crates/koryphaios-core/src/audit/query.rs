@@ -26,6 +26,8 @@ pub struct AuditQuery {
     pub resource_type: Option<String>,
     /// Only this resource id.
     pub resource_id: Option<String>,
+    /// Only records caused by agent tokens of this run.
+    pub run_id: Option<String>,
     /// At or after this instant.
     pub start: Option<OffsetDateTime>,
     /// At or before this instant.
@@ -45,6 +47,7 @@ impl Default for AuditQuery {
             action: None,
             resource_type: None,
             resource_id: None,
+            run_id: None,
             start: None,
             end: None,
             success: None,

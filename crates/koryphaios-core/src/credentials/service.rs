@@ -86,6 +86,9 @@ pub enum CredentialError {
     /// The caller lacks a scope.
     #[error("missing scope {0}")]
     Forbidden(Scope),
+    /// The caller's agent token is limited to other credentials.
+    #[error("this token may not use that credential")]
+    CredentialNotAllowed,
     /// A concurrent rotation won; retry.
     #[error("the credential changed concurrently; retry")]
     Conflict,
@@ -168,6 +171,29 @@ impl CredentialService {
         )
         .await
         .map_err(CredentialError::from)
+    }
+
+    /// Refuses (and audits) a credential outside the caller's agent token's `credentialIds`.
+    async fn require_allowed_credential(
+        &self,
+        principal: &Principal,
+        context: &RequestContext,
+        attempted: &str,
+        id: &CredentialId,
+    ) -> Result<(), CredentialError> {
+        if principal.may_use_credential(id) {
+            return Ok(());
+        }
+        access::deny_token_restriction(
+            &*self.store,
+            &*self.clock,
+            principal,
+            context,
+            "credentialIds",
+            Attempt::on(attempted, RESOURCE, id.as_str()),
+        )
+        .await?;
+        Err(CredentialError::CredentialNotAllowed)
     }
 
     fn seal(
@@ -502,6 +528,8 @@ impl CredentialService {
             Some(id.as_str()),
         )
         .await?;
+        self.require_allowed_credential(principal, context, actions::CREDENTIAL_ACCESS, id)
+            .await?;
         let now = self.clock.now();
         let audit = AuditEntry::new(
             principal,
@@ -551,16 +579,43 @@ impl CredentialService {
         )
         .await?;
         let now = self.clock.now();
-        let found = match id {
-            Some(id) => {
+        let restricted = principal
+            .token()
+            .and_then(|grant| grant.credential_ids.as_deref());
+        let found = match (id, restricted) {
+            (Some(id), _) => {
+                self.require_allowed_credential(principal, context, actions::CREDENTIAL_USE, id)
+                    .await?;
                 self.store
                     .find_current_version(&principal.user_id, id)
                     .await?
             }
-            None => {
+            (None, None) => {
                 self.store
                     .find_newest_active_version(&principal.user_id, provider, now)
                     .await?
+            }
+            // A token limited to a few credentials uses the newest active one of them.
+            (None, Some(allowed)) => {
+                let mut newest: Option<(Credential, SealedVersion)> = None;
+                for id in allowed {
+                    let candidate = self
+                        .store
+                        .find_current_version(&principal.user_id, id)
+                        .await?
+                        .filter(|(credential, _)| {
+                            credential.provider == provider && credential.is_active(now)
+                        });
+                    newest = match (newest, candidate) {
+                        (Some(best), Some(next))
+                            if (next.0.created_at, &next.0.id) <= (best.0.created_at, &best.0.id) =>
+                        {
+                            Some(best)
+                        }
+                        (best, next) => next.or(best),
+                    };
+                }
+                newest
             }
         };
         let (credential, current) = found

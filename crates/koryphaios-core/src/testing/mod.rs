@@ -28,7 +28,8 @@ use crate::pagination::PageRequest;
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
-use crate::store::{KeyPurpose, SealedKey, VersionAdded};
+use crate::networks::AllowedNetworks;
+use crate::store::{ApiKeyChange, KeyPurpose, SealedKey, VersionAdded};
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Username};
 
@@ -991,6 +992,8 @@ fn api_key(owner: &User) -> ApiKey {
         last_used_at: None,
         usage_count: 0,
         parent_id: None,
+        allowed_networks: AllowedNetworks::default(),
+        rate_limit_per_minute: None,
     }
 }
 
@@ -1077,13 +1080,19 @@ pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Stor
         .await
         .expect("insert");
     let later = t0() + Duration::minutes(1);
+    let networks = AllowedNetworks::parse("allowedCidrs", &["10.0.0.0/8".to_owned()])
+        .expect("networks");
     let updated = store
         .update_api_key(
             &ada.id,
             &key.id,
-            Some("renamed"),
-            Some(&ScopeSet::new([Scope::Write])),
-            Some(Tier::Free),
+            &ApiKeyChange {
+                name: Some("renamed"),
+                scopes: Some(&ScopeSet::new([Scope::Write])),
+                tier: Some(Tier::Free),
+                allowed_networks: Some(&networks),
+                rate_limit_per_minute: Some(Some(30)),
+            },
             later,
             &key_audit(&ada, "api_key_update", &key.id),
         )
@@ -1094,14 +1103,19 @@ pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Stor
         (updated.name.as_str(), updated.tier, updated.updated_at),
         ("renamed", Tier::Free, later)
     );
+    assert_eq!(
+        (&updated.allowed_networks, updated.rate_limit_per_minute),
+        (&networks, Some(30))
+    );
     assert!(updated.scopes.allows(&Scope::Read) && !updated.scopes.allows(&Scope::Admin));
     let partial = store
         .update_api_key(
             &ada.id,
             &key.id,
-            None,
-            None,
-            Some(Tier::Enterprise),
+            &ApiKeyChange {
+                tier: Some(Tier::Enterprise),
+                ..ApiKeyChange::default()
+            },
             later,
             &key_audit(&ada, "api_key_update", &key.id),
         )
@@ -1112,14 +1126,36 @@ pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Stor
         (partial.name.as_str(), partial.tier),
         ("renamed", Tier::Enterprise)
     );
+    assert_eq!(
+        (&partial.allowed_networks, partial.rate_limit_per_minute),
+        (&networks, Some(30)),
+        "fields not named are kept"
+    );
+    let cleared = store
+        .update_api_key(
+            &ada.id,
+            &key.id,
+            &ApiKeyChange {
+                allowed_networks: Some(&AllowedNetworks::default()),
+                rate_limit_per_minute: Some(None),
+                ..ApiKeyChange::default()
+            },
+            later,
+            &key_audit(&ada, "api_key_update", &key.id),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert!(cleared.allowed_networks.is_unrestricted() && cleared.rate_limit_per_minute.is_none());
     assert!(
         store
             .update_api_key(
                 &bob.id,
                 &key.id,
-                Some("x"),
-                None,
-                None,
+                &ApiKeyChange {
+                    name: Some("x"),
+                    ..ApiKeyChange::default()
+                },
                 later,
                 &key_audit(&bob, "api_key_update", &key.id)
             )
@@ -1183,9 +1219,10 @@ pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Stor
             .update_api_key(
                 &ada.id,
                 &key.id,
-                Some("x"),
-                None,
-                None,
+                &ApiKeyChange {
+                    name: Some("x"),
+                    ..ApiKeyChange::default()
+                },
                 later,
                 &key_audit(&ada, "api_key_update", &key.id)
             )

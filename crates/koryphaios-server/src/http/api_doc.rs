@@ -24,6 +24,7 @@ use super::error::{ErrorBody, FieldDetail};
         (name = "auth", description = "Users and sessions"),
         (name = "credentials", description = "Provider credentials under envelope encryption"),
         (name = "keys", description = "API keys: issue, verify, roll, revoke"),
+        (name = "tokens", description = "Short-lived agent tokens: minted by a key or session for one agent run"),
         (name = "audit", description = "The tamper-evident audit log: query, verify, export"),
         (name = "users", description = "User administration (admins): roles, tiers, disabling"),
         (name = "proxy", description = "Credential brokering: call a provider with a stored key the caller never sees"),

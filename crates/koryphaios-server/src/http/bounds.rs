@@ -6,7 +6,11 @@
 //! Optional fields are nullable (`null` means absent, as serde reads it), so a fuzzer that sends
 //! `null` is not told the service should refuse it.
 
-use koryphaios_core::api_keys::{MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, MAX_NAME_CHARS, MAX_SCOPES};
+use koryphaios_core::api_keys::{
+    MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, MAX_NAME_CHARS, MAX_RATE_LIMIT_PER_MINUTE, MAX_SCOPES,
+};
+use koryphaios_core::networks::MAX_NETWORKS;
+use koryphaios_core::tokens::{MAX_CREDENTIAL_IDS, MAX_RUN_ID_CHARS, MAX_TTL_SECONDS, MAX_USES};
 use koryphaios_core::credentials::{KINDS, MAX_REASON_CHARS, MAX_SECRET_CHARS, PROVIDERS};
 use koryphaios_core::users::{PasswordPolicy, Role, Username};
 use koryphaios_core::{Scope, tier::Tier};
@@ -17,7 +21,7 @@ use utoipa::openapi::schema::{
 };
 
 /// No control characters (Unicode category Cc, what `char::is_control` refuses).
-const NO_CONTROL_CHARACTERS: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
+pub const NO_CONTROL_CHARACTERS: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
@@ -216,6 +220,77 @@ pub fn grace_period_seconds() -> RefOr<Schema> {
         0,
         MAX_GRACE_SECONDS,
         true,
+    )
+}
+
+/// An optional network list: at most [`MAX_NETWORKS`] IPv4/IPv6 CIDRs.
+pub fn cidrs() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .description(Some(format!(
+            "At most {MAX_NETWORKS} IPv4/IPv6 networks (`10.0.0.0/8`, `2001:db8::/32`, or a bare address) \
+             the credential may be used from, checked against the client address resolved through \
+             trusted proxies (403 `ip_not_allowed` elsewhere); empty or omitted: anywhere"
+        )))
+        .items(string().max_length(Some(64)))
+        .max_items(Some(MAX_NETWORKS))
+        .examples([serde_json::json!(["10.0.0.0/8", "2001:db8::/32"])])
+        .into()
+}
+
+/// A token's lifetime: 1 to [`MAX_TTL_SECONDS`].
+pub fn ttl_seconds() -> RefOr<Schema> {
+    integer(
+        "Seconds the token lives; never beyond the caller's own expiry (a key's, or the session's)",
+        1,
+        MAX_TTL_SECONDS,
+        false,
+    )
+}
+
+/// An optional use limit: 1 to [`MAX_USES`].
+pub fn max_uses() -> RefOr<Schema> {
+    integer(
+        "How many authenticated requests the token may make (the next: 401 `token_exhausted`), counted exactly across instances",
+        1,
+        MAX_USES,
+        true,
+    )
+}
+
+/// An optional run id: 1 to [`MAX_RUN_ID_CHARS`] characters, no control characters.
+pub fn run_id() -> RefOr<Schema> {
+    nullable_string()
+        .description(Some(
+            "The agent run the token belongs to, stamped on every audit record it causes",
+        ))
+        .min_length(Some(1))
+        .max_length(Some(MAX_RUN_ID_CHARS))
+        .pattern(Some(NO_CONTROL_CHARACTERS))
+        .into()
+}
+
+/// An optional credential restriction: 1 to [`MAX_CREDENTIAL_IDS`] of the caller's credential ids.
+pub fn credential_ids() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .description(Some(format!(
+            "1 to {MAX_CREDENTIAL_IDS} of the caller's credential ids: the only ones the token may \
+             reveal or use through the proxy (others: 403 `credential_not_allowed`)"
+        )))
+        .items(string().pattern(Some(koryphaios_core::CredentialId::pattern())))
+        .min_items(Some(1))
+        .max_items(Some(MAX_CREDENTIAL_IDS))
+        .into()
+}
+
+/// A key's own per-minute limit: 1 to [`MAX_RATE_LIMIT_PER_MINUTE`], and at most its tier's.
+pub fn per_minute() -> RefOr<Schema> {
+    integer(
+        "Requests per minute this key may make, at most its tier's limit (422 above it)",
+        1,
+        i64::from(MAX_RATE_LIMIT_PER_MINUTE),
+        false,
     )
 }
 

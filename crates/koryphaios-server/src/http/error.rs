@@ -12,6 +12,7 @@ use koryphaios_core::audit::service::AuditError;
 use koryphaios_core::credentials::CredentialError;
 use koryphaios_core::session::AuthError;
 use koryphaios_core::store::StoreError;
+use koryphaios_core::tokens::TokenError;
 use koryphaios_core::users::UserAdminError;
 use koryphaios_core::validation::{FieldError, ValidationErrors};
 use serde::Serialize;
@@ -145,6 +146,22 @@ impl ApiError {
     /// 403.
     pub fn forbidden(code: &'static str, message: &str) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// 403 for an agent token that tried to mint or manage tokens or keys.
+    pub fn token_cannot_mint() -> Self {
+        Self::forbidden(
+            "token_cannot_mint",
+            "An agent token cannot create or manage tokens or API keys; use the key or session that minted it",
+        )
+    }
+
+    /// 403 for a key or token used from outside its `allowedCidrs`.
+    pub fn ip_not_allowed() -> Self {
+        Self::forbidden(
+            "ip_not_allowed",
+            "This credential may not be used from your network address",
+        )
     }
 
     /// 403 for a caller whose user an admin disabled (login, session or key).
@@ -352,6 +369,10 @@ impl From<CredentialError> for ApiError {
             CredentialError::Validation(errors) => errors.into(),
             CredentialError::NotFound => Self::not_found(),
             CredentialError::Forbidden(scope) => Self::missing_scope(&scope),
+            CredentialError::CredentialNotAllowed => Self::forbidden(
+                "credential_not_allowed",
+                "This agent token may use only the credentials it was minted for",
+            ),
             CredentialError::Conflict => {
                 Self::conflict("conflict", "The credential changed concurrently; retry")
             }
@@ -393,8 +414,26 @@ impl From<ApiKeyError> for ApiError {
                 "The rate-limit tier may not exceed the owner's tier, nor the calling key's own",
             ),
             ApiKeyError::ParentGone => Self::unauthenticated("api_key_revoked", "API key revoked"),
+            ApiKeyError::TokenCannotMint => Self::token_cannot_mint(),
             ApiKeyError::Store(store) => store.into(),
             ApiKeyError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Validation(errors) => errors.into(),
+            TokenError::NotFound => Self::not_found(),
+            TokenError::Forbidden(scope) => Self::missing_scope(&scope),
+            TokenError::TokenCannotMint => Self::token_cannot_mint(),
+            TokenError::ParentGone => Self::unauthenticated(
+                "unauthenticated",
+                "The calling key or session ended; authenticate again",
+            ),
+            TokenError::Store(store) => store.into(),
+            TokenError::Internal(detail) => Self::internal(detail),
         }
     }
 }

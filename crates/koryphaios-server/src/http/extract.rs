@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, header};
 use koryphaios_core::api_keys::{ApiKeyAuthError, ApiKeyAuthOutcome, ApiKeyService};
 use koryphaios_core::audit::RequestContext;
 use koryphaios_core::ids::InvalidId;
-use koryphaios_core::{ApiKeyId, CredentialId, Principal, UserId};
+use koryphaios_core::tokens::{TokenAuthError, TokenAuthOutcome, TokenService};
+use koryphaios_core::{ApiKeyId, CredentialId, Principal, TokenId, UserId};
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -44,8 +45,46 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
-/// The longest `X-API-Key` value looked at (a key is 53 characters).
+/// The longest `X-API-Key` value looked at (a key or token is 53 characters).
 const MAX_API_KEY_HEADER: usize = 256;
+
+fn token_error(outcome: TokenAuthOutcome) -> ApiError {
+    match outcome {
+        TokenAuthOutcome::Denied(TokenAuthError::Expired) => {
+            ApiError::unauthenticated("token_expired", "Agent token expired")
+        }
+        TokenAuthOutcome::Denied(TokenAuthError::Revoked) => ApiError::unauthenticated(
+            "token_revoked",
+            "Agent token revoked (or the key or session that minted it ended)",
+        ),
+        TokenAuthOutcome::Denied(TokenAuthError::Exhausted) => {
+            ApiError::unauthenticated("token_exhausted", "Agent token has no uses left")
+        }
+        TokenAuthOutcome::Denied(TokenAuthError::IpNotAllowed) => ApiError::ip_not_allowed(),
+        TokenAuthOutcome::Denied(TokenAuthError::OwnerDisabled) => ApiError::user_disabled(),
+        TokenAuthOutcome::Denied(TokenAuthError::Malformed | TokenAuthError::NotFound) => {
+            ApiError::unauthenticated("invalid_token", "Invalid agent token")
+        }
+        TokenAuthOutcome::Store(error) => error.into(),
+    }
+}
+
+/// The `result` label of `agent_token_validations_total` for a token's outcome.
+fn token_validation_label(outcome: &Result<Principal, TokenAuthOutcome>) -> &'static str {
+    match outcome {
+        Ok(_) => "valid",
+        Err(TokenAuthOutcome::Denied(reason)) => match reason {
+            TokenAuthError::Malformed => "malformed",
+            TokenAuthError::NotFound => "not_found",
+            TokenAuthError::Expired => "expired",
+            TokenAuthError::Revoked => "revoked",
+            TokenAuthError::Exhausted => "exhausted",
+            TokenAuthError::IpNotAllowed => "ip_not_allowed",
+            TokenAuthError::OwnerDisabled => "owner_disabled",
+        },
+        Err(TokenAuthOutcome::Store(_)) => "error",
+    }
+}
 
 fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
     match outcome {
@@ -56,6 +95,7 @@ fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
             ApiError::unauthenticated("api_key_revoked", "API key revoked")
         }
         ApiKeyAuthOutcome::Denied(ApiKeyAuthError::OwnerDisabled) => ApiError::user_disabled(),
+        ApiKeyAuthOutcome::Denied(ApiKeyAuthError::IpNotAllowed) => ApiError::ip_not_allowed(),
         ApiKeyAuthOutcome::Denied(_) => {
             ApiError::unauthenticated("invalid_api_key", "Invalid API key")
         }
@@ -63,10 +103,22 @@ fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
     }
 }
 
+/// The client's address for a request: as the `client_ip` middleware resolved it (trusted
+/// proxies honoured), else the peer's.
+pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<ClientIp>().map(|ClientIp(ip)| *ip).or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip())
+    })
+}
+
 /// Authenticates a request by its headers: `X-API-Key`, or `Authorization: Bearer` with an API
-/// key (`kor_…`) or a session JWT. `Ok(None)` when it carries no credentials at all.
+/// key (`kor_…`), an agent token (`kat_…`) or a session JWT; keys and tokens are checked against
+/// their networks with `client_ip`. `Ok(None)` when it carries no credentials at all.
 pub async fn authenticate_headers(
     headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
     state: &AppState,
 ) -> Result<Option<Principal>, ApiError> {
     let api_key_header = headers.get("x-api-key").map(|value| {
@@ -80,11 +132,21 @@ pub async fn authenticate_headers(
     let bearer = bearer_token(headers)?;
     let presented_key = match (&api_key_header, bearer) {
         (Some(key), _) => Some(key.as_str()),
-        (None, Some(token)) if ApiKeyService::looks_like_key(token) => Some(token),
+        (None, Some(token))
+            if ApiKeyService::looks_like_key(token) || TokenService::looks_like_token(token) =>
+        {
+            Some(token)
+        }
         _ => None,
     };
+    if let Some(token) = presented_key.filter(|key| TokenService::looks_like_token(key)) {
+        let outcome = state.tokens.authenticate(token, client_ip).await;
+        crate::metrics::token_validation(token_validation_label(&outcome));
+        crate::metrics::auth_attempt("token", outcome.is_ok());
+        return outcome.map(Some).map_err(token_error);
+    }
     if let Some(key) = presented_key {
-        let outcome = state.api_keys.authenticate(key).await;
+        let outcome = state.api_keys.authenticate(key, client_ip).await;
         crate::metrics::api_key_validation(match &outcome {
             Ok(_) => "valid",
             Err(ApiKeyAuthOutcome::Denied(reason)) => validation_label(*reason),
@@ -111,6 +173,7 @@ pub fn validation_label(reason: ApiKeyAuthError) -> &'static str {
         ApiKeyAuthError::Expired => "expired",
         ApiKeyAuthError::Revoked => "revoked",
         ApiKeyAuthError::OwnerDisabled => "owner_disabled",
+        ApiKeyAuthError::IpNotAllowed => "ip_not_allowed",
     }
 }
 
@@ -125,7 +188,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Self(principal.clone()));
         }
-        let principal = authenticate_headers(&parts.headers, state)
+        let principal = authenticate_headers(&parts.headers, client_address(&parts.extensions), state)
             .await?
             .ok_or_else(|| {
                 ApiError::unauthenticated("unauthenticated", "Authentication required")
@@ -175,6 +238,7 @@ macro_rules! path_id {
 path_id!(CredentialId, "credential");
 path_id!(ApiKeyId, "API key");
 path_id!(UserId, "user");
+path_id!(TokenId, "agent token");
 
 /// The `{id}` path parameter as a typed id: a malformed one is refused with 400 `invalid_id`
 /// before the handler runs, and the OpenAPI document gives its pattern.

@@ -17,7 +17,7 @@ use koryphaios_core::ratelimit::{Decision, Layer, LayerResult};
 use serde_json::json;
 
 use crate::http::error::ApiError;
-use crate::http::extract::{ClientIp, authenticate_headers};
+use crate::http::extract::{ClientIp, authenticate_headers, client_address};
 use crate::http::middleware::request_context::RequestId;
 use crate::rate_limits::client_ip as resolve_client_ip;
 use crate::state::AppState;
@@ -105,7 +105,7 @@ pub async fn rate_limit(
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0);
     // Authenticate now so the tier layer joins the same decision; failures are left to the
     // handler's extractor, which answers 401.
-    let principal = authenticate_headers(request.headers(), &state)
+    let principal = authenticate_headers(request.headers(), client_address(request.extensions()), &state)
         .await
         .ok()
         .flatten();

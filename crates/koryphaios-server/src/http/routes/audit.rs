@@ -12,6 +12,7 @@ use koryphaios_core::audit::checkpoint::Checkpoint;
 use koryphaios_core::audit::query::{AuditQuery, PageStart, StoredAuditEntry};
 use koryphaios_core::clock::from_unix_ms;
 use koryphaios_core::pagination;
+use koryphaios_core::tokens::{MAX_RUN_ID_CHARS, check_run_id};
 use koryphaios_core::validation::{FieldError, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -101,6 +102,9 @@ pub struct AuditParams {
     /// Only this resource id (≤ 100 characters).
     #[param(schema_with = resource_id_filter)]
     pub resource_id: Option<String>,
+    /// Only records caused by agent tokens of this run (≤ 128 characters).
+    #[param(schema_with = run_id_filter)]
+    pub run_id: Option<String>,
     /// At or after: RFC 3339 or Unix milliseconds.
     pub start_time: Option<String>,
     /// At or before: RFC 3339 or Unix milliseconds; not before `startTime`.
@@ -145,6 +149,14 @@ fn resource_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
     bounded_string(MAX_RESOURCE_ID_FILTER).description(Some(format!(
         "Only this resource id: 1 to {MAX_RESOURCE_ID_FILTER} characters"
     )))
+}
+
+fn run_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
+    bounded_string(MAX_RUN_ID_CHARS)
+        .pattern(Some(bounds::NO_CONTROL_CHARACTERS))
+        .description(Some(format!(
+            "Only records caused by agent tokens of this run: 1 to {MAX_RUN_ID_CHARS} characters"
+        )))
 }
 
 fn user_id_filter() -> utoipa::openapi::schema::ObjectBuilder {
@@ -275,6 +287,13 @@ impl AuditParams {
             &self.resource_id,
             MAX_RESOURCE_ID_FILTER,
         ));
+        let run_id = match &self.run_id {
+            None => None,
+            Some(run) => check_run_id(run)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .map(|()| run.clone()),
+        };
         let user_id = match self.user_id.as_deref().map(UserId::parse).transpose() {
             Ok(id) => id,
             Err(_) => {
@@ -341,6 +360,7 @@ impl AuditParams {
             action,
             resource_type,
             resource_id,
+            run_id,
             start,
             end,
             success: self.success,

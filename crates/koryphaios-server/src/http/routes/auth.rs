@@ -134,17 +134,23 @@ pub struct MeResponse {
     /// The user's rate-limit tier (shared by all their sessions and keys).
     #[schema(example = "free")]
     pub tier: &'static str,
-    /// How the caller authenticated: `session` or `api_key`.
+    /// How the caller authenticated: `session`, `api_key` or `token`.
     pub auth_method: &'static str,
     /// What the caller may do.
     pub scopes: Vec<String>,
     /// The API key's id, when the caller used one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// The API key's rate-limit tier, when the caller used one.
+    /// The API key's (or agent token's) rate-limit tier, when the caller used one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_tier: Option<&'static str>,
-    /// When the session's access token expires (sessions only).
+    /// The agent token's id, when the caller used one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The agent token's run, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// When the session's access token (or the agent token) expires.
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
@@ -163,7 +169,14 @@ impl From<&Principal> for MeResponse {
                 Some(tier.as_str()),
                 None,
             ),
+            AuthMethod::Token(grant) => (
+                "token",
+                None,
+                Some(grant.tier.as_str()),
+                Some(grant.expires_at),
+            ),
         };
+        let token = principal.token();
         Self {
             user_id: principal.user_id.to_string(),
             username: principal.username.clone(),
@@ -173,6 +186,8 @@ impl From<&Principal> for MeResponse {
             scopes: principal.scopes.iter().map(ToString::to_string).collect(),
             key_id,
             rate_limit_tier,
+            token_id: token.map(|grant| grant.token_id.to_string()),
+            run_id: token.and_then(|grant| grant.run_id.clone()),
             expires_at,
         }
     }
@@ -302,6 +317,8 @@ pub async fn logout(
     CurrentUser(principal): CurrentUser,
 ) -> ApiResult<StatusCode> {
     state.auth.logout(&principal, &context).await?;
+    // The session's agent tokens die with it: at once here, within a second elsewhere.
+    state.tokens.forget_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,6 +333,7 @@ pub async fn logout_all(
     CurrentUser(principal): CurrentUser,
 ) -> ApiResult<StatusCode> {
     state.auth.logout_all(&principal, &context).await?;
+    state.tokens.forget_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -40,6 +40,31 @@ pub struct CreateKeyRequest {
     /// Descriptive data: a JSON object of at most 2 KB.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Where the key may be used from. A key created by a key stays within the calling key's
+    /// networks (inherited when omitted).
+    #[schema(schema_with = bounds::cidrs)]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// The key's own limit, at most its tier's; its requests count against both.
+    #[schema(nullable)]
+    pub rate_limit: Option<KeyRateLimit>,
+}
+
+/// A key's own rate limit.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeyRateLimit {
+    /// Requests per minute (sliding window), at most the key's tier's.
+    #[schema(schema_with = bounds::per_minute)]
+    pub per_minute: i64,
+}
+
+/// Reads a field that may be absent (keep), `null` (clear) or a value (set).
+fn absent_null_or_value<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `PATCH /api/v1/keys/{id}` body: at least one field.
@@ -55,6 +80,13 @@ pub struct UpdateKeyRequest {
     /// A new tier (at most the owner's, else 403 `tier_not_allowed`).
     #[schema(schema_with = bounds::tier)]
     pub rate_limit_tier: Option<String>,
+    /// New networks (`[]`: anywhere; a key's child stays within its parent's).
+    #[schema(schema_with = bounds::cidrs)]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// A new own limit; `null` removes it (the tier's alone applies).
+    #[serde(default, deserialize_with = "absent_null_or_value")]
+    #[schema(nullable, value_type = Option<KeyRateLimit>)]
+    pub rate_limit: Option<Option<KeyRateLimit>>,
 }
 
 /// `POST /api/v1/keys/{id}/roll` body (optional).
@@ -114,6 +146,16 @@ pub struct KeyView {
     pub usage_count: i64,
     /// The key that created this one (it is revoked with it and never outlives it).
     pub parent_key_id: Option<String>,
+    /// Where it may be used from (empty: anywhere).
+    pub allowed_cidrs: Vec<String>,
+    /// Its own rate limit, if it has one.
+    pub rate_limit: Option<KeyRateLimit>,
+}
+
+fn own_limit(per_minute: Option<u32>) -> Option<KeyRateLimit> {
+    per_minute.map(|per_minute| KeyRateLimit {
+        per_minute: i64::from(per_minute),
+    })
 }
 
 impl KeyView {
@@ -138,6 +180,8 @@ impl KeyView {
             revoked_at: key.revoked_at,
             last_used_at: key.last_used_at,
             usage_count: key.usage_count,
+            allowed_cidrs: key.allowed_networks.to_strings(),
+            rate_limit: own_limit(key.rate_limit_per_minute),
             parent_key_id: key.parent_id.map(|id| id.to_string()),
         }
     }
@@ -167,6 +211,10 @@ pub struct IssuedKey {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// Where it may be used from (empty: anywhere).
+    pub allowed_cidrs: Vec<String>,
+    /// Its own rate limit, if it has one.
+    pub rate_limit: Option<KeyRateLimit>,
     /// After a roll: when the previous secret stops working.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -191,6 +239,8 @@ impl IssuedKey {
             rate_limit_tier: key.tier.as_str(),
             expires_at: key.expires_at,
             created_at: key.created_at,
+            allowed_cidrs: key.allowed_networks.to_strings(),
+            rate_limit: own_limit(key.rate_limit_per_minute),
             previous_key_expires_at,
         }
     }
@@ -276,6 +326,8 @@ pub async fn create(
         tier: body.rate_limit_tier,
         expires_in_days: body.expires_in_days,
         metadata: body.metadata,
+        allowed_cidrs: body.allowed_cidrs,
+        rate_limit_per_minute: body.rate_limit.map(|limit| limit.per_minute),
     };
     let (key, secret) = state.api_keys.create(&principal, &context, input).await?;
     Ok((
@@ -343,11 +395,17 @@ pub async fn update(
         name: body.name,
         scopes: body.scopes,
         tier: body.rate_limit_tier,
+        allowed_cidrs: body.allowed_cidrs,
+        rate_limit_per_minute: body
+            .rate_limit
+            .map(|limit| limit.map(|limit| limit.per_minute)),
     };
     let key = state
         .api_keys
         .update(&principal, &context, &id, input)
         .await?;
+    // Narrowed scopes narrow the key's tokens too.
+    state.tokens.forget_owner(&principal.user_id);
     Ok(ApiJson(KeyView::new(key, state.clock.now())))
 }
 
@@ -364,6 +422,8 @@ pub async fn revoke(
     ApiPath(id): ApiPath<ApiKeyId>,
 ) -> ApiResult<StatusCode> {
     state.api_keys.revoke(&principal, &context, &id).await?;
+    // The key's agent tokens die with it: at once here, within a second elsewhere.
+    state.tokens.forget_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub mod proxy;
 pub mod starting;
+pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
@@ -86,6 +87,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(route!(keys::update))
         .routes(route!(keys::revoke))
         .routes(route!(keys::roll))
+        .routes(route!(tokens::create))
+        .routes(route!(tokens::list))
+        .routes(route!(tokens::revoke))
         .routes(route!(audit::query))
         .routes(route!(audit::mine))
         .routes(route!(audit::suspicious))

@@ -197,5 +197,7 @@ pub async fn update(
         disabled: body.disabled,
     };
     let user = state.users.update(&principal, &context, &id, input).await?;
+    // The user's agent tokens see the change (a disabled owner, a lower role) here at once.
+    state.tokens.forget_owner(&id);
     Ok(ApiJson(user.into()))
 }
