@@ -103,7 +103,7 @@ pub async fn deny_token_restriction<S: AuditStore + ?Sized>(
 ) -> Result<(), StoreError> {
     let mut metadata = serde_json::Map::new();
     metadata.insert("attempted".into(), attempt.action.into());
-    metadata.insert("tokenRestriction".into(), restriction.into());
+    metadata.insert("restriction".into(), restriction.into());
     let entry = AuditEntry::new(
         principal,
         context,

@@ -13,6 +13,8 @@
 //! - `api_key_read`: `GET /api/auth/me` with an API key, the memory rate limiter on: what every
 //!   authenticated request pays before its handler's own work;
 //! - `authenticate`: `ApiKeyService::authenticate` of a cached key (parse, checksum, hash, cache);
+//! - `token_authenticate`: `TokenService::authenticate` of a cached agent token with networks
+//!   (the same steps, plus the network check): it should cost what a key does;
 //! - `limiter`: the memory limiter deciding a request's three checks;
 //! - `seal_open`: sealing and opening a 64-byte secret (AES-256-GCM with its context).
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "benchmark driver")]
@@ -28,6 +30,7 @@ use koryphaios_core::ids::{CredentialId, UserId};
 use koryphaios_core::ratelimit::{LimitCheck, MemoryLimiter};
 use koryphaios_core::store::{AuditStore as _, SchemaMigrator as _, Store};
 use koryphaios_core::testing::bench::{registered_principal, request_checks};
+use koryphaios_core::tokens::{NewTokenInput, StoreUseCounter, TokenService};
 use koryphaios_server::{Application, Components, Config};
 use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,7 +51,8 @@ fn main() {
         match path.as_str() {
             "health" => health(iterations).await,
             "api_key_read" => api_key_read(iterations).await,
-            "authenticate" => authenticate(iterations).await,
+            "authenticate" => authenticate(iterations, false).await,
+            "token_authenticate" => authenticate(iterations, true).await,
             "limiter" => limiter(iterations),
             "seal_open" => seal_open(iterations),
             other => panic!("unknown path {other}"),
@@ -195,7 +199,8 @@ async fn api_key_read(iterations: u64) {
     repeat(&mut stream, request.as_bytes(), iterations).await;
 }
 
-async fn authenticate(iterations: u64) {
+/// Authenticates a cached API key, or (`token`) an agent token minted by it, `iterations` times.
+async fn authenticate(iterations: u64, token: bool) {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = koryphaios_store_sqlite::open(
         &dir.path().join("bench.db"),
@@ -220,8 +225,32 @@ async fn authenticate(iterations: u64) {
         .await
         .unwrap();
     let key = secret.expose_secret().to_owned();
+    let client = Some(std::net::IpAddr::from([10, 1, 2, 3]));
+    if !token {
+        for _ in 0..iterations {
+            std::hint::black_box(service.authenticate(&key, client).await.unwrap());
+        }
+        return;
+    }
+    let caller = service.authenticate(&key, client).await.unwrap();
+    let tokens = TokenService::new(
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        Arc::new(StoreUseCounter(Arc::clone(&store))),
+    );
+    let input = NewTokenInput {
+        ttl_seconds: 3600,
+        allowed_cidrs: Some(vec!["10.0.0.0/8".into()]),
+        run_id: Some("bench-run".into()),
+        ..NewTokenInput::default()
+    };
+    let (_, secret) = tokens
+        .create(&caller, &RequestContext::default(), input)
+        .await
+        .unwrap();
+    let presented = secret.expose_secret().to_owned();
     for _ in 0..iterations {
-        std::hint::black_box(service.authenticate(&key).await.unwrap());
+        std::hint::black_box(tokens.authenticate(&presented, client).await.unwrap());
     }
 }
 

@@ -27,6 +27,7 @@ const AUTH_ROUTES: &[&str] = &[
 /// (method, route template) of the sensitive operations, limited by a token bucket.
 const SENSITIVE: &[(&str, &str)] = &[
     ("POST", "/api/v1/keys"),
+    ("POST", "/api/v1/tokens"),
     ("POST", "/api/v1/keys/{id}/roll"),
     ("DELETE", "/api/v1/keys/{id}"),
     ("POST", "/api/v1/credentials"),
@@ -320,6 +321,7 @@ mod tests {
                     key_id: ApiKeyId::generate(),
                     tier,
                     expires_at: None,
+                    rate_limit_per_minute: None,
                 },
                 None => AuthMethod::Session {
                     jti: "j".into(),

@@ -70,7 +70,7 @@ fn verification(c: &mut Criterion) {
         })
     });
     c.bench_function("api key: authenticate (cache hit)", |b| {
-        b.iter(|| runtime.block_on(service.authenticate(&key)).unwrap())
+        b.iter(|| runtime.block_on(service.authenticate(&key, None)).unwrap())
     });
 }
 

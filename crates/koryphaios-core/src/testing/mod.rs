@@ -10,6 +10,7 @@
 mod audit;
 pub mod bench;
 mod pagination;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Userna
 
 pub use audit::*;
 pub use pagination::*;
+pub use tokens::*;
 pub use users::*;
 
 /// Generates one test per contract check for a backend.
@@ -78,6 +80,9 @@ macro_rules! store_contract_tests {
             rolling_a_key_ends_its_descendants_with_the_grace_period,
             sealed_keys_are_versioned_swapped_and_retired_per_purpose,
             wraps_of_another_provider_are_pending_rewrap,
+            agent_tokens_live_only_while_their_parent_does,
+            token_uses_are_counted_exactly_under_concurrency,
+            revoked_tokens_are_refused_and_expired_ones_purged,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -1235,7 +1240,7 @@ pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Stor
         .audit_for_resource(&ada.id, "api_key", key.id.as_str(), 10)
         .await
         .expect("trail");
-    assert_eq!(trail.len(), 4);
+    assert_eq!(trail.len(), 5);
 }
 
 /// Contract check.

@@ -504,7 +504,7 @@ fn token_details(token: &AgentToken) -> Map<String, Value> {
     details.insert("expiresAt".into(), json!(token.expires_at.unix_timestamp()));
     if let Some(ids) = &token.credential_ids {
         details.insert(
-            "credentialIds".into(),
+            "restrictedTo".into(),
             json!(ids.iter().map(ToString::to_string).collect::<Vec<_>>()),
         );
     }
@@ -518,7 +518,7 @@ fn token_details(token: &AgentToken) -> Map<String, Value> {
         );
     }
     if let Some(run_id) = &token.run_id {
-        details.insert("tokenRunId".into(), json!(run_id));
+        details.insert("mintedForRun".into(), json!(run_id));
     }
     match &token.parent {
         TokenParent::ApiKey(key) => details.insert("parentKeyId".into(), json!(key.as_str())),

@@ -287,7 +287,7 @@ pub fn credential_ids() -> RefOr<Schema> {
 /// A key's own per-minute limit: 1 to [`MAX_RATE_LIMIT_PER_MINUTE`], and at most its tier's.
 pub fn per_minute() -> RefOr<Schema> {
     integer(
-        "Requests per minute this key may make, at most its tier's limit (422 above it)",
+        "Requests per minute this key may make, at most its tier's limit (400 above it)",
         1,
         i64::from(MAX_RATE_LIMIT_PER_MINUTE),
         false,

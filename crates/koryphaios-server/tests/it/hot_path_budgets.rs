@@ -15,10 +15,11 @@ use std::process::Command;
 use super::harness::on_postgres;
 
 const BUDGETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hot_path_budgets.json");
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 6] = [
     "health",
     "api_key_read",
     "authenticate",
+    "token_authenticate",
     "limiter",
     "seal_open",
 ];

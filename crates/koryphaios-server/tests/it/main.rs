@@ -5,6 +5,7 @@
     reason = "tests panic on failure"
 )]
 
+mod agent_tokens;
 mod api_contract;
 mod api_keys;
 mod api_keys_bad_input;

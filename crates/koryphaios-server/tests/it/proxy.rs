@@ -933,3 +933,68 @@ async fn a_graceful_shutdown_writes_the_last_calls_records_before_closing_the_st
         .count();
     assert_eq!(uses, 12, "credential_use records after the restart");
 }
+
+#[tokio::test]
+async fn an_agent_token_calls_through_the_proxy_limited_to_its_credentials_with_its_run_id() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        openai,
+    } = setup(&[]).await;
+    let newer = app
+        .create_credential(&session.access, "openai", "sk-newer-0123456789")
+        .await;
+    // A token limited to the older credential uses it even unnamed, never the newer one.
+    let issued: Value = app
+        .post_authed(
+            "/api/v1/tokens",
+            &session.access,
+            json!({"ttlSeconds": 300, "scopes": ["proxy:openai"], "credentialIds": [openai], "runId": "agent-run-9"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let call = |named: Option<&str>| {
+        let mut request = app
+            .client
+            .post(app.url("/api/v1/proxy/openai/chat/completions"))
+            .bearer_auth(&token)
+            .json(&json!({"model": "gpt-4o-mini", "messages": []}));
+        if let Some(id) = named {
+            request = request.header("x-koryphaios-credential", id);
+        }
+        request.send()
+    };
+    assert_eq!(call(None).await.unwrap().status(), 200);
+    assert_eq!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {OPENAI_KEY}")
+    );
+    assert!(
+        upstream.last().headers.get("x-api-key").is_none()
+            && !format!("{:?}", upstream.last().headers).contains(&token),
+        "the agent's token never reaches the provider"
+    );
+    let refused = call(Some(&newer)).await.unwrap();
+    assert_error(refused, 403, "credential_not_allowed").await;
+    // Possession is still refused: the token may use the key, not reveal it.
+    let reveal = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/credentials/{openai}/reveal"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(reveal.status(), 403);
+    let record = credential_use(&app, &session.access, &openai).await;
+    assert_eq!(record["metadata"]["runId"], "agent-run-9", "{record}");
+    assert_eq!(
+        record["actor"],
+        format!("token:{}", issued["id"].as_str().unwrap())
+    );
+    assert!(!record.to_string().contains(&token));
+}

@@ -296,6 +296,86 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // Agent tokens: `maxUses` is exact across both instances (counted in Redis) when 20
+    // requests race, and a token dies on B within 1 s of its parent key's revocation on A.
+    let parent: Value = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{url_a}/api/v1/keys"),
+        &admin.access,
+        Some(json!({"name": "agent-parent", "scopes": ["read"], "rateLimitTier": "enterprise"})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let parent_secret = parent["key"].as_str().unwrap().to_owned();
+    let mint = |body: Value| {
+        call(
+            &client,
+            reqwest::Method::POST,
+            format!("{url_a}/api/v1/tokens"),
+            &parent_secret,
+            Some(body),
+        )
+    };
+    let limited: Value = mint(json!({"ttlSeconds": 600, "maxUses": 3}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let limited = limited["token"].as_str().unwrap().to_owned();
+    let answers = futures_util::future::join_all((0..20).map(|i| {
+        let base = if i % 2 == 0 { &url_a } else { &url_b };
+        call(
+            &client,
+            reqwest::Method::GET,
+            format!("{base}/api/auth/me"),
+            &limited,
+            None,
+        )
+    }))
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "exactly maxUses across both instances: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| matches!(s, 200 | 401)), "{statuses:?}");
+    let token: Value = mint(json!({"ttlSeconds": 600})).await.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let on_b = || {
+        call(
+            &client,
+            reqwest::Method::GET,
+            format!("{url_b}/api/auth/me"),
+            &token,
+            None,
+        )
+    };
+    assert_eq!(on_b().await.status(), 200, "warm on B");
+    let revoked = call(
+        &client,
+        reqwest::Method::DELETE,
+        format!("{url_a}/api/v1/keys/{}", parent["id"].as_str().unwrap()),
+        &admin.access,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status(), 204);
+    let revoked_at = Instant::now();
+    loop {
+        if on_b().await.status() == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "the parent's revocation must reach the token on B within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // Disabled on A: the user's session and key stop on B within 1 s (B has both warm).
     let registered = client
         .post(format!("{url_a}/api/auth/register"))

@@ -334,5 +334,7 @@ pub fn api_key(owner: &User) -> ApiKey {
         last_used_at: None,
         usage_count: 0,
         parent_id: None,
+        allowed_networks: koryphaios_core::networks::AllowedNetworks::default(),
+        rate_limit_per_minute: None,
     }
 }
