@@ -290,7 +290,9 @@ async fn made_up_methods_and_paths_cannot_grow_the_label_set() {
         &[("method", "other"), ("route", "unmatched")],
     );
     assert!(moved >= 200.0, "unknown methods count as `other`: {moved}");
-    assert!(text.len() < 100_000, "/metrics is {} bytes", text.len());
+    // The whole test binary shares one recorder, so this holds every test's series: a bound on
+    // the known label sets, far below what 200 made-up methods and paths would add per series.
+    assert!(text.len() < 200_000, "/metrics is {} bytes", text.len());
 }
 
 #[tokio::test]
