@@ -119,7 +119,10 @@ mod tests {
         assert!(!list.allows("11.0.0.1".parse().unwrap()));
         assert!(AllowedNetworks::default().allows("203.0.113.1".parse().unwrap()));
         let stored = list.to_stored();
-        assert_eq!(AllowedNetworks::from_stored(stored.as_deref()).unwrap(), list);
+        assert_eq!(
+            AllowedNetworks::from_stored(stored.as_deref()).unwrap(),
+            list
+        );
         assert_eq!(AllowedNetworks::default().to_stored(), None);
     }
 

@@ -18,13 +18,13 @@ use crate::audit::query::{ActivityCounts, AuditQuery, StoredAuditEntry};
 use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
 use crate::ids::{ApiKeyId, CredentialId, FamilyId, RefreshTokenId, TokenId, UserId};
-use crate::networks::AllowedNetworks;
-use crate::tokens::{AgentToken, TokenLookup};
 use crate::migrations::{MigrationError, MigrationStatus};
+use crate::networks::AllowedNetworks;
 use crate::pagination::PageRequest;
 use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
 pub use crate::store_error::{StoreError, StoreResult};
+use crate::tokens::{AgentToken, TokenLookup};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 
 /// The outcome of an admin's change to a user.

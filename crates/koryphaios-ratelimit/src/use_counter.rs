@@ -56,8 +56,8 @@ impl RedisUseCounter {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(unavailable)?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(Self {
             connection,
             script: redis::Script::new(SCRIPT),

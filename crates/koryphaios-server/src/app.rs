@@ -20,10 +20,10 @@ use koryphaios_core::session::{
     AccessTokenCodec, AuthService, AuthSettings, JwtSecret, SigningKeys,
 };
 use koryphaios_core::store::Store;
+use koryphaios_core::tokens::{StoreUseCounter, TokenService, UseCounter};
 use koryphaios_core::users::{PasswordHasher, UserAdminService};
 use koryphaios_core::{Clock, SystemClock};
 use koryphaios_kms::{AgeKeyProvider, LocalKeyRing};
-use koryphaios_core::tokens::{StoreUseCounter, TokenService, UseCounter};
 use koryphaios_ratelimit::{FallbackLimiter, RedisLimiter, RedisUseCounter};
 use koryphaios_store_postgres::PostgresSettings;
 use koryphaios_store_sqlite::SqliteSettings;
@@ -350,7 +350,10 @@ async fn token_codec(
 
 /// Where agent tokens' `maxUses` are counted: Redis when configured (it is shared and cheap),
 /// else the database every instance shares.
-fn build_use_counter(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Arc<dyn UseCounter>> {
+fn build_use_counter(
+    config: &Config,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn UseCounter>> {
     let settings = &config.rate_limit;
     Ok(match &settings.redis_url {
         Some(url) => Arc::new(
@@ -456,9 +459,10 @@ async fn assemble(
     );
     let mut api_keys = ApiKeyService::new(Arc::clone(store), Arc::clone(&components.clock));
     if config.rate_limit.enabled {
-        api_keys = api_keys.with_tier_limits(Tier::ALL.map(|tier| {
-            u32::try_from(config.rate_limit.tier_limit(tier)).unwrap_or(u32::MAX)
-        }));
+        api_keys = api_keys.with_tier_limits(
+            Tier::ALL
+                .map(|tier| u32::try_from(config.rate_limit.tier_limit(tier)).unwrap_or(u32::MAX)),
+        );
     }
     let api_keys = Arc::new(api_keys);
     let tokens = Arc::new(TokenService::new(

@@ -74,7 +74,10 @@ fn own_limit(principal: &Principal) -> Option<(&ApiKeyId, u32)> {
             rate_limit_per_minute: Some(limit),
             ..
         } => Some((key_id, *limit)),
-        AuthMethod::Token(grant) => grant.parent_key.as_ref().zip(grant.parent_rate_limit_per_minute),
+        AuthMethod::Token(grant) => grant
+            .parent_key
+            .as_ref()
+            .zip(grant.parent_rate_limit_per_minute),
         AuthMethod::ApiKey { .. } | AuthMethod::Session { .. } => None,
     }
 }

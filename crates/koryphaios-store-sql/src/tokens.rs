@@ -43,9 +43,7 @@ fn token_from_row(row: &impl Columns) -> Result<AgentToken, sqlx::Error> {
     let parent_family: Option<String> = row.try_get("parent_family_id")?;
     let parent = match (parent_key, parent_family) {
         (Some(key), None) => TokenParent::ApiKey(ApiKeyId::parse(&key).map_err(decode_err)?),
-        (None, Some(family)) => {
-            TokenParent::Session(FamilyId::parse(&family).map_err(decode_err)?)
-        }
+        (None, Some(family)) => TokenParent::Session(FamilyId::parse(&family).map_err(decode_err)?),
         _ => return Err(decode_err("a token has exactly one parent")),
     };
     Ok(AgentToken {

@@ -608,7 +608,8 @@ impl CredentialService {
                         });
                     newest = match (newest, candidate) {
                         (Some(best), Some(next))
-                            if (next.0.created_at, &next.0.id) <= (best.0.created_at, &best.0.id) =>
+                            if (next.0.created_at, &next.0.id)
+                                <= (best.0.created_at, &best.0.id) =>
                         {
                             Some(best)
                         }

@@ -25,11 +25,11 @@ use crate::credentials::{Credential, CredentialFilter, SealedVersion};
 use crate::envelope::WrappedDek;
 use crate::ids::ApiKeyId;
 use crate::ids::{AuditEventId, CredentialId, FamilyId, RefreshTokenId, UserId};
+use crate::networks::AllowedNetworks;
 use crate::pagination::PageRequest;
 use crate::principal::{AuthMethod, Principal};
 use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
-use crate::networks::AllowedNetworks;
 use crate::store::{ApiKeyChange, KeyPurpose, SealedKey, VersionAdded};
 use crate::store::{NewRefreshToken, RegisterUserError, RotateOutcome, Store};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, Role, User, Username};
@@ -1085,8 +1085,8 @@ pub async fn api_key_updates_revocation_and_usage_are_stored(store: Arc<dyn Stor
         .await
         .expect("insert");
     let later = t0() + Duration::minutes(1);
-    let networks = AllowedNetworks::parse("allowedCidrs", &["10.0.0.0/8".to_owned()])
-        .expect("networks");
+    let networks =
+        AllowedNetworks::parse("allowedCidrs", &["10.0.0.0/8".to_owned()]).expect("networks");
     let updated = store
         .update_api_key(
             &ada.id,

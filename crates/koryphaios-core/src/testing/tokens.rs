@@ -57,7 +57,11 @@ pub async fn agent_tokens_live_only_while_their_parent_does(store: Arc<dyn Store
         .await
         .expect("insert key");
     // Asked to outlive its key (30 days), the token is cut to the key's expiry.
-    let long = token(&ada, TokenParent::ApiKey(key.id.clone()), Duration::days(60));
+    let long = token(
+        &ada,
+        TokenParent::ApiKey(key.id.clone()),
+        Duration::days(60),
+    );
     let stored = store
         .insert_token(&long, &TokenHash::of("kat_long"), &stub_audit())
         .await
@@ -82,7 +86,11 @@ pub async fn agent_tokens_live_only_while_their_parent_does(store: Arc<dyn Store
     );
 
     let family = session(&store, &ada, "rt-1").await;
-    let from_session = token(&ada, TokenParent::Session(family.clone()), Duration::hours(1));
+    let from_session = token(
+        &ada,
+        TokenParent::Session(family.clone()),
+        Duration::hours(1),
+    );
     store
         .insert_token(&from_session, &TokenHash::of("kat_session"), &stub_audit())
         .await
@@ -111,7 +119,11 @@ pub async fn agent_tokens_live_only_while_their_parent_does(store: Arc<dyn Store
         .expect("still stored");
     assert!(!after.parent_live);
     // Nor can the dead key mint another.
-    let late = token(&ada, TokenParent::ApiKey(key.id.clone()), Duration::hours(1));
+    let late = token(
+        &ada,
+        TokenParent::ApiKey(key.id.clone()),
+        Duration::hours(1),
+    );
     assert!(
         store
             .insert_token(&late, &TokenHash::of("kat_late"), &stub_audit())
@@ -196,7 +208,11 @@ async fn concurrent_uses(store: &Arc<dyn Store>, id: &TokenId, n: usize) -> Vec<
 pub async fn revoked_tokens_are_refused_and_expired_ones_purged(store: Arc<dyn Store>) {
     let ada = user(&store, "ada").await;
     let family = session(&store, &ada, "rt-1").await;
-    let short = token(&ada, TokenParent::Session(family.clone()), Duration::minutes(1));
+    let short = token(
+        &ada,
+        TokenParent::Session(family.clone()),
+        Duration::minutes(1),
+    );
     let long = token(&ada, TokenParent::Session(family), Duration::hours(1));
     for (item, secret) in [(&short, "kat_short"), (&long, "kat_long")] {
         store

@@ -9,7 +9,9 @@
 mod service;
 mod uses;
 
-pub use service::{NewTokenInput, TokenAuthError, TokenAuthOutcome, TokenError, TokenService, actions};
+pub use service::{
+    NewTokenInput, TokenAuthError, TokenAuthOutcome, TokenError, TokenService, actions,
+};
 pub use uses::{StoreUseCounter, UseCounter};
 
 use time::OffsetDateTime;
@@ -164,7 +166,13 @@ mod tests {
     fn run_ids_are_printable_and_bounded() {
         assert!(check_run_id("run-42 / nightly eval ✓").is_ok());
         assert!(check_run_id(&"r".repeat(128)).is_ok());
-        for bad in ["", &"r".repeat(129), "line\nbreak", "nul\0", "esc\u{1b}[31m"] {
+        for bad in [
+            "",
+            &"r".repeat(129),
+            "line\nbreak",
+            "nul\0",
+            "esc\u{1b}[31m",
+        ] {
             assert!(check_run_id(bad).is_err(), "{bad:?}");
         }
     }

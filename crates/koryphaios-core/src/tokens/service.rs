@@ -191,9 +191,7 @@ impl TokenService {
             .credential_ids
             .as_deref()
             .map(|raw| checks.check(check_credential_ids(raw)));
-        let max_uses = input
-            .max_uses
-            .map(|raw| checks.check(check_max_uses(raw)));
+        let max_uses = input.max_uses.map(|raw| checks.check(check_max_uses(raw)));
         let networks = input
             .allowed_cidrs
             .as_deref()
@@ -207,7 +205,9 @@ impl TokenService {
         checks.finish()?;
         let missing = || TokenError::Internal("validated fields missing".into());
         let scopes = scopes.ok_or_else(missing)?;
-        let credential_ids = credential_ids.map(|ids| ids.ok_or_else(missing)).transpose()?;
+        let credential_ids = credential_ids
+            .map(|ids| ids.ok_or_else(missing))
+            .transpose()?;
         let max_uses = max_uses.map(|uses| uses.ok_or_else(missing)).transpose()?;
         let networks = networks.map(|nets| nets.ok_or_else(missing)).transpose()?;
         if let Some(scope) = scopes.iter().find(|scope| !principal.allows(scope)) {
@@ -274,8 +274,8 @@ impl TokenService {
         };
         let requested = now + Duration::seconds(input.ttl_seconds);
         let expires_at = caller_expiry.map_or(requested, |caller| requested.min(caller));
-        let (secret, parsed) = format::generate_with(TOKEN_PREFIX)
-            .map_err(|e| TokenError::Internal(e.to_string()))?;
+        let (secret, parsed) =
+            format::generate_with(TOKEN_PREFIX).map_err(|e| TokenError::Internal(e.to_string()))?;
         let token = AgentToken {
             id: TokenId::generate(),
             user_id: principal.user_id.clone(),
@@ -292,7 +292,13 @@ impl TokenService {
             expires_at,
             revoked_at: None,
         };
-        let audit = self.audit(principal, context, actions::CREATE, &token.id, token_details(&token));
+        let audit = self.audit(
+            principal,
+            context,
+            actions::CREATE,
+            &token.id,
+            token_details(&token),
+        );
         let stored = self
             .store
             .insert_token(&token, &parsed.hash(), &audit)
@@ -315,9 +321,11 @@ impl TokenService {
         if let Some(grant) = principal.token() {
             items.retain(|token| token.id == grant.token_id);
         }
-        Ok(Page::from_overfetch(items, page.limit, |token: &AgentToken| {
-            After::item(token.created_at, token.id.clone())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            page.limit,
+            |token: &AgentToken| After::item(token.created_at, token.id.clone()),
+        ))
     }
 
     /// Revokes one of the caller's tokens at once. A caller may revoke only tokens within its own
@@ -330,7 +338,8 @@ impl TokenService {
     ) -> Result<(), TokenError> {
         let attempt = Attempt::on(actions::REVOKE, RESOURCE, id.as_str());
         if principal.token().is_some_and(|grant| &grant.token_id != id) {
-            self.refuse_token_caller(principal, context, attempt).await?;
+            self.refuse_token_caller(principal, context, attempt)
+                .await?;
         }
         let target = self
             .store
@@ -499,7 +508,13 @@ fn token_details(token: &AgentToken) -> Map<String, Value> {
     details.insert("prefix".into(), json!(token.prefix));
     details.insert(
         "scopes".into(),
-        json!(token.scopes.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        json!(
+            token
+                .scopes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
     );
     details.insert("expiresAt".into(), json!(token.expires_at.unix_timestamp()));
     if let Some(ids) = &token.credential_ids {

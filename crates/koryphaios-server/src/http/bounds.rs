@@ -9,9 +9,9 @@
 use koryphaios_core::api_keys::{
     MAX_EXPIRES_DAYS, MAX_GRACE_SECONDS, MAX_NAME_CHARS, MAX_RATE_LIMIT_PER_MINUTE, MAX_SCOPES,
 };
+use koryphaios_core::credentials::{KINDS, MAX_REASON_CHARS, MAX_SECRET_CHARS, PROVIDERS};
 use koryphaios_core::networks::MAX_NETWORKS;
 use koryphaios_core::tokens::{MAX_CREDENTIAL_IDS, MAX_RUN_ID_CHARS, MAX_TTL_SECONDS, MAX_USES};
-use koryphaios_core::credentials::{KINDS, MAX_REASON_CHARS, MAX_SECRET_CHARS, PROVIDERS};
 use koryphaios_core::users::{PasswordPolicy, Role, Username};
 use koryphaios_core::{Scope, tier::Tier};
 use serde_json::Value;

@@ -106,11 +106,14 @@ fn api_key_error(outcome: ApiKeyAuthOutcome) -> ApiError {
 /// The client's address for a request: as the `client_ip` middleware resolved it (trusted
 /// proxies honoured), else the peer's.
 pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    extensions.get::<ClientIp>().map(|ClientIp(ip)| *ip).or_else(|| {
-        extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip())
-    })
+    extensions
+        .get::<ClientIp>()
+        .map(|ClientIp(ip)| *ip)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip())
+        })
 }
 
 /// Authenticates a request by its headers: `X-API-Key`, or `Authorization: Bearer` with an API
@@ -188,11 +191,12 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Self(principal.clone()));
         }
-        let principal = authenticate_headers(&parts.headers, client_address(&parts.extensions), state)
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthenticated("unauthenticated", "Authentication required")
-            })?;
+        let principal =
+            authenticate_headers(&parts.headers, client_address(&parts.extensions), state)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unauthenticated("unauthenticated", "Authentication required")
+                })?;
         parts.extensions.insert(principal.clone());
         Ok(Self(principal))
     }

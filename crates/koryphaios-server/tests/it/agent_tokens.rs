@@ -3,7 +3,6 @@
 //! a trusted proxy, death with the parent, listing, run ids in the audit log, and bad input.
 //! Across two instances: `scale_out.rs`. Through the proxy: `proxy.rs`.
 
-
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -41,9 +40,18 @@ async fn a_token_works_for_its_lifetime_then_says_token_expired() {
     let token = secret(&issued);
     assert!(token.starts_with("kat_") && token.len() == 53, "{issued}");
     assert!(issued["id"].as_str().unwrap().starts_with("tok_"));
-    assert_eq!(issued["scopes"], json!(["read"]), "default: the caller's scopes");
+    assert_eq!(
+        issued["scopes"],
+        json!(["read"]),
+        "default: the caller's scopes"
+    );
     assert_eq!(issued["prefix"], &token[..12]);
-    let me: Value = app.get_authed("/api/auth/me", &token).await.json().await.unwrap();
+    let me: Value = app
+        .get_authed("/api/auth/me", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["authMethod"], "token");
     assert_eq!(me["tokenId"], issued["id"]);
     // Both headers work, like an API key.
@@ -88,8 +96,12 @@ async fn scopes_narrow_and_a_token_cannot_write_mint_or_manage_keys() {
     let reader = key(&app, &ada.access, json!({"name": "ci", "scopes": ["read"]})).await;
     // A read key cannot mint a write token.
     assert_error(
-        app.post_authed("/api/v1/tokens", &reader, json!({"ttlSeconds": 60, "scopes": ["write"]}))
-            .await,
+        app.post_authed(
+            "/api/v1/tokens",
+            &reader,
+            json!({"ttlSeconds": 60, "scopes": ["write"]}),
+        )
+        .await,
         403,
         "insufficient_scope",
     )
@@ -110,8 +122,16 @@ async fn scopes_narrow_and_a_token_cannot_write_mint_or_manage_keys() {
     // Even with every scope, a token mints nothing and manages no key.
     let writer = secret(&mint(&app, &ada.access, json!({"ttlSeconds": 60})).await);
     for (method, path, body) in [
-        (Method::POST, "/api/v1/tokens".to_owned(), json!({"ttlSeconds": 60})),
-        (Method::POST, "/api/v1/keys".to_owned(), json!({"name": "escape"})),
+        (
+            Method::POST,
+            "/api/v1/tokens".to_owned(),
+            json!({"ttlSeconds": 60}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys".to_owned(),
+            json!({"name": "escape"}),
+        ),
     ] {
         let response = app.request(method, &path, Some(&writer), Some(body)).await;
         assert_error(response, 403, "token_cannot_mint").await;
@@ -120,7 +140,9 @@ async fn scopes_narrow_and_a_token_cannot_write_mint_or_manage_keys() {
         .create_key(&ada.access, json!({"name": "target", "scopes": ["read"]}))
         .await;
     let key_path = format!("/api/v1/keys/{}", some_key["id"].as_str().unwrap());
-    let response = app.request(Method::DELETE, &key_path, Some(&writer), None).await;
+    let response = app
+        .request(Method::DELETE, &key_path, Some(&writer), None)
+        .await;
     assert_error(response, 403, "token_cannot_mint").await;
     // Each refusal is audited as access_denied, with the restriction that refused it.
     let denials: Value = app
@@ -231,8 +253,14 @@ async fn networks_are_checked_on_the_address_through_a_trusted_proxy() {
         }
         request.send()
     };
-    assert_eq!(from(&office, Some("203.0.113.9")).await.unwrap().status(), 200);
-    assert_eq!(from(&token, Some("198.51.100.7")).await.unwrap().status(), 200);
+    assert_eq!(
+        from(&office, Some("203.0.113.9")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        from(&token, Some("198.51.100.7")).await.unwrap().status(),
+        200
+    );
     for (secret, address) in [
         (&office, Some("198.51.100.7")),
         (&office, None),
@@ -265,7 +293,11 @@ async fn networks_are_checked_on_the_address_through_a_trusted_proxy() {
         .json()
         .await
         .unwrap();
-    assert_eq!(inherited["allowedCidrs"], json!(["203.0.113.0/24"]), "{inherited}");
+    assert_eq!(
+        inherited["allowedCidrs"],
+        json!(["203.0.113.0/24"]),
+        "{inherited}"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +330,12 @@ async fn tokens_die_with_their_key_or_session() {
     let from_session = secret(&mint(&app, &session.access, json!({"ttlSeconds": 600})).await);
     assert_eq!(status_of(&app, "/api/auth/me", &from_session).await, 200);
     let out = app
-        .request(Method::POST, "/api/auth/logout", Some(&session.access), None)
+        .request(
+            Method::POST,
+            "/api/auth/logout",
+            Some(&session.access),
+            None,
+        )
         .await;
     assert_eq!(out.status(), 204);
     assert_error(
@@ -314,22 +351,44 @@ async fn the_list_holds_live_tokens_only_and_delete_revokes() {
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
     let short = mint(&app, &ada.access, json!({"ttlSeconds": 1})).await;
-    let long = mint(&app, &ada.access, json!({"ttlSeconds": 600, "runId": "nightly-7"})).await;
+    let long = mint(
+        &app,
+        &ada.access,
+        json!({"ttlSeconds": 600, "runId": "nightly-7"}),
+    )
+    .await;
     app.clock.advance(time::Duration::seconds(2));
-    let listed: Value = app.get_authed("/api/v1/tokens", &ada.access).await.json().await.unwrap();
-    let ids: Vec<&Value> = listed["tokens"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+    let listed: Value = app
+        .get_authed("/api/v1/tokens", &ada.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
     assert_eq!(ids, vec![&long["id"]], "{listed}");
     assert!(!listed.to_string().contains(&secret(&long)), "{listed}");
     assert_eq!(listed["tokens"][0]["runId"], "nightly-7");
-    assert!(listed["tokens"][0].get("token").is_none(), "the secret is shown once");
+    assert!(
+        listed["tokens"][0].get("token").is_none(),
+        "the secret is shown once"
+    );
     let _ = short;
 
     // Another user's token is not found; the owner's is revoked at once.
     let bob = app.user("bob").await;
     let path = format!("/api/v1/tokens/{}", long["id"].as_str().unwrap());
-    let foreign = app.request(Method::DELETE, &path, Some(&bob.access), None).await;
+    let foreign = app
+        .request(Method::DELETE, &path, Some(&bob.access), None)
+        .await;
     assert_error(foreign, 404, "not_found").await;
-    let deleted = app.request(Method::DELETE, &path, Some(&ada.access), None).await;
+    let deleted = app
+        .request(Method::DELETE, &path, Some(&ada.access), None)
+        .await;
     assert_eq!(deleted.status(), 204);
     assert_error(
         app.get_authed("/api/auth/me", &secret(&long)).await,
@@ -337,15 +396,27 @@ async fn the_list_holds_live_tokens_only_and_delete_revokes() {
         "token_revoked",
     )
     .await;
-    let again = app.request(Method::DELETE, &path, Some(&ada.access), None).await;
+    let again = app
+        .request(Method::DELETE, &path, Some(&ada.access), None)
+        .await;
     assert_error(again, 404, "not_found").await;
-    let listed: Value = app.get_authed("/api/v1/tokens", &ada.access).await.json().await.unwrap();
+    let listed: Value = app
+        .get_authed("/api/v1/tokens", &ada.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["tokens"], json!([]));
 
     // A token sees only itself, and may end its own run early.
     let own = mint(&app, &ada.access, json!({"ttlSeconds": 600})).await;
     mint(&app, &ada.access, json!({"ttlSeconds": 600})).await;
-    let seen: Value = app.get_authed("/api/v1/tokens", &secret(&own)).await.json().await.unwrap();
+    let seen: Value = app
+        .get_authed("/api/v1/tokens", &secret(&own))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seen["tokens"].as_array().unwrap().len(), 1, "{seen}");
     let own_path = format!("/api/v1/tokens/{}", own["id"].as_str().unwrap());
     let ended = app
@@ -365,13 +436,15 @@ async fn the_run_id_is_on_every_record_the_token_causes_and_filters_the_log() {
     )
     .await;
     let token = secret(&issued);
-    app.create_credential(&token, "openai", "sk-run-0123456789").await;
+    app.create_credential(&token, "openai", "sk-run-0123456789")
+        .await;
     let refused = app
         .post_authed("/api/v1/tokens", &token, json!({"ttlSeconds": 5}))
         .await;
     assert_eq!(refused.status(), 403);
     // Someone else's records never carry it: a caller cannot forge a run id into metadata.
-    app.create_credential(&ada.access, "anthropic", "sk-ant-0123456789").await;
+    app.create_credential(&ada.access, "anthropic", "sk-ant-0123456789")
+        .await;
     let found: Value = app
         .get_authed("/api/v1/audit/me?runId=run-42%20%2F%20eval", &ada.access)
         .await
@@ -379,7 +452,10 @@ async fn the_run_id_is_on_every_record_the_token_causes_and_filters_the_log() {
         .await
         .unwrap();
     let records = found["records"].as_array().unwrap();
-    let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["access_denied", "credential_create"], "{found}");
     let actor = format!("token:{}", issued["id"].as_str().unwrap());
     for record in records {
@@ -387,7 +463,10 @@ async fn the_run_id_is_on_every_record_the_token_causes_and_filters_the_log() {
         assert_eq!(record["metadata"]["runId"], "run-42 / eval");
     }
     let text = found.to_string();
-    assert!(!text.contains(&token) && !text.contains("sk-run-"), "{text}");
+    assert!(
+        !text.contains(&token) && !text.contains("sk-run-"),
+        "{text}"
+    );
     // The chain covers the run id.
     let verified: Value = app
         .get_authed("/api/v1/audit/verify", &ada.access)
@@ -408,21 +487,38 @@ async fn bad_input_gets_a_clear_error_and_mints_nothing() {
         (json!({"ttlSeconds": 60, "runId": "two\nlines"}), "runId"),
         (json!({"ttlSeconds": 60, "runId": "r".repeat(129)}), "runId"),
         (json!({"ttlSeconds": 60, "maxUses": 0}), "maxUses"),
-        (json!({"ttlSeconds": 60, "allowedCidrs": ["10.0.0.0/33"]}), "allowedCidrs[0]"),
-        (json!({"ttlSeconds": 60, "credentialIds": ["key_1"]}), "credentialIds[0]"),
+        (
+            json!({"ttlSeconds": 60, "allowedCidrs": ["10.0.0.0/33"]}),
+            "allowedCidrs[0]",
+        ),
+        (
+            json!({"ttlSeconds": 60, "credentialIds": ["key_1"]}),
+            "credentialIds[0]",
+        ),
         (json!({"ttlSeconds": 60, "scopes": ["superuser"]}), "scopes"),
     ] {
-        let response = app.post_authed("/api/v1/tokens", &ada.access, body.clone()).await;
+        let response = app
+            .post_authed("/api/v1/tokens", &ada.access, body.clone())
+            .await;
         let error = assert_error(response, 400, "validation_failed").await;
         assert_eq!(error["details"][0]["field"], field, "{body}");
     }
     let unknown = app
-        .post_authed("/api/v1/tokens", &ada.access, json!({"ttlSeconds": 60, "admin": true}))
+        .post_authed(
+            "/api/v1/tokens",
+            &ada.access,
+            json!({"ttlSeconds": 60, "admin": true}),
+        )
         .await;
     assert!(matches!(unknown.status().as_u16(), 400 | 422));
     let anonymous = app.post("/api/v1/tokens", json!({"ttlSeconds": 60})).await;
     assert_error(anonymous, 401, "unauthenticated").await;
-    let listed: Value = app.get_authed("/api/v1/tokens", &ada.access).await.json().await.unwrap();
+    let listed: Value = app
+        .get_authed("/api/v1/tokens", &ada.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["tokens"], json!([]), "nothing was minted");
     // Presented tokens are parsed before any lookup.
     for garbage in ["kat_", "kat_notatoken", &format!("kat_{}", "a".repeat(49))] {
@@ -434,7 +530,12 @@ async fn bad_input_gets_a_clear_error_and_mints_nothing() {
         .await;
     }
     let bad_path = app
-        .request(Method::DELETE, "/api/v1/tokens/key_123", Some(&ada.access), None)
+        .request(
+            Method::DELETE,
+            "/api/v1/tokens/key_123",
+            Some(&ada.access),
+            None,
+        )
         .await;
     assert_error(bad_path, 400, "invalid_id").await;
 }
@@ -478,14 +579,24 @@ async fn a_keys_own_rate_limit_caps_it_and_its_tokens() {
     // Removing the limit (null) leaves the tier's.
     let path = format!("/api/v1/keys/{}", issued["id"].as_str().unwrap());
     let cleared: Value = app
-        .request(Method::PATCH, &path, Some(&ada.access), Some(json!({"rateLimit": null})))
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&ada.access),
+            Some(json!({"rateLimit": null})),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(cleared["rateLimit"], Value::Null, "{cleared}");
     let renamed: Value = app
-        .request(Method::PATCH, &path, Some(&ada.access), Some(json!({"name": "renamed"})))
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&ada.access),
+            Some(json!({"name": "renamed"})),
+        )
         .await
         .json()
         .await

@@ -458,7 +458,10 @@ async fn reverting_the_sealed_keys_migration_is_refused_while_it_holds_keys() {
     let before = fx.store.migration_status().await.unwrap();
     let hierarchy = fx.hierarchy().await.unwrap();
     // The migrations after it go down as usual; then 0007 itself is refused.
-    let newer = before.iter().filter(|line| line.version > SEALED_KEYS).count();
+    let newer = before
+        .iter()
+        .filter(|line| line.version > SEALED_KEYS)
+        .count();
     fx.store
         .migrate_down(newer)
         .await

@@ -342,7 +342,10 @@ async fn two_instances_on_one_postgres_and_redis_act_as_one_service() {
         3,
         "exactly maxUses across both instances: {statuses:?}"
     );
-    assert!(statuses.iter().all(|s| matches!(s, 200 | 401)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 401)),
+        "{statuses:?}"
+    );
     let token: Value = mint(json!({"ttlSeconds": 600})).await.json().await.unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
     let on_b = || {

@@ -105,10 +105,14 @@ pub async fn rate_limit(
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0);
     // Authenticate now so the tier layer joins the same decision; failures are left to the
     // handler's extractor, which answers 401.
-    let principal = authenticate_headers(request.headers(), client_address(request.extensions()), &state)
-        .await
-        .ok()
-        .flatten();
+    let principal = authenticate_headers(
+        request.headers(),
+        client_address(request.extensions()),
+        &state,
+    )
+    .await
+    .ok()
+    .flatten();
     let route = request
         .extensions()
         .get::<MatchedPath>()
