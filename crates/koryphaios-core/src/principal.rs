@@ -95,12 +95,12 @@ impl Principal {
         }
     }
 
-    /// Whether the caller may reveal or use credential `id` (an agent token may be limited to a
-    /// few; everything else may use any of the user's).
-    pub fn may_use_credential(&self, id: &CredentialId) -> bool {
+    /// Whether the caller may touch credential `id` at all (an agent token may be limited to a
+    /// few; everything else may touch any of the user's).
+    pub fn may_touch_credential(&self, id: &str) -> bool {
         self.token()
             .and_then(|grant| grant.credential_ids.as_ref())
-            .is_none_or(|allowed| allowed.contains(id))
+            .is_none_or(|allowed| allowed.iter().any(|allowed| allowed.as_str() == id))
     }
 
     /// The agent run the caller's token belongs to.

@@ -24,7 +24,7 @@ use crate::pagination::PageRequest;
 use crate::scope::ScopeSet;
 use crate::secret::TokenHash;
 pub use crate::store_error::{StoreError, StoreResult};
-use crate::tokens::{AgentToken, TokenLookup};
+use crate::tokens::{AgentToken, TokenInserted, TokenLookup};
 use crate::users::{NewUser, PasswordHash, RegistrationPolicy, User, UserCredentials};
 
 /// The outcome of an admin's change to a user.
@@ -532,14 +532,15 @@ pub trait SealedKeyStore: Send + Sync {
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Stores a token while its parent (key or session) is live, checked under a lock the
-    /// parent's revocation also takes; its expiry is capped at the parent's. `None` when the
-    /// parent is not live; the token as stored otherwise.
+    /// parent's revocation also takes, and while its owner holds fewer than
+    /// [`MAX_LIVE_TOKENS`](crate::tokens::MAX_LIVE_TOKENS) live tokens (counted under a lock on
+    /// the owner's row, so concurrent mints cannot pass it); its expiry is capped at the parent's.
     async fn insert_token(
         &self,
         token: &AgentToken,
         secret_hash: &TokenHash,
         audit: &AuditEntry,
-    ) -> StoreResult<Option<AgentToken>>;
+    ) -> StoreResult<TokenInserted>;
     /// A page of the owner's live tokens at `now` (not revoked, not expired, parent live), newest
     /// first: at most `page.limit`, strictly after `page.after`.
     async fn list_tokens(

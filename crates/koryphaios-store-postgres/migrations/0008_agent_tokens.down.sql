@@ -1,5 +1,4 @@
 DROP INDEX audit_events_by_run;
-ALTER TABLE audit_events DROP COLUMN run_id;
 ALTER TABLE api_keys DROP COLUMN rate_limit_per_minute;
 ALTER TABLE api_keys DROP COLUMN allowed_cidrs;
 DROP TABLE agent_tokens;

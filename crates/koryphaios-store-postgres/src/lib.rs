@@ -156,6 +156,9 @@ impl Backend for PostgresBackend {
     // `lower` under "C" folds ASCII only, as SQLite's NOCASE does; this is the unique index's
     // expression, so the lookup uses it.
     const USERNAME_MATCHES: &'static str = r#"lower(username) = lower($1::text COLLATE "C")"#;
+    /// The expression of the index migration 0008 builds (no stored column: adding one would
+    /// rewrite the whole table under an exclusive lock).
+    const RUN_ID: &'static str = "(metadata::jsonb ->> 'runId')";
     const UNLINKED_ORDER: &'static str = "occurred_at, id";
     const AUDIT_BATCH_IN_ONE_STATEMENT: bool = true;
 

@@ -309,6 +309,20 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         .execute(&mut tx)
         .await
         .map_err(B::map_err)?;
+        // So do the agent tokens minted through it or them: a roll is how a leaked secret is
+        // replaced, and a token minted with the leaked one must not outlive the grace period.
+        Query::<B::Db>::new(format!(
+            "{}{}",
+            descendants::<B>(),
+            "UPDATE agent_tokens SET expires_at = CASE WHEN expires_at < $2 THEN expires_at ELSE $2 END
+             WHERE (parent_key_id = $1 OR parent_key_id IN (SELECT id FROM descendants))
+               AND revoked_at IS NULL"
+        ))
+        .bind(id.as_str())
+        .bind(to_unix_ms(old_expires_at))
+        .execute(&mut tx)
+        .await
+        .map_err(B::map_err)?;
         Query::<B::Db>::new(
             "INSERT INTO api_key_secrets (key_hash, key_id, created_at) VALUES ($1, $2, $3)",
         )

@@ -218,7 +218,10 @@ impl<B: Backend> AuditStore for SqlStore<B> {
             sql.push(" AND resource_type = ").push_bind(kind.as_str());
         }
         if let Some(run) = &query.run_id {
-            sql.push(" AND run_id = ").push_bind(run.as_str());
+            sql.push(" AND ")
+                .push(B::RUN_ID)
+                .push(" = ")
+                .push_bind(run.as_str());
         }
         if let Some(id) = &query.resource_id {
             sql.push(" AND resource_id = ").push_bind(id.as_str());

@@ -37,6 +37,9 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
     /// the backend's unique index on usernames can serve.
     const USERNAME_MATCHES: &'static str;
 
+    /// An audit record's run id (`metadata.runId`), as its index on the backend serves it.
+    const RUN_ID: &'static str;
+
     /// The order in which records written before the audit chain existed are linked into it.
     const UNLINKED_ORDER: &'static str;
 

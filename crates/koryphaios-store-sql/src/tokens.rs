@@ -8,7 +8,9 @@ use koryphaios_core::ids::{ApiKeyId, CredentialId, FamilyId, TokenId, UserId};
 use koryphaios_core::pagination::PageRequest;
 use koryphaios_core::secret::TokenHash;
 use koryphaios_core::store::{StoreResult, TokenStore};
-use koryphaios_core::tokens::{AgentToken, TokenLookup, TokenParent};
+use koryphaios_core::tokens::{
+    AgentToken, MAX_LIVE_TOKENS, TokenInserted, TokenLookup, TokenParent,
+};
 use koryphaios_core::users::Role;
 use time::OffsetDateTime;
 
@@ -77,11 +79,33 @@ impl<B: Backend> TokenStore for SqlStore<B> {
         token: &AgentToken,
         secret_hash: &TokenHash,
         audit: &AuditEntry,
-    ) -> StoreResult<Option<AgentToken>> {
+    ) -> StoreResult<TokenInserted> {
         let mut tx = self.backend.write().await?;
+        let now = to_unix_ms(token.created_at);
+        // The owner's row, then the parent's: concurrent mints of one user queue here, so the
+        // count below holds for all of them.
+        Query::<B::Db>::new(format!(
+            "SELECT id FROM users WHERE id = $1{}",
+            B::FOR_UPDATE
+        ))
+        .bind(token.user_id.as_str())
+        .fetch_optional(&mut tx)
+        .await
+        .map_err(B::map_err)?;
+        let live: i64 = Query::<B::Db>::new(
+            "SELECT COUNT(*) FROM agent_tokens
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token.user_id.as_str())
+        .bind(now)
+        .fetch_scalar(&mut tx)
+        .await
+        .map_err(B::map_err)?;
+        if live >= MAX_LIVE_TOKENS {
+            return Ok(TokenInserted::TooMany);
+        }
         // FOR SHARE conflicts with the parent's revocation (an UPDATE of its row): one waits for
         // the other, and whichever is second sees the first's result.
-        let now = to_unix_ms(token.created_at);
         let (parent_sql, parent_id) = match &token.parent {
             TokenParent::ApiKey(key) => (
                 "SELECT expires_at FROM api_keys
@@ -103,7 +127,7 @@ impl<B: Backend> TokenStore for SqlStore<B> {
             .await
             .map_err(B::map_err)?;
         let Some(parent) = parent else {
-            return Ok(None);
+            return Ok(TokenInserted::ParentGone);
         };
         let parent_expires_at = instant(&parent, "expires_at").map_err(B::map_err)?;
         let mut stored = token.clone();
@@ -144,7 +168,7 @@ impl<B: Backend> TokenStore for SqlStore<B> {
         .await
         .map_err(B::map_err)?;
         commit_with_audit::<B>(&self.chain, tx, audit).await?;
-        Ok(Some(stored))
+        Ok(TokenInserted::Stored(stored))
     }
 
     async fn list_tokens(
@@ -221,6 +245,7 @@ impl<B: Backend> TokenStore for SqlStore<B> {
             "SELECT t.*, u.role AS owner_role, u.username AS owner_username, u.tier AS owner_tier,
                     u.disabled_at IS NOT NULL AS owner_disabled,
                     k.scopes AS parent_scopes, k.rate_limit_per_minute AS parent_rate_limit,
+                    k.allowed_cidrs AS parent_cidrs, k.tier AS parent_tier,
                     {} AS parent_live
              FROM agent_tokens t JOIN users u ON u.id = t.user_id {PARENT_JOINS}
              WHERE t.token_hash = $1",
@@ -249,6 +274,14 @@ impl<B: Backend> TokenStore for SqlStore<B> {
                     .map(|scopes| scopes_from_text(&scopes))
                     .transpose()?,
                 parent_rate_limit_per_minute: optional_u32(&row, "parent_rate_limit")?,
+                parent_networks: networks(&row, "parent_cidrs")?,
+                parent_tier: row
+                    .try_get::<Option<String>>("parent_tier")?
+                    .map(|tier| {
+                        Tier::parse(&tier)
+                            .ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))
+                    })
+                    .transpose()?,
                 stored_hash: TokenHash::from_stored(row.try_get("token_hash")?),
             })
         };

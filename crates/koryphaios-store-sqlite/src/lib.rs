@@ -97,6 +97,8 @@ impl Backend for SqliteBackend {
     const FOR_SHARE: &'static str = "";
     // `username` is declared `COLLATE NOCASE`, like its unique index.
     const USERNAME_MATCHES: &'static str = "username = $1";
+    /// A virtual generated column of the metadata (migration 0008), indexed.
+    const RUN_ID: &'static str = "run_id";
     const UNLINKED_ORDER: &'static str = "rowid";
     const AUDIT_BATCH_IN_ONE_STATEMENT: bool = false;
 

@@ -97,6 +97,9 @@ pub enum ApiKeyError {
     /// An agent token tried to create or manage an API key.
     #[error("an agent token cannot create or manage API keys")]
     TokenCannotMint,
+    /// A key held to networks or a rate limit tried to manage a key that is not.
+    #[error("a key may manage only keys within its own allowedCidrs and rateLimit")]
+    PolicyNotAllowed,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -234,16 +237,23 @@ impl ApiKeyService {
         Err(ApiKeyError::TokenCannotMint)
     }
 
-    /// The networks of the calling key (a key's child stays inside them), or none.
-    async fn caller_networks(&self, principal: &Principal) -> Result<AllowedNetworks, ApiKeyError> {
+    /// The calling key's own networks and limit, which the keys it creates or manages stay
+    /// within (nothing for a session). A calling key that cannot be read is refused, not treated
+    /// as unrestricted.
+    async fn caller_policy(&self, principal: &Principal) -> Result<KeyPolicy, ApiKeyError> {
         match &principal.method {
-            AuthMethod::ApiKey { key_id, .. } => Ok(self
-                .store
-                .find_api_key(&principal.user_id, key_id)
-                .await?
-                .map(|key| key.allowed_networks)
-                .unwrap_or_default()),
-            AuthMethod::Session { .. } | AuthMethod::Token(_) => Ok(AllowedNetworks::default()),
+            AuthMethod::ApiKey { key_id, .. } => {
+                let key = self
+                    .store
+                    .find_api_key(&principal.user_id, key_id)
+                    .await?
+                    .ok_or(ApiKeyError::ParentGone)?;
+                Ok(KeyPolicy {
+                    networks: key.allowed_networks,
+                    rate_limit_per_minute: key.rate_limit_per_minute,
+                })
+            }
+            AuthMethod::Session { .. } | AuthMethod::Token(_) => Ok(KeyPolicy::default()),
         }
     }
 
@@ -327,6 +337,12 @@ impl ApiKeyService {
             && target.tier > *own
         {
             return Err(ApiKeyError::TierNotAllowed(target.tier));
+        }
+        // Nor one less restricted than itself: a key held to a network or a rate could otherwise
+        // roll an unrestricted sibling and take its secret.
+        let policy = self.caller_policy(principal).await?;
+        if !policy.contains(&target.allowed_networks, target.rate_limit_per_minute) {
+            return Err(ApiKeyError::PolicyNotAllowed);
         }
         Ok(target)
     }
@@ -414,19 +430,14 @@ impl ApiKeyService {
         self.check_grantable(principal, context, &scopes, actions::CREATE, None)
             .await?;
         Self::check_tier_grantable(principal, tier)?;
-        let caller_networks = self.caller_networks(principal).await?;
-        // A key's child inherits the key's networks, or narrows them.
+        let policy = self.caller_policy(principal).await?;
+        // A key's child inherits the key's networks and own limit, or narrows them.
         let allowed_networks = match input.allowed_cidrs {
-            None => caller_networks,
-            Some(_) if networks.is_within(&caller_networks) => networks,
-            Some(_) => {
-                return Err(ValidationErrors::single(
-                    "allowedCidrs",
-                    "must lie within the calling key's allowedCidrs",
-                )
-                .into());
-            }
+            None => policy.networks.clone(),
+            Some(_) => networks,
         };
+        let rate_limit = rate_limit.or(policy.rate_limit_per_minute);
+        policy.check_narrows(&allowed_networks, Some(rate_limit))?;
         let now = self.clock.now();
         let (secret, parsed) =
             format::generate().map_err(|e| ApiKeyError::Internal(e.to_string()))?;
@@ -590,16 +601,8 @@ impl ApiKeyService {
                 .map(|(_, most)| Some(most)),
             (rate_limit, _) => rate_limit,
         };
-        if let Some(networks) = &networks {
-            let caller = self.caller_networks(principal).await?;
-            if !networks.is_within(&caller) {
-                return Err(ValidationErrors::single(
-                    "allowedCidrs",
-                    "must lie within the calling key's allowedCidrs",
-                )
-                .into());
-            }
-        }
+        let policy = self.caller_policy(principal).await?;
+        policy.check_narrows(networks.as_ref().unwrap_or(&policy.networks), rate_limit)?;
         if let Some(scopes) = &scopes {
             self.check_grantable(principal, context, scopes, actions::UPDATE, Some(id))
                 .await?;
@@ -873,6 +876,46 @@ impl ApiKeyService {
     /// Whether a presented token looks like an API key (so it is not tried as a JWT).
     pub fn looks_like_key(token: &str) -> bool {
         token.starts_with(format::KEY_PREFIX)
+    }
+}
+
+/// A key's network and rate policy, as a calling key imposes it on the keys it creates or manages.
+#[derive(Debug, Default)]
+struct KeyPolicy {
+    networks: AllowedNetworks,
+    rate_limit_per_minute: Option<u32>,
+}
+
+impl KeyPolicy {
+    /// Whether a key with `networks` and `rate_limit` is at least as restricted as this.
+    fn contains(&self, networks: &AllowedNetworks, rate_limit: Option<u32>) -> bool {
+        networks.is_within(&self.networks)
+            && self
+                .rate_limit_per_minute
+                .is_none_or(|own| rate_limit.is_some_and(|limit| limit <= own))
+    }
+
+    /// Refuses networks outside these, and (`Some`: a change of) a limit above this one or none.
+    fn check_narrows(
+        &self,
+        networks: &AllowedNetworks,
+        rate_limit: Option<Option<u32>>,
+    ) -> Result<(), ValidationErrors> {
+        if !networks.is_within(&self.networks) {
+            return Err(ValidationErrors::single(
+                "allowedCidrs",
+                "must lie within the calling key's allowedCidrs",
+            ));
+        }
+        if let (Some(own), Some(limit)) = (self.rate_limit_per_minute, rate_limit)
+            && limit.is_none_or(|limit| limit > own)
+        {
+            return Err(ValidationErrors::single(
+                "rateLimit.perMinute",
+                format!("must be at most {own} (the calling key's own limit)"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -170,30 +170,21 @@ impl CredentialService {
             attempt,
         )
         .await
-        .map_err(CredentialError::from)
-    }
-
-    /// Refuses (and audits) a credential outside the caller's agent token's `credentialIds`.
-    async fn require_allowed_credential(
-        &self,
-        principal: &Principal,
-        context: &RequestContext,
-        attempted: &str,
-        id: &CredentialId,
-    ) -> Result<(), CredentialError> {
-        if principal.may_use_credential(id) {
-            return Ok(());
+        .map_err(CredentialError::from)?;
+        // An agent token limited to a few credentials touches no other one, in any way.
+        if resource_id.is_some_and(|id| !principal.may_touch_credential(id)) {
+            access::deny_token_restriction(
+                &*self.store,
+                &*self.clock,
+                principal,
+                context,
+                "credentialIds",
+                attempt,
+            )
+            .await?;
+            return Err(CredentialError::CredentialNotAllowed);
         }
-        access::deny_token_restriction(
-            &*self.store,
-            &*self.clock,
-            principal,
-            context,
-            "credentialIds",
-            Attempt::on(attempted, RESOURCE, id.as_str()),
-        )
-        .await?;
-        Err(CredentialError::CredentialNotAllowed)
+        Ok(())
     }
 
     fn seal(
@@ -528,8 +519,6 @@ impl CredentialService {
             Some(id.as_str()),
         )
         .await?;
-        self.require_allowed_credential(principal, context, actions::CREDENTIAL_ACCESS, id)
-            .await?;
         let now = self.clock.now();
         let audit = AuditEntry::new(
             principal,
@@ -583,9 +572,8 @@ impl CredentialService {
             .token()
             .and_then(|grant| grant.credential_ids.as_deref());
         let found = match (id, restricted) {
+            // `require` above refused an id outside the token's list.
             (Some(id), _) => {
-                self.require_allowed_credential(principal, context, actions::CREDENTIAL_USE, id)
-                    .await?;
                 self.store
                     .find_current_version(&principal.user_id, id)
                     .await?

@@ -83,6 +83,7 @@ macro_rules! store_contract_tests {
             agent_tokens_live_only_while_their_parent_does,
             token_uses_are_counted_exactly_under_concurrency,
             revoked_tokens_are_refused_and_expired_ones_purged,
+            a_user_holds_at_most_the_live_token_cap,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {

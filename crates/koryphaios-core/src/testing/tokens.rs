@@ -15,7 +15,7 @@ use crate::scope::{Scope, ScopeSet};
 use crate::secret::TokenHash;
 use crate::store::Store;
 use crate::tier::Tier;
-use crate::tokens::{AgentToken, TokenParent};
+use crate::tokens::{AgentToken, MAX_LIVE_TOKENS, TokenInserted, TokenParent};
 use crate::users::User;
 
 fn token(owner: &User, parent: TokenParent, ttl: Duration) -> AgentToken {
@@ -34,6 +34,19 @@ fn token(owner: &User, parent: TokenParent, ttl: Duration) -> AgentToken {
         created_at: t0(),
         expires_at: t0() + ttl,
         revoked_at: None,
+    }
+}
+
+trait Stored {
+    fn stored(self) -> AgentToken;
+}
+
+impl Stored for TokenInserted {
+    fn stored(self) -> AgentToken {
+        match self {
+            TokenInserted::Stored(token) => token,
+            other => panic!("expected the token stored, got {other:?}"),
+        }
     }
 }
 
@@ -66,7 +79,7 @@ pub async fn agent_tokens_live_only_while_their_parent_does(store: Arc<dyn Store
         .insert_token(&long, &TokenHash::of("kat_long"), &stub_audit())
         .await
         .expect("insert token")
-        .expect("parent live");
+        .stored();
     assert_eq!(Some(stored.expires_at), key.expires_at);
     let found = store
         .lookup_token(&TokenHash::of("kat_long"), t0())
@@ -95,7 +108,7 @@ pub async fn agent_tokens_live_only_while_their_parent_does(store: Arc<dyn Store
         .insert_token(&from_session, &TokenHash::of("kat_session"), &stub_audit())
         .await
         .expect("insert")
-        .expect("session live");
+        .stored();
     let live = store
         .list_tokens(&ada.id, t0(), &first_page())
         .await
@@ -124,12 +137,12 @@ pub async fn agent_tokens_live_only_while_their_parent_does(store: Arc<dyn Store
         TokenParent::ApiKey(key.id.clone()),
         Duration::hours(1),
     );
-    assert!(
+    assert_eq!(
         store
             .insert_token(&late, &TokenHash::of("kat_late"), &stub_audit())
             .await
-            .expect("insert")
-            .is_none()
+            .expect("insert"),
+        TokenInserted::ParentGone
     );
     // The session ended: the same for its token.
     store
@@ -179,7 +192,7 @@ pub async fn token_uses_are_counted_exactly_under_concurrency(store: Arc<dyn Sto
         .insert_token(&limited, &TokenHash::of("kat_limited"), &stub_audit())
         .await
         .expect("insert")
-        .expect("live");
+        .stored();
     let uses = concurrent_uses(&store, &limited.id, 20).await;
     assert_eq!(uses.iter().filter(|counted| **counted).count(), 3);
     assert!(
@@ -219,7 +232,7 @@ pub async fn revoked_tokens_are_refused_and_expired_ones_purged(store: Arc<dyn S
             .insert_token(item, &TokenHash::of(secret), &stub_audit())
             .await
             .expect("insert")
-            .expect("live");
+            .stored();
     }
     let later = t0() + Duration::minutes(2);
     let live = store
@@ -264,4 +277,44 @@ pub async fn revoked_tokens_are_refused_and_expired_ones_purged(store: Arc<dyn S
             .expect("lookup")
             .is_none()
     );
+}
+
+/// Contract check.
+pub async fn a_user_holds_at_most_the_live_token_cap(store: Arc<dyn Store>) {
+    let ada = user(&store, "ada").await;
+    let family = session(&store, &ada, "rt-1").await;
+    let parent = TokenParent::Session(family);
+    for n in 0..MAX_LIVE_TOKENS {
+        store
+            .insert_token(
+                &token(&ada, parent.clone(), Duration::minutes(5)),
+                &TokenHash::of(&format!("kat_{n}")),
+                &stub_audit(),
+            )
+            .await
+            .expect("insert")
+            .stored();
+    }
+    assert_eq!(
+        store
+            .insert_token(
+                &token(&ada, parent.clone(), Duration::minutes(5)),
+                &TokenHash::of("kat_over"),
+                &stub_audit(),
+            )
+            .await
+            .expect("insert"),
+        TokenInserted::TooMany
+    );
+    // Expired ones do not count.
+    let later = AgentToken {
+        created_at: t0() + Duration::minutes(10),
+        expires_at: t0() + Duration::minutes(20),
+        ..token(&ada, parent, Duration::minutes(5))
+    };
+    store
+        .insert_token(&later, &TokenHash::of("kat_later"), &stub_audit())
+        .await
+        .expect("insert")
+        .stored();
 }

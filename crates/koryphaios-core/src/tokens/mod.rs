@@ -32,6 +32,19 @@ pub const MAX_CREDENTIAL_IDS: usize = 20;
 pub const MAX_USES: i64 = 1_000_000;
 /// The longest run id.
 pub const MAX_RUN_ID_CHARS: usize = 128;
+/// The most live tokens one user may hold (each mint writes a row and an audit record).
+pub const MAX_LIVE_TOKENS: i64 = 1000;
+
+/// What storing a new token came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenInserted {
+    /// Stored; the token as stored (its expiry cut to its parent's).
+    Stored(AgentToken),
+    /// The key or session minting it is no longer live.
+    ParentGone,
+    /// The user holds [`MAX_LIVE_TOKENS`] live tokens already.
+    TooMany,
+}
 
 /// What minted a token: it never outlives or survives its parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,15 +109,40 @@ pub struct TokenLookup {
     pub parent_scopes: Option<ScopeSet>,
     /// The minting key's own requests-per-minute limit now.
     pub parent_rate_limit_per_minute: Option<u32>,
+    /// The minting key's networks now (a key narrowed after minting narrows its tokens too).
+    pub parent_networks: AllowedNetworks,
+    /// The minting key's tier now (a key lowered after minting lowers its tokens too).
+    pub parent_tier: Option<Tier>,
     /// The stored hash, compared in constant time with the presented one.
     pub stored_hash: TokenHash,
 }
 
-/// Checks a run id: 1–128 characters, none of them a control character (it ends up in audit
-/// records, logs and query strings).
+/// Whether a character may appear in a run id: printable, and not one that hides or reorders
+/// text (line and paragraph separators, bidirectional controls, zero-width and other format
+/// characters, whitespace other than the plain space).
+fn is_printable(c: char) -> bool {
+    const INVISIBLE: &[(char, char)] = &[
+        ('\u{00AD}', '\u{00AD}'),
+        ('\u{061C}', '\u{061C}'),
+        ('\u{180E}', '\u{180E}'),
+        ('\u{200B}', '\u{200F}'),
+        ('\u{2028}', '\u{202E}'),
+        ('\u{2060}', '\u{206F}'),
+        ('\u{FEFF}', '\u{FEFF}'),
+        ('\u{FFF9}', '\u{FFFB}'),
+    ];
+    !c.is_control()
+        && (c == ' ' || !c.is_whitespace())
+        && !INVISIBLE
+            .iter()
+            .any(|(from, to)| (*from..=*to).contains(&c))
+}
+
+/// Checks a run id: 1–128 printable characters (it ends up in audit records, logs, query strings
+/// and consoles).
 pub fn check_run_id(run_id: &str) -> Result<(), FieldError> {
     let length = run_id.chars().count();
-    if !(1..=MAX_RUN_ID_CHARS).contains(&length) || run_id.chars().any(char::is_control) {
+    if !(1..=MAX_RUN_ID_CHARS).contains(&length) || !run_id.chars().all(is_printable) {
         return Err(FieldError::new(
             "runId",
             format!("must be 1 to {MAX_RUN_ID_CHARS} printable characters"),
@@ -172,6 +210,11 @@ mod tests {
             "line\nbreak",
             "nul\0",
             "esc\u{1b}[31m",
+            "tab\there",
+            "sep\u{2028}arator",
+            "bidi\u{202E}txt",
+            "zero\u{200B}width",
+            "nb\u{00A0}sp",
         ] {
             assert!(check_run_id(bad).is_err(), "{bad:?}");
         }

@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 use time::Duration;
 
 use super::{
-    AgentToken, TokenLookup, TokenParent, UseCounter, check_credential_ids, check_max_uses,
-    check_run_id, check_ttl,
+    AgentToken, MAX_LIVE_TOKENS, TokenInserted, TokenLookup, TokenParent, UseCounter,
+    check_credential_ids, check_max_uses, check_run_id, check_ttl,
 };
 use crate::access::{self, Attempt, Refusal};
 use crate::api_keys::format::{self, TOKEN_PREFIX};
@@ -71,6 +71,9 @@ pub enum TokenError {
     /// The key or session minting it ended meanwhile.
     #[error("the calling key or session is no longer live")]
     ParentGone,
+    /// The user holds the most live tokens allowed.
+    #[error("at most {MAX_LIVE_TOKENS} live tokens per user")]
+    TooMany,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -299,28 +302,41 @@ impl TokenService {
             &token.id,
             token_details(&token),
         );
-        let stored = self
+        match self
             .store
             .insert_token(&token, &parsed.hash(), &audit)
             .await?
-            .ok_or(TokenError::ParentGone)?;
-        Ok((stored, secret))
+        {
+            TokenInserted::Stored(stored) => Ok((stored, secret)),
+            TokenInserted::ParentGone => Err(TokenError::ParentGone),
+            TokenInserted::TooMany => Err(TokenError::TooMany),
+        }
     }
 
-    /// A page of the caller's live tokens, newest first (a token may list only itself).
+    /// A page of the caller's live tokens, newest first: those within the caller's scopes (a
+    /// weak key does not see what stronger keys' runs may do); a token sees only itself.
     pub async fn list(
         &self,
         principal: &Principal,
         page: &PageRequest<TokenId>,
     ) -> Result<Page<AgentToken, TokenId>, TokenError> {
         let now = self.clock.now();
+        if let Some(grant) = principal.token() {
+            let own = self
+                .store
+                .find_token(&principal.user_id, &grant.token_id)
+                .await?
+                .filter(|token| token.revoked_at.is_none() && token.expires_at > now);
+            return Ok(Page {
+                items: own.into_iter().collect(),
+                next: None,
+            });
+        }
         let mut items = self
             .store
             .list_tokens(&principal.user_id, now, &page.overfetch())
             .await?;
-        if let Some(grant) = principal.token() {
-            items.retain(|token| token.id == grant.token_id);
-        }
+        items.retain(|token| token.scopes.iter().all(|scope| principal.allows(scope)));
         Ok(Page::from_overfetch(
             items,
             page.limit,
@@ -420,11 +436,12 @@ impl TokenService {
         if found.owner_disabled {
             return Err(denied(TokenAuthError::OwnerDisabled));
         }
-        // No address (not over TCP) cannot prove it is inside a network.
-        if !token.allowed_networks.is_unrestricted()
-            && !client_ip.is_some_and(|ip| token.allowed_networks.allows(ip))
-        {
-            return Err(denied(TokenAuthError::IpNotAllowed));
+        // Its own networks and its minting key's as they are now. No address (not over TCP)
+        // cannot prove it is inside a network.
+        for networks in [&token.allowed_networks, &found.parent_networks] {
+            if !networks.is_unrestricted() && !client_ip.is_some_and(|ip| networks.allows(ip)) {
+                return Err(denied(TokenAuthError::IpNotAllowed));
+            }
         }
         if let Some(max_uses) = token.max_uses
             && !self
@@ -492,7 +509,9 @@ fn principal_of(found: &TokenLookup) -> Principal {
         scopes,
         method: AuthMethod::Token(Arc::new(TokenGrant {
             token_id: token.id.clone(),
-            tier: token.tier,
+            tier: found
+                .parent_tier
+                .map_or(token.tier, |parent| parent.min(token.tier)),
             expires_at: token.expires_at,
             parent_key,
             parent_rate_limit_per_minute: found.parent_rate_limit_per_minute,

@@ -415,6 +415,10 @@ impl From<ApiKeyError> for ApiError {
             ),
             ApiKeyError::ParentGone => Self::unauthenticated("api_key_revoked", "API key revoked"),
             ApiKeyError::TokenCannotMint => Self::token_cannot_mint(),
+            ApiKeyError::PolicyNotAllowed => Self::forbidden(
+                "policy_not_allowed",
+                "A key held to allowedCidrs or a rateLimit may manage only keys held at least as tightly",
+            ),
             ApiKeyError::Store(store) => store.into(),
             ApiKeyError::Internal(detail) => Self::internal(detail),
         }
@@ -431,6 +435,10 @@ impl From<TokenError> for ApiError {
             TokenError::ParentGone => Self::unauthenticated(
                 "unauthenticated",
                 "The calling key or session ended; authenticate again",
+            ),
+            TokenError::TooMany => Self::conflict(
+                "too_many_tokens",
+                "This user holds the most live agent tokens allowed; revoke some or let them expire",
             ),
             TokenError::Store(store) => store.into(),
             TokenError::Internal(detail) => Self::internal(detail),

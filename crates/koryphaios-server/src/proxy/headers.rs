@@ -6,8 +6,9 @@
 //! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`), `Expect` (ours to answer) and `Accept-Encoding`,
 //! replaced by `Accept-Encoding: identity` (a request without the header accepts any coding, and
 //! an error body must come back uncompressed to be searched for the key); then the provider's key
-//! in its header. Back to the caller: the provider's headers minus the hop-by-hop ones, and minus any
-//! header that carries the key.
+//! in its header; our `X-Request-Id` stays here too. Back to the caller: the provider's headers
+//! minus the hop-by-hop ones and any header that carries the key, with the provider's
+//! `X-Request-Id` renamed `X-Upstream-Request-Id` (ours keeps the name).
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -39,7 +40,13 @@ const CALLER_ONLY: &[&str] = &[
     // Answered by our own server when the body is first read (curl sends it for large bodies);
     // the outgoing request streams its body without waiting.
     "expect",
+    // Our request id (the caller's, when it sent a sane one): it names our request, not theirs.
+    "x-request-id",
 ];
+
+/// Where the provider's own request id goes in the answer: `X-Request-Id` is ours (the
+/// envelope's `requestId`), and the provider's is what its support asks for.
+pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 
 /// The header naming which stored credential to use.
 pub const CREDENTIAL_HEADER: &str = "x-koryphaios-credential";
@@ -116,7 +123,12 @@ pub fn downstream_response(upstream: &HeaderMap, secret: &SecretString) -> Heade
                 .as_bytes()
                 .windows(key.len())
                 .any(|window| window == key);
-        if !is_hop_by_hop(name, &listed) && !carries_key {
+        if is_hop_by_hop(name, &listed) || carries_key {
+            continue;
+        }
+        if name.as_str() == "x-request-id" {
+            outgoing.append(UPSTREAM_REQUEST_ID, value.clone());
+        } else {
             outgoing.append(name.clone(), value.clone());
         }
     }
@@ -163,6 +175,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("accept-encoding", "gzip"),
             ("expect", "100-continue"),
+            ("x-request-id", "ours-1"),
             ("content-type", "application/json"),
             ("anthropic-version", "2023-06-01"),
         ]);
@@ -209,7 +222,11 @@ mod tests {
         ]);
         let out = downstream_response(&upstream, &SecretString::from("sk-stored"));
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type", "x-request-id"]);
+        assert_eq!(names, ["content-type", UPSTREAM_REQUEST_ID]);
+        assert_eq!(
+            out[UPSTREAM_REQUEST_ID], "req_1",
+            "the provider's id survives, renamed"
+        );
     }
 
     #[test]

@@ -26,9 +26,27 @@ pub fn split(path: &str) -> Option<(&str, &str)> {
     path.strip_prefix(PREFIX)?.split_once('/')
 }
 
+/// How many times a segment is percent-decoded while it still changes: an upstream (or a server
+/// behind it) that decodes once more than we do must not find `..` or a slash either.
+const MAX_DECODINGS: usize = 4;
+
+/// Whether a segment means "this directory" or "the parent" to some server: it is, or decodes
+/// (repeatedly: `%252e` is `%2e` after one decoding) to, `.` or `..`, also with a `;parameters`
+/// suffix (`..;x`, which Tomcat-style servers read as `..`), or decodes to something holding a
+/// slash or backslash.
 fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-    decoded == "." || decoded == ".."
+    let mut decoded = segment.to_owned();
+    for _ in 0..MAX_DECODINGS {
+        let next = percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let name = decoded.split(';').next().unwrap_or_default();
+    name == "." || name == ".." || decoded.contains('/') || decoded.contains('\\')
 }
 
 fn starts_with_scheme(path: &str) -> bool {
@@ -158,6 +176,13 @@ mod tests {
             "a%5c..%5cb",
             "a%2f..%2fb",
             "%2F%2Fevil.example",
+            "..;/admin",
+            "a/..;jsessionid=1/admin",
+            "%252e%252e/admin",
+            "%25252e%25252e/admin",
+            "a/%252f..%252fadmin",
+            "a/%255c",
+            ".;/x",
         ] {
             assert!(check_path(rest).is_err(), "{rest} should be refused");
         }

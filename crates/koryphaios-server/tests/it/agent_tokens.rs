@@ -603,3 +603,227 @@ async fn a_keys_own_rate_limit_caps_it_and_its_tokens() {
         .unwrap();
     assert_eq!(renamed["rateLimit"], Value::Null, "{renamed}");
 }
+
+#[tokio::test]
+async fn a_restricted_key_cannot_loosen_itself_or_take_over_a_looser_key() {
+    let app = TestApp::spawn_with(&[
+        ("KORYPHAIOS_ALLOW_REGISTRATION", "true"),
+        ("KORYPHAIOS_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
+    .await;
+    let ada = app.user("ada").await;
+    let sibling = app
+        .create_key(&ada.access, json!({"name": "open", "scopes": ["read"]}))
+        .await;
+    let held = app
+        .create_key(
+            &ada.access,
+            json!({"name": "held", "scopes": ["read", "write"], "allowedCidrs": ["127.0.0.0/8"], "rateLimit": {"perMinute": 50}}),
+        )
+        .await;
+    let held_key = held["key"].as_str().unwrap();
+    let sibling_path = format!("/api/v1/keys/{}", sibling["id"].as_str().unwrap());
+    for (method, path) in [
+        (Method::POST, format!("{sibling_path}/roll")),
+        (Method::DELETE, sibling_path.clone()),
+    ] {
+        let response = app.request(method, &path, Some(held_key), None).await;
+        assert_error(response, 403, "policy_not_allowed").await;
+    }
+    let held_path = format!("/api/v1/keys/{}", held["id"].as_str().unwrap());
+    for body in [
+        json!({"rateLimit": null}),
+        json!({"rateLimit": {"perMinute": 51}}),
+        json!({"allowedCidrs": []}),
+    ] {
+        let response = app
+            .request(
+                Method::PATCH,
+                &held_path,
+                Some(held_key),
+                Some(body.clone()),
+            )
+            .await;
+        assert_error(response, 400, "validation_failed").await;
+    }
+    // Its children inherit both, and may only narrow them.
+    let child: Value = app
+        .create_key(held_key, json!({"name": "child", "scopes": ["read"]}))
+        .await;
+    assert_eq!(child["allowedCidrs"], json!(["127.0.0.0/8"]), "{child}");
+    assert_eq!(child["rateLimit"], json!({"perMinute": 50}), "{child}");
+    let wider = app
+        .post_authed(
+            "/api/v1/keys",
+            held_key,
+            json!({"name": "wider", "rateLimit": {"perMinute": 500}}),
+        )
+        .await;
+    assert_error(wider, 400, "validation_failed").await;
+    // A session may loosen it: it holds no such limit.
+    let loosened = app
+        .request(
+            Method::PATCH,
+            &held_path,
+            Some(&ada.access),
+            Some(json!({"rateLimit": null, "allowedCidrs": []})),
+        )
+        .await;
+    assert_eq!(loosened.status(), 200);
+}
+
+#[tokio::test]
+async fn the_client_address_is_read_from_every_forwarded_for_field() {
+    let app = TestApp::spawn_with(&[
+        ("KORYPHAIOS_ALLOW_REGISTRATION", "true"),
+        ("KORYPHAIOS_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
+    .await;
+    let ada = app.user("ada").await;
+    let office = key(
+        &app,
+        &ada.access,
+        json!({"name": "office", "scopes": ["read"], "allowedCidrs": ["203.0.113.0/24"]}),
+    )
+    .await;
+    // The client forges a field; the proxy adds its own (the real address) as a second field.
+    let response = app
+        .client
+        .get(app.url("/api/auth/me"))
+        .bearer_auth(&office)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 403, "ip_not_allowed").await;
+}
+
+#[tokio::test]
+async fn a_token_limited_to_credentials_touches_no_other_one() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let mine = app
+        .create_credential(&ada.access, "openai", "sk-mine-0123456789")
+        .await;
+    let other = app
+        .create_credential(&ada.access, "openai", "sk-other-0123456789")
+        .await;
+    let token = secret(
+        &mint(
+            &app,
+            &ada.access,
+            json!({"ttlSeconds": 60, "credentialIds": [mine]}),
+        )
+        .await,
+    );
+    let path = format!("/api/v1/credentials/{other}");
+    for (method, path, body) in [
+        (Method::GET, path.clone(), None),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"metadata": {"x": 1}})),
+        ),
+        (
+            Method::POST,
+            format!("{path}/rotate"),
+            Some(json!({"credential": "sk-attacker-0123456789"})),
+        ),
+        (Method::GET, format!("{path}/audit"), None),
+        (Method::DELETE, path.clone(), None),
+    ] {
+        let response = app.request(method.clone(), &path, Some(&token), body).await;
+        assert_error(response, 403, "credential_not_allowed").await;
+    }
+    assert_eq!(app.reveal(&ada.access, &other).await, "sk-other-0123456789");
+    assert_eq!(
+        status_of(&app, &format!("/api/v1/credentials/{mine}"), &token).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn rolling_or_narrowing_the_minting_key_reaches_its_tokens() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let issued = app
+        .create_key(&ada.access, json!({"name": "parent", "scopes": ["read"]}))
+        .await;
+    let parent = issued["key"].as_str().unwrap();
+    let path = format!("/api/v1/keys/{}", issued["id"].as_str().unwrap());
+    // Narrowing the key's networks narrows its existing tokens.
+    let token = secret(&mint(&app, parent, json!({"ttlSeconds": 600})).await);
+    assert_eq!(status_of(&app, "/api/auth/me", &token).await, 200);
+    let narrowed = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&ada.access),
+            Some(json!({"allowedCidrs": ["203.0.113.0/24"]})),
+        )
+        .await;
+    assert_eq!(narrowed.status(), 200);
+    assert_error(
+        app.get_authed("/api/auth/me", &token).await,
+        403,
+        "ip_not_allowed",
+    )
+    .await;
+    let widened = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&ada.access),
+            Some(json!({"allowedCidrs": []})),
+        )
+        .await;
+    assert_eq!(widened.status(), 200);
+    assert_eq!(status_of(&app, "/api/auth/me", &token).await, 200);
+    // Rolling it (no grace) ends the tokens minted with the old secret.
+    let rolled = app
+        .request(
+            Method::POST,
+            &format!("{path}/roll"),
+            Some(&ada.access),
+            Some(json!({"gracePeriodSeconds": 0})),
+        )
+        .await;
+    assert_eq!(rolled.status(), 200);
+    assert_error(
+        app.get_authed("/api/auth/me", &token).await,
+        401,
+        "token_expired",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_weak_key_lists_only_tokens_within_its_scopes() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let strong = mint(&app, &ada.access, json!({"ttlSeconds": 600})).await;
+    let reader = key(&app, &ada.access, json!({"name": "r", "scopes": ["read"]})).await;
+    let weak = mint(&app, &reader, json!({"ttlSeconds": 600})).await;
+    let listed: Value = app
+        .get_authed("/api/v1/tokens", &reader)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert_eq!(ids, vec![&weak["id"]], "{listed}");
+    let all: Value = app
+        .get_authed("/api/v1/tokens", &ada.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["tokens"].as_array().unwrap().len(), 2);
+    let _ = strong;
+}

@@ -72,7 +72,10 @@ async fn record(upstream: &Upstream, request: Request) -> (Seen, Vec<u8>) {
 
 async fn echo(State(upstream): State<Upstream>, request: Request) -> Response {
     let (seen, _) = record(&upstream, request).await;
-    axum::Json(json!({"method": seen.method, "uri": seen.uri, "bytes": seen.body_bytes}))
+    (
+        [("x-request-id", "provider-req-1")],
+        axum::Json(json!({"method": seen.method, "uri": seen.uri, "bytes": seen.body_bytes})),
+    )
         .into_response()
 }
 
@@ -997,4 +1000,31 @@ async fn an_agent_token_calls_through_the_proxy_limited_to_its_credentials_with_
         format!("token:{}", issued["id"].as_str().unwrap())
     );
     assert!(!record.to_string().contains(&token));
+}
+
+#[tokio::test]
+async fn request_ids_stay_on_their_side_and_the_providers_is_kept() {
+    let Setup {
+        app,
+        upstream,
+        session,
+        ..
+    } = setup(&[]).await;
+    let agent = key_with(&app, &session.access, json!(["proxy:openai"])).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/proxy/openai/models"))
+        .header("x-api-key", &agent)
+        .header("x-request-id", "caller-chosen-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "caller-chosen-1");
+    assert_eq!(
+        response.headers()["x-upstream-request-id"],
+        "provider-req-1",
+        "the provider's request id is what its support asks for"
+    );
+    assert!(upstream.last().headers.get("x-request-id").is_none());
 }

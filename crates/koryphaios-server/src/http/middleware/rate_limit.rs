@@ -33,14 +33,24 @@ pub async fn client_ip(
         .get::<ConnectInfo<SocketAddr>>()
         .copied()
     {
-        let forwarded = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = resolve_client_ip(peer.ip(), forwarded, &state.trusted_proxies);
+        let forwarded = forwarded_for(request.headers());
+        let ip = resolve_client_ip(peer.ip(), forwarded.as_deref(), &state.trusted_proxies);
         request.extensions_mut().insert(ClientIp(ip));
     }
     next.run(request).await
+}
+
+/// Every `X-Forwarded-For` field in order, as one list: a proxy may add its own field instead of
+/// appending to the client's (HAProxy's `option forwardfor`), and reading only the first would
+/// believe the client's. A field that is not text makes the whole list unusable (the peer's
+/// address is used).
+fn forwarded_for(headers: &HeaderMap) -> Option<String> {
+    let fields = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.to_str().ok())
+        .collect::<Option<Vec<&str>>>()?;
+    (!fields.is_empty()).then(|| fields.join(","))
 }
 
 /// Whether the rate limiter lets `path` through unlimited (health checks and metrics).

@@ -378,6 +378,8 @@ pub async fn change_password(
         Err(refusal) => return Ok(refusal),
     };
     tracing::info!(user_id = %principal.user_id, "password changed");
+    // Every session ended, and with them their agent tokens.
+    state.tokens.forget_owner(&principal.user_id);
     Ok(ApiJson(SessionResponse::from(tokens)).into_response())
 }
 

@@ -187,8 +187,8 @@ impl KeyView {
     }
 }
 
-/// A new key with its secret: the only time the secret is shown.
-#[derive(Debug, Serialize, ToSchema)]
+/// A new key with its secret: the only time the secret is shown (never in `Debug`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedKey {
     /// The id (`key_…`).
@@ -222,6 +222,16 @@ pub struct IssuedKey {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub previous_key_expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("id", &self.id)
+            .field("key", &"[REDACTED]")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IssuedKey {
@@ -445,6 +455,8 @@ pub async fn roll(
         .api_keys
         .roll(&principal, &context, &id, grace)
         .await?;
+    // Its tokens now end with the grace period.
+    state.tokens.forget_owner(&principal.user_id);
     Ok(ApiJson(IssuedKey::new(key, &secret, Some(old_expires_at))))
 }
 

@@ -102,8 +102,8 @@ impl From<AgentToken> for TokenView {
     }
 }
 
-/// A new token with its secret: the only time the secret is shown.
-#[derive(Debug, Serialize, ToSchema)]
+/// A new token with its secret: the only time the secret is shown (never in `Debug`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedToken {
     /// The secret (`kat_…`): hand it to the agent run; it is never shown again.
@@ -111,6 +111,15 @@ pub struct IssuedToken {
     /// The token's metadata.
     #[serde(flatten)]
     pub view: TokenView,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"[REDACTED]")
+            .field("view", &self.view)
+            .finish()
+    }
 }
 
 /// Paging for `GET /api/v1/tokens`.
@@ -141,6 +150,7 @@ pub struct TokenList {
     responses(
         (status = 201, description = "Minted; the secret is in `token` and never shown again", body = IssuedToken),
         (status = 403, description = "Asking for a scope the caller lacks, or the caller is a token (`token_cannot_mint`)", body = ErrorBody),
+        (status = 409, description = "The user holds the most live tokens allowed (`too_many_tokens`)", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
