@@ -168,7 +168,7 @@ impl<B: Backend> TokenStore for SqlStore<B> {
         .await
         .map_err(B::map_err)?;
         commit_with_audit::<B>(&self.chain, tx, audit).await?;
-        Ok(TokenInserted::Stored(stored))
+        Ok(TokenInserted::Stored(Box::new(stored)))
     }
 
     async fn list_tokens(

@@ -44,7 +44,7 @@ trait Stored {
 impl Stored for TokenInserted {
     fn stored(self) -> AgentToken {
         match self {
-            TokenInserted::Stored(token) => token,
+            TokenInserted::Stored(token) => *token,
             other => panic!("expected the token stored, got {other:?}"),
         }
     }

@@ -39,7 +39,7 @@ pub const MAX_LIVE_TOKENS: i64 = 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenInserted {
     /// Stored; the token as stored (its expiry cut to its parent's).
-    Stored(AgentToken),
+    Stored(Box<AgentToken>),
     /// The key or session minting it is no longer live.
     ParentGone,
     /// The user holds [`MAX_LIVE_TOKENS`] live tokens already.

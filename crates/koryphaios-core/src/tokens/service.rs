@@ -307,7 +307,7 @@ impl TokenService {
             .insert_token(&token, &parsed.hash(), &audit)
             .await?
         {
-            TokenInserted::Stored(stored) => Ok((stored, secret)),
+            TokenInserted::Stored(stored) => Ok((*stored, secret)),
             TokenInserted::ParentGone => Err(TokenError::ParentGone),
             TokenInserted::TooMany => Err(TokenError::TooMany),
         }
