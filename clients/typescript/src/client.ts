@@ -200,7 +200,7 @@ export function createKoryphaiosClient(options: KoryphaiosClientOptions): Koryph
     ...(options.headers ? { headers: options.headers } : {}),
   });
 
-  return Object.assign(client, {
+  const extras = {
     async login(credentials: CredentialsRequest): Promise<SessionResponse> {
       const { data, error, response } = await client.POST("/api/auth/login", { body: credentials });
       if (data === undefined) throw KoryphaiosError.fromResponse(response, error);
@@ -213,12 +213,15 @@ export function createKoryphaiosClient(options: KoryphaiosClientOptions): Koryph
       setSession(undefined);
       if (!response.ok && response.status !== 401) throw KoryphaiosError.fromResponse(response, error);
     },
-    get session(): Session | undefined {
-      return session ? { ...session } : undefined;
-    },
     setSession,
     setApiKey(next: string | undefined): void {
       apiKey = next;
     },
+  };
+  // A getter, not a copied value (Object.assign would read it once).
+  const withSession = Object.defineProperty(Object.assign(client, extras), "session", {
+    get: (): Session | undefined => (session ? { ...session } : undefined),
+    enumerable: true,
   });
+  return withSession as KoryphaiosClient;
 }
