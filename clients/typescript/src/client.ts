@@ -81,7 +81,8 @@ const PROXY_PATH = "/api/v1/proxy/{provider}/{path}";
  */
 const pathSerializer: PathSerializer = (pathname, params) => {
   const path = params.path;
-  if (pathname !== PROXY_PATH || typeof path !== "string") return defaultPathSerializer(pathname, params);
+  // `pathname` is the whole URL template, the base URL included.
+  if (!pathname.endsWith(PROXY_PATH) || typeof path !== "string") return defaultPathSerializer(pathname, params);
   const { path: _path, ...rest } = params;
   const segments = path.replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/");
   return defaultPathSerializer(pathname, rest).replace("{path}", segments);
