@@ -56,8 +56,14 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
   child.stdout?.on("data", collect);
   child.stderr?.on("data", collect);
   let exited = false;
+  // Never outlive the test process, even when it ends without running `after`.
+  const orphanGuard = (): void => {
+    child.kill("SIGKILL");
+  };
+  process.once("exit", orphanGuard);
   child.on("exit", () => {
     exited = true;
+    process.off("exit", orphanGuard);
   });
   child.on("error", (error) => {
     output += `\nspawn ${bin}: ${error.message}`;
