@@ -1,7 +1,8 @@
 // Every operation of docs/openapi.yaml, called through the typed client. `npm run typecheck`
 // compiles this file (so a changed request or response shape fails it) and
 // test/examples-coverage.test.ts checks that each path and method of the document appears here
-// (so a new route fails until an example calls it). Read it as a reference; it is not run.
+// (so a new route fails until an example calls it). test/examples-run.test.ts runs it against a
+// real server.
 import {
   createKoryphaiosClient,
   proxyConfig,
@@ -10,7 +11,10 @@ import {
   type KoryphaiosClient,
 } from "../src/index.js";
 
-export async function everyOperation(baseUrl: string): Promise<void> {
+export async function everyOperation(
+  baseUrl: string,
+  show: (...values: unknown[]) => void = console.log,
+): Promise<void> {
   // --- auth: a session (the client refreshes the access token once on a 401) ---
   const kor: KoryphaiosClient = createKoryphaiosClient({
     baseUrl,
@@ -21,11 +25,11 @@ export async function everyOperation(baseUrl: string): Promise<void> {
   });
   const credentials = { username: "ada", password: "correct horse battery staple" };
   const registered = await unwrap(kor.POST("/api/auth/register", { body: credentials }));
-  console.log(registered.user.id, registered.user.role);
+  show(registered.user.id, registered.user.role);
   await unwrap(kor.POST("/api/auth/login", { body: credentials }));
   await kor.login(credentials); // the same, and the client keeps the session
   const me = await unwrap(kor.GET("/api/auth/me"));
-  console.log(me.userId, me.authMethod, me.scopes);
+  show(me.userId, me.authMethod, me.scopes);
   const pair = await unwrap(
     kor.POST("/api/auth/refresh", { body: { refreshToken: kor.session?.refreshToken ?? "" } }),
   );
@@ -47,7 +51,7 @@ export async function everyOperation(baseUrl: string): Promise<void> {
   const page = await unwrap(
     kor.GET("/api/v1/credentials", { params: { query: { provider: "openai", limit: 50 } } }),
   );
-  console.log(page.credentials.length, page.nextCursor);
+  show(page.credentials.length, page.nextCursor);
   await unwrap(kor.GET("/api/v1/credentials/{id}", { params: { path: { id } } }));
   await unwrap(
     kor.PATCH("/api/v1/credentials/{id}", {
@@ -61,16 +65,16 @@ export async function everyOperation(baseUrl: string): Promise<void> {
       body: { reason: "incident 42" },
     }),
   );
-  console.log(revealed.version); // revealed.credential is the secret: never log it
+  show(revealed.version); // revealed.credential is the secret: never log it
   const rotated = await unwrap(
     kor.POST("/api/v1/credentials/{id}/rotate", {
       params: { path: { id } },
       body: { credential: "sk-live-new", reason: "scheduled" },
     }),
   );
-  console.log(rotated.version);
+  show(rotated.version);
   const trail = await unwrap(kor.GET("/api/v1/credentials/{id}/audit", { params: { path: { id } } }));
-  console.log(trail);
+  show(trail);
 
   // --- API keys ---
   const issued = await unwrap(
@@ -85,13 +89,13 @@ export async function everyOperation(baseUrl: string): Promise<void> {
   );
   const keyId = issued.id;
   const keys = await unwrap(kor.GET("/api/v1/keys", { params: { query: { limit: 10 } } }));
-  console.log(keys.keys.map((k) => k.status));
+  show(keys.keys.map((k) => k.status));
   await unwrap(kor.GET("/api/v1/keys/{id}", { params: { path: { id: keyId } } }));
   await unwrap(
     kor.PATCH("/api/v1/keys/{id}", { params: { path: { id: keyId } }, body: { name: "ci deploy 2" } }),
   );
   const verdict = await unwrap(kor.POST("/api/v1/keys/verify", { body: { key: issued.key } }));
-  console.log(verdict.valid, verdict.code, verdict.ratelimit?.remaining);
+  show(verdict.valid, verdict.code, verdict.ratelimit?.remaining);
   const rolled = await unwrap(
     kor.POST("/api/v1/keys/{id}/roll", {
       params: { path: { id: keyId } },
@@ -107,7 +111,7 @@ export async function everyOperation(baseUrl: string): Promise<void> {
     }),
   );
   const tokens = await unwrap(byKey.GET("/api/v1/tokens"));
-  console.log(tokens);
+  show(tokens);
   const agent = createKoryphaiosClient({ baseUrl, apiKey: token.token });
 
   // --- the credential proxy, every method ---
@@ -123,22 +127,22 @@ export async function everyOperation(baseUrl: string): Promise<void> {
   await agent.PATCH("/api/v1/proxy/{provider}/{path}", target);
   await agent.DELETE("/api/v1/proxy/{provider}/{path}", target);
   // Or hand a provider SDK the pair: new OpenAI(proxyConfig(baseUrl, "openai", token.token)).
-  console.log(proxyConfig(baseUrl, "openai", token.token).baseURL);
+  show(proxyConfig(baseUrl, "openai", token.token).baseURL);
   await unwrap(byKey.DELETE("/api/v1/tokens/{id}", { params: { path: { id: token.id } } }));
 
   // --- audit ---
   const audit = await unwrap(
     kor.GET("/api/v1/audit", { params: { query: { action: "credential_access", limit: 20 } } }),
   );
-  console.log(audit);
+  show(audit);
   await unwrap(kor.GET("/api/v1/audit/me", { params: { query: { limit: 20 } } }));
   await unwrap(kor.GET("/api/v1/audit/suspicious", { params: { query: { windowHours: 24 } } }));
   const chain = await unwrap(kor.GET("/api/v1/audit/verify"));
-  console.log(chain);
+  show(chain);
   const exported: string = await unwrap(
     kor.GET("/api/v1/audit/export", { params: { query: { format: "jsonl" } }, parseAs: "text" }),
   );
-  console.log(exported.split("\n").length);
+  show(exported.split("\n").length);
 
   // --- users (admins) ---
   const users = await unwrap(kor.GET("/api/v1/users", { params: { query: { limit: 100 } } }));
@@ -147,29 +151,31 @@ export async function everyOperation(baseUrl: string): Promise<void> {
   await unwrap(
     kor.PATCH("/api/v1/users/{id}", { params: { path: { id: userId } }, body: { tier: "pro" } }),
   );
-  console.log(users);
+  show(users);
 
   // --- clean-up ---
   await unwrap(kor.DELETE("/api/v1/keys/{id}", { params: { path: { id: keyId } } }));
   await unwrap(
     kor.DELETE("/api/v1/credentials/{id}", { params: { path: { id } }, body: { reason: "retired" } }),
   );
-  await unwrap(kor.POST("/api/auth/logout-all"));
-  await unwrap(kor.POST("/api/auth/logout"));
+  await unwrap(kor.POST("/api/auth/logout")); // this session
+  await kor.login({ username: credentials.username, password: "another long passphrase 2026" });
+  await unwrap(kor.POST("/api/auth/logout-all")); // every session of the user
 
   // --- health and metrics (no credentials) ---
   const anon = createKoryphaiosClient({ baseUrl });
   const live = await unwrap(anon.GET("/health"));
-  console.log(live.data.version);
+  show(live.data.version);
   const ready = await unwrap(anon.GET("/health/ready"));
-  console.log(ready.data.status);
+  show(ready.data.status);
   const metrics: string = await unwrap(anon.GET("/metrics", { parseAs: "text" }));
-  console.log(metrics.length);
+  show(metrics.length);
 
   // --- errors: typed, with the envelope's code and request id ---
   try {
     await unwrap(anon.GET("/api/v1/keys"));
   } catch (e) {
-    if (e instanceof KoryphaiosError) console.log(e.status, e.code, e.requestId, e.details, e.retryAfter);
+    if (!(e instanceof KoryphaiosError)) throw e;
+    show(e.status, e.code, e.requestId, e.details, e.retryAfter);
   }
 }
