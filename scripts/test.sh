@@ -6,7 +6,8 @@
 # moto_server, the others against in-process fakes. Last, scripts/check_deploy.sh checks deploy/
 # with nginx, promtool and the compose schema, and runs the two-instance topology on that build's
 # target/debug/koryphaios. Between the two, scripts/schemathesis.sh fuzzes that same binary against
-# its OpenAPI document. Extra arguments go to `cargo test`.
+# its OpenAPI document, and scripts/typescript_client.sh runs the TypeScript client's suite (Node)
+# against it. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +32,7 @@ echo "test: pass 2 of 2: the HTTP suite on PostgreSQL"
 KORYPHAIOS_TEST_DATABASE=postgres cargo test --workspace --locked "${features[@]}" --test it "$@"
 echo "test: the API contract, fuzzed by Schemathesis (scripts/schemathesis.sh)"
 bash scripts/schemathesis.sh
+echo "test: the TypeScript client against the same binary (scripts/typescript_client.sh)"
+bash scripts/typescript_client.sh
 echo "test: deployment files and the two-instance topology (scripts/check_deploy.sh)"
 bash scripts/check_deploy.sh

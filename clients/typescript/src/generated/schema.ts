@@ -999,7 +999,7 @@ export interface components {
             /** @description Whether the service is healthy (liveness) or ready (readiness). */
             ok: boolean;
         };
-        /** @description A new key with its secret: the only time the secret is shown. */
+        /** @description A new key with its secret: the only time the secret is shown (never in `Debug`). */
         IssuedKey: {
             /** @description Where it may be used from (empty: anywhere). */
             allowedCidrs: string[];
@@ -1032,7 +1032,7 @@ export interface components {
             /** @description The scopes. */
             scopes: string[];
         };
-        /** @description A new token with its secret: the only time the secret is shown. */
+        /** @description A new token with its secret: the only time the secret is shown (never in `Debug`). */
         IssuedToken: components["schemas"]["TokenView"] & {
             /** @description The secret (`kat_…`): hand it to the agent run; it is never shown again. */
             token: string;
@@ -3533,6 +3533,15 @@ export interface operations {
             401: components["responses"]["Unauthenticated"];
             /** @description Asking for a scope the caller lacks, or the caller is a token (`token_cannot_mint`) */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The user holds the most live tokens allowed (`too_many_tokens`) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
