@@ -250,7 +250,12 @@ async fn authenticate(iterations: u64, token: bool) {
         .unwrap();
     let presented = secret.expose_secret().to_owned();
     for _ in 0..iterations {
-        std::hint::black_box(tokens.authenticate(&presented, client).await.unwrap());
+        std::hint::black_box(
+            tokens
+                .authenticate(&presented, client, RequestContext::default)
+                .await
+                .unwrap(),
+        );
     }
 }
 

@@ -133,6 +133,38 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     uses: Arc<dyn UseCounter>,
     cache: LookupCache<TokenLookup>,
+    refusals: RefusalThrottle,
+}
+
+/// When each (token, restriction) refusal was last audited: a token hammering from the wrong
+/// network leaves one record a minute, not one per request.
+#[derive(Debug, Default)]
+struct RefusalThrottle(
+    std::sync::Mutex<std::collections::HashMap<(TokenId, &'static str), std::time::Instant>>,
+);
+
+impl RefusalThrottle {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Beyond this many remembered refusals the stale ones are dropped (then all of them).
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn first_in_a_while(&self, token: &TokenId, restriction: &'static str) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if seen.len() >= Self::MAX_ENTRIES {
+            seen.retain(|_, at| now.duration_since(*at) < Self::INTERVAL);
+            if seen.len() >= Self::MAX_ENTRIES {
+                seen.clear();
+            }
+        }
+        match seen.get(&(token.clone(), restriction)) {
+            Some(at) if now.duration_since(*at) < Self::INTERVAL => false,
+            _ => {
+                seen.insert((token.clone(), restriction), now);
+                true
+            }
+        }
+    }
 }
 
 impl TokenService {
@@ -143,6 +175,7 @@ impl TokenService {
             clock,
             uses,
             cache: LookupCache::default(),
+            refusals: RefusalThrottle::default(),
         }
     }
 
@@ -398,10 +431,14 @@ impl TokenService {
 
     /// Authenticates a presented token from `client_ip`: parse, look up (cached for less than a
     /// second), check it and its parent, its networks, then count the use when it has a limit.
+    /// A known token refused for its networks or its spent uses (the marks of a stolen one) is
+    /// audited as `access_denied`, with `context` (built only then), at most once a minute per
+    /// token and reason.
     pub async fn authenticate(
         &self,
         presented: &str,
         client_ip: Option<IpAddr>,
+        context: impl FnOnce() -> RequestContext + Send,
     ) -> Result<Principal, TokenAuthOutcome> {
         let denied = TokenAuthOutcome::Denied;
         let parsed = format::parse_with(TOKEN_PREFIX, presented)
@@ -438,21 +475,46 @@ impl TokenService {
         }
         // Its own networks and its minting key's as they are now. No address (not over TCP)
         // cannot prove it is inside a network.
-        for networks in [&token.allowed_networks, &found.parent_networks] {
-            if !networks.is_unrestricted() && !client_ip.is_some_and(|ip| networks.allows(ip)) {
-                return Err(denied(TokenAuthError::IpNotAllowed));
-            }
-        }
-        if let Some(max_uses) = token.max_uses
+        let outside = [&token.allowed_networks, &found.parent_networks]
+            .into_iter()
+            .any(|networks| {
+                !networks.is_unrestricted() && !client_ip.is_some_and(|ip| networks.allows(ip))
+            });
+        let refusal = if outside {
+            Some((TokenAuthError::IpNotAllowed, "allowedCidrs"))
+        } else if let Some(max_uses) = token.max_uses
             && !self
                 .uses
                 .consume(&token.id, max_uses, token.expires_at)
                 .await
                 .map_err(TokenAuthOutcome::Store)?
         {
-            return Err(denied(TokenAuthError::Exhausted));
+            Some((TokenAuthError::Exhausted, "maxUses"))
+        } else {
+            None
+        };
+        let holder = principal_of(&found);
+        if let Some((reason, restriction)) = refusal {
+            if self.refusals.first_in_a_while(&token.id, restriction) {
+                let entry = AuditEntry::new(
+                    &holder,
+                    &context(),
+                    crate::audit::actions::ACCESS_DENIED,
+                    Some((RESOURCE, token.id.as_str())),
+                    now,
+                )
+                .failed(reason.to_string())
+                .with_metadata(Map::from_iter([
+                    ("attempted".to_owned(), json!("authenticate")),
+                    ("restriction".to_owned(), json!(restriction)),
+                ]));
+                if let Err(error) = self.store.append_audit(&entry).await {
+                    tracing::warn!(%error, "could not audit a refused agent token");
+                }
+            }
+            return Err(denied(reason));
         }
-        Ok(principal_of(&found))
+        Ok(holder)
     }
 
     /// Deletes tokens that expired before `now` (with the other purges).

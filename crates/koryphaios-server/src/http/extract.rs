@@ -118,12 +118,14 @@ pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::I
 
 /// Authenticates a request by its headers: `X-API-Key`, or `Authorization: Bearer` with an API
 /// key (`kor_…`), an agent token (`kat_…`) or a session JWT; keys and tokens are checked against
-/// their networks with `client_ip`. `Ok(None)` when it carries no credentials at all.
+/// their networks with the client's address from `extensions`. `Ok(None)` when it carries no
+/// credentials at all.
 pub async fn authenticate_headers(
     headers: &HeaderMap,
-    client_ip: Option<std::net::IpAddr>,
+    extensions: &axum::http::Extensions,
     state: &AppState,
 ) -> Result<Option<Principal>, ApiError> {
+    let client_ip = client_address(extensions);
     let api_key_header = headers.get("x-api-key").map(|value| {
         value
             .to_str()
@@ -143,7 +145,10 @@ pub async fn authenticate_headers(
         _ => None,
     };
     if let Some(token) = presented_key.filter(|key| TokenService::looks_like_token(key)) {
-        let outcome = state.tokens.authenticate(token, client_ip).await;
+        let outcome = state
+            .tokens
+            .authenticate(token, client_ip, || request_context(headers, extensions))
+            .await;
         crate::metrics::token_validation(token_validation_label(&outcome));
         crate::metrics::auth_attempt("token", outcome.is_ok());
         return outcome.map(Some).map_err(token_error);
@@ -191,12 +196,11 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Self(principal.clone()));
         }
-        let principal =
-            authenticate_headers(&parts.headers, client_address(&parts.extensions), state)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::unauthenticated("unauthenticated", "Authentication required")
-                })?;
+        let principal = authenticate_headers(&parts.headers, &parts.extensions, state)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthenticated("unauthenticated", "Authentication required")
+            })?;
         parts.extensions.insert(principal.clone());
         Ok(Self(principal))
     }
@@ -325,31 +329,23 @@ const MAX_USER_AGENT: usize = 256;
 #[derive(Debug, Clone)]
 pub struct RequestMeta(pub RequestContext);
 
+/// A request's audit context: the client's address, its user agent (truncated), the request id.
+pub fn request_context(headers: &HeaderMap, extensions: &axum::http::Extensions) -> RequestContext {
+    RequestContext {
+        client_ip: client_address(extensions).map(|ip| ip.to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect()),
+        request_id: extensions.get::<RequestId>().map(|id| id.0.clone()),
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let client_ip = parts
-            .extensions
-            .get::<ClientIp>()
-            .map(|ClientIp(ip)| ip.to_string())
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|ConnectInfo(address)| address.ip().to_string())
-            });
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|value| value.to_str().ok())
-            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
-        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
-        Ok(Self(RequestContext {
-            client_ip,
-            user_agent,
-            request_id,
-        }))
+        Ok(Self(request_context(&parts.headers, &parts.extensions)))
     }
 }
 

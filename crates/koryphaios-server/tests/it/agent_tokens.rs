@@ -827,3 +827,49 @@ async fn a_weak_key_lists_only_tokens_within_its_scopes() {
     assert_eq!(all["tokens"].as_array().unwrap().len(), 2);
     let _ = strong;
 }
+
+#[tokio::test]
+async fn a_token_refused_for_its_network_or_spent_uses_is_audited_once_a_minute() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let fenced = mint(
+        &app,
+        &ada.access,
+        json!({"ttlSeconds": 600, "allowedCidrs": ["203.0.113.0/24"], "runId": "stolen?"}),
+    )
+    .await;
+    let spent = mint(&app, &ada.access, json!({"ttlSeconds": 600, "maxUses": 1})).await;
+    for _ in 0..3 {
+        assert_eq!(status_of(&app, "/api/auth/me", &secret(&fenced)).await, 403);
+    }
+    assert_eq!(status_of(&app, "/api/auth/me", &secret(&spent)).await, 200);
+    for _ in 0..3 {
+        assert_eq!(status_of(&app, "/api/auth/me", &secret(&spent)).await, 401);
+    }
+    let denials: Value = app
+        .get_authed("/api/v1/audit/me?action=access_denied", &ada.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let records = denials["records"].as_array().unwrap();
+    let of = |token: &Value| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["resourceId"] == token["id"])
+            .collect()
+    };
+    let network = of(&fenced);
+    assert_eq!(network.len(), 1, "{denials}");
+    assert_eq!(network[0]["metadata"]["restriction"], "allowedCidrs");
+    assert_eq!(network[0]["metadata"]["runId"], "stolen?");
+    assert_eq!(network[0]["clientIp"], "127.0.0.1");
+    assert_eq!(
+        network[0]["actor"],
+        format!("token:{}", fenced["id"].as_str().unwrap())
+    );
+    let uses = of(&spent);
+    assert_eq!(uses.len(), 1, "{denials}");
+    assert_eq!(uses[0]["metadata"]["restriction"], "maxUses");
+    assert!(!denials.to_string().contains(&secret(&fenced)));
+}

@@ -12,13 +12,12 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use koryphaios_core::audit::{AuditEntry, RequestContext, actions};
+use koryphaios_core::audit::{AuditEntry, actions};
 use koryphaios_core::ratelimit::{Decision, Layer, LayerResult};
 use serde_json::json;
 
 use crate::http::error::ApiError;
-use crate::http::extract::{ClientIp, authenticate_headers, client_address};
-use crate::http::middleware::request_context::RequestId;
+use crate::http::extract::{ClientIp, authenticate_headers, request_context};
 use crate::rate_limits::client_ip as resolve_client_ip;
 use crate::state::AppState;
 
@@ -115,14 +114,10 @@ pub async fn rate_limit(
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0);
     // Authenticate now so the tier layer joins the same decision; failures are left to the
     // handler's extractor, which answers 401.
-    let principal = authenticate_headers(
-        request.headers(),
-        client_address(request.extensions()),
-        &state,
-    )
-    .await
-    .ok()
-    .flatten();
+    let principal = authenticate_headers(request.headers(), request.extensions(), &state)
+        .await
+        .ok()
+        .flatten();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -149,18 +144,7 @@ pub async fn rate_limit(
             let (result, check) = refused;
             let audit_key = format!("{}:{}", check.layer.as_str(), check.key);
             if limits.should_audit_denial(&audit_key) {
-                let context = RequestContext {
-                    client_ip: Some(ip.to_string()),
-                    user_agent: request
-                        .headers()
-                        .get(header::USER_AGENT)
-                        .and_then(|v| v.to_str().ok())
-                        .map(|ua| ua.chars().take(256).collect()),
-                    request_id: request
-                        .extensions()
-                        .get::<RequestId>()
-                        .map(|id| id.0.clone()),
-                };
+                let context = request_context(request.headers(), request.extensions());
                 let now = state.clock.now();
                 let entry = match &principal {
                     Some(principal) => {
