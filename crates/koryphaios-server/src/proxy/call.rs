@@ -73,8 +73,10 @@ pub struct Call {
     tally: Arc<RequestTally>,
     record: UseRecord,
     status: &'static str,
-    /// The call's place under the concurrency caps: given back with the call's end.
-    _permit: Permit,
+    /// The call's place under the concurrency caps: given back once its audit record is written,
+    /// so records waiting for the writer count as calls in flight (a load the writer cannot keep
+    /// up with is refused with 429 instead of piling up record tasks without bound).
+    permit: Option<Permit>,
     /// Where the record's write is counted until it is done.
     pending: PendingRecords,
 }
@@ -112,7 +114,7 @@ impl Call {
                 ..record
             },
             status: CLIENT_CLOSED,
-            _permit: permit,
+            permit: Some(permit),
             pending,
         }
     }
@@ -161,8 +163,10 @@ impl Drop for Call {
         let context = self.context.clone();
         let credential = self.credential.clone();
         let in_flight = self.pending.start();
+        let permit = self.permit.take();
         runtime.spawn(async move {
             let _in_flight = in_flight;
+            let _permit = permit;
             if let Err(error) = credentials
                 .record_use(&principal, &context, &credential, &record)
                 .await

@@ -4,7 +4,9 @@
 //! write; a streamed completion runs for minutes. The rate limiter counts calls *started* per
 //! minute, not calls *open*, so without these caps one user could hold thousands of streams open.
 //! A [`Permit`] is held by the call's bookkeeping ([`super::call::Call`]) and so lives until the
-//! response body has finished or been dropped, not just until the response head.
+//! response body has finished or been dropped, not just until the response head, and then until
+//! the call's audit record is written: the caps also bound the record writes waiting for the
+//! store.
 //!
 //! The per-user table only has entries for users with a call in flight: the last permit of a user
 //! removes its entry, so the table cannot grow with the number of users who ever called.
