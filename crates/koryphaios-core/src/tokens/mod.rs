@@ -173,7 +173,8 @@ pub fn check_max_uses(max_uses: i64) -> Result<u32, FieldError> {
     u32::try_from(max_uses).map_err(|_| FieldError::new("maxUses", "out of range"))
 }
 
-/// Checks a credential restriction: 1–20 well-formed credential ids, without repeats.
+/// Checks a credential restriction: 1–20 well-formed credential ids, none repeated (so an index
+/// in a later error names the entry the client sent).
 pub fn check_credential_ids(raw: &[String]) -> Result<Vec<CredentialId>, FieldError> {
     if raw.is_empty() || raw.len() > MAX_CREDENTIAL_IDS {
         return Err(FieldError::new(
@@ -189,9 +190,13 @@ pub fn check_credential_ids(raw: &[String]) -> Result<Vec<CredentialId>, FieldEr
                 format!("must be a credential id ({}…)", CredentialId::PREFIX),
             )
         })?;
-        if !ids.contains(&id) {
-            ids.push(id);
+        if ids.contains(&id) {
+            return Err(FieldError::new(
+                format!("credentialIds[{index}]"),
+                "repeats an earlier id",
+            ));
         }
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -233,9 +238,9 @@ mod tests {
         let good = CredentialId::generate().to_string();
         assert_eq!(
             check_credential_ids(&[good.clone(), good.clone()])
-                .unwrap()
-                .len(),
-            1
+                .unwrap_err()
+                .field,
+            "credentialIds[1]"
         );
         let error = check_credential_ids(&[good, "key_123".into()]).unwrap_err();
         assert_eq!(error.field, "credentialIds[1]");
