@@ -1,13 +1,13 @@
 //! The service's rate-limit policy (SPEC §4): which checks a request gets, and the failed-login
 //! counter. The limiter itself (Redis with in-memory fallback) is `koryphaios-ratelimit`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::Method;
 use koryphaios_core::api_keys::Tier;
+use koryphaios_core::audit::throttle::RefusalThrottle;
 use koryphaios_core::ratelimit::{Decision, Layer, LimitCheck, Mode, RateLimiter, Rule};
 use koryphaios_core::users::Username;
 use koryphaios_core::{ApiKeyId, AuthMethod, Principal, UserId};
@@ -45,7 +45,7 @@ const DENIAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 pub struct RateLimits {
     limiter: Arc<FallbackLimiter>,
     config: RateLimitConfig,
-    audited: Mutex<HashMap<String, Instant>>,
+    audited: RefusalThrottle<String>,
 }
 
 /// The tier a principal's requests count under: the user's, or the key's own when lower.
@@ -103,7 +103,7 @@ impl RateLimits {
         Self {
             limiter,
             config,
-            audited: Mutex::new(HashMap::new()),
+            audited: RefusalThrottle::new(DENIAL_AUDIT_INTERVAL),
         }
     }
 
@@ -259,18 +259,7 @@ impl RateLimits {
 
     /// Whether a refusal for this limiter key should be audited now (at most once a minute per key).
     pub fn should_audit_denial(&self, key: &str) -> bool {
-        let mut audited = self.audited.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if audited.len() > 10_000 {
-            audited.retain(|_, at| now.duration_since(*at) < DENIAL_AUDIT_INTERVAL);
-        }
-        match audited.get(key) {
-            Some(at) if now.duration_since(*at) < DENIAL_AUDIT_INTERVAL => false,
-            _ => {
-                audited.insert(key.to_owned(), now);
-                true
-            }
-        }
+        self.audited.first_in_a_while(&key.to_owned())
     }
 
     /// The backend deciding now.

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
-use crate::rows::{decode_err, instant, networks, optional_u32, scopes_from_text};
+use crate::rows::{decode_err, instant, networks, optional_u32, scopes_from_text, tier_from_text};
 use crate::store::SqlStore;
 
 /// A `WITH` clause naming `descendants`: every key created through key `$1` (its children,
@@ -58,7 +58,7 @@ fn key_from_row(row: &impl Columns) -> Result<ApiKey, sqlx::Error> {
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         scopes: scopes_from_text(&scopes)?,
-        tier: Tier::parse(&tier).ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+        tier: tier_from_text(&tier)?,
         metadata: serde_json::from_str(&metadata).map_err(decode_err)?,
         created_at: from_unix_ms(row.try_get("created_at")?),
         updated_at: from_unix_ms(row.try_get("updated_at")?),
@@ -358,8 +358,7 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
                 key: key_from_row(&row)?,
                 owner_role: Role::parse(&role)
                     .ok_or_else(|| decode_err(format!("unknown role {role:?}")))?,
-                owner_tier: Tier::parse(&tier)
-                    .ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+                owner_tier: tier_from_text(&tier)?,
                 owner_disabled: row.try_get("owner_disabled")?,
                 owner_username: row.try_get("owner_username")?,
                 secret_expires_at: row

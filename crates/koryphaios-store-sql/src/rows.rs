@@ -38,7 +38,7 @@ pub(crate) fn user_from_row(row: &impl Columns) -> Result<User, sqlx::Error> {
         id: UserId::parse(&id).map_err(decode_err)?,
         username: row.try_get("username")?,
         role: Role::parse(&role).ok_or_else(|| decode_err(format!("unknown role {role:?}")))?,
-        tier: Tier::parse(&tier).ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+        tier: tier_from_text(&tier)?,
         disabled_at: instant(row, "disabled_at")?,
         session_epoch: row.try_get("session_epoch")?,
         created_at: from_unix_ms(row.try_get("created_at")?),
@@ -74,6 +74,11 @@ pub(crate) fn wrap_from_row(
         kek_version: row.try_get("kek_version")?,
         ciphertext: row.try_get(ciphertext)?,
     })
+}
+
+/// A tier column.
+pub(crate) fn tier_from_text(tier: &str) -> Result<Tier, sqlx::Error> {
+    Tier::parse(tier).ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))
 }
 
 /// A scope set column (space-separated scopes).

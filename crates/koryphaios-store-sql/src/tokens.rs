@@ -1,7 +1,6 @@
 //! [`TokenStore`]: agent tokens (hashes only), their parents' liveness, and exact use counts.
 
 use async_trait::async_trait;
-use koryphaios_core::api_keys::Tier;
 use koryphaios_core::audit::AuditEntry;
 use koryphaios_core::clock::{from_unix_ms, to_unix_ms};
 use koryphaios_core::ids::{ApiKeyId, CredentialId, FamilyId, TokenId, UserId};
@@ -18,7 +17,7 @@ use crate::api_keys::scopes_text;
 use crate::audit_chain::commit_with_audit;
 use crate::backend::Backend;
 use crate::driver::{Columns, Query};
-use crate::rows::{decode_err, instant, networks, optional_u32, scopes_from_text};
+use crate::rows::{decode_err, instant, networks, optional_u32, scopes_from_text, tier_from_text};
 use crate::store::SqlStore;
 
 /// The joins that give a token its parent (`k`: the minting key, `f`: the minting session).
@@ -54,7 +53,7 @@ fn token_from_row(row: &impl Columns) -> Result<AgentToken, sqlx::Error> {
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         scopes: scopes_from_text(&scopes)?,
-        tier: Tier::parse(&tier).ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+        tier: tier_from_text(&tier)?,
         credential_ids: credential_ids
             .map(|ids| {
                 ids.split_whitespace()
@@ -264,8 +263,7 @@ impl<B: Backend> TokenStore for SqlStore<B> {
                 token: token_from_row(&row)?,
                 owner_role: Role::parse(&role)
                     .ok_or_else(|| decode_err(format!("unknown role {role:?}")))?,
-                owner_tier: Tier::parse(&tier)
-                    .ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))?,
+                owner_tier: tier_from_text(&tier)?,
                 owner_disabled: row.try_get("owner_disabled")?,
                 owner_username: row.try_get("owner_username")?,
                 parent_live: row.try_get("parent_live")?,
@@ -277,10 +275,7 @@ impl<B: Backend> TokenStore for SqlStore<B> {
                 parent_networks: networks(&row, "parent_cidrs")?,
                 parent_tier: row
                     .try_get::<Option<String>>("parent_tier")?
-                    .map(|tier| {
-                        Tier::parse(&tier)
-                            .ok_or_else(|| decode_err(format!("unknown tier {tier:?}")))
-                    })
+                    .map(|tier| tier_from_text(&tier))
                     .transpose()?,
                 stored_hash: TokenHash::from_stored(row.try_get("token_hash")?),
             })

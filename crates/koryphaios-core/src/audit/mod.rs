@@ -9,6 +9,7 @@ pub mod head;
 pub mod key_store;
 pub mod query;
 pub mod service;
+pub mod throttle;
 pub mod verify;
 
 use serde_json::{Map, Value};

@@ -14,6 +14,7 @@ use super::{
 use crate::access::{self, Attempt, Refusal};
 use crate::api_keys::format::{self, TOKEN_PREFIX};
 use crate::api_keys::{LookupCache, check_name, check_scopes};
+use crate::audit::throttle::RefusalThrottle;
 use crate::audit::{AuditEntry, RequestContext};
 use crate::clock::Clock;
 use crate::ids::TokenId;
@@ -133,38 +134,8 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     uses: Arc<dyn UseCounter>,
     cache: LookupCache<TokenLookup>,
-    refusals: RefusalThrottle,
-}
-
-/// When each (token, restriction) refusal was last audited: a token hammering from the wrong
-/// network leaves one record a minute, not one per request.
-#[derive(Debug, Default)]
-struct RefusalThrottle(
-    std::sync::Mutex<std::collections::HashMap<(TokenId, &'static str), std::time::Instant>>,
-);
-
-impl RefusalThrottle {
-    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-    /// Beyond this many remembered refusals the stale ones are dropped (then all of them).
-    const MAX_ENTRIES: usize = 10_000;
-
-    fn first_in_a_while(&self, token: &TokenId, restriction: &'static str) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        if seen.len() >= Self::MAX_ENTRIES {
-            seen.retain(|_, at| now.duration_since(*at) < Self::INTERVAL);
-            if seen.len() >= Self::MAX_ENTRIES {
-                seen.clear();
-            }
-        }
-        match seen.get(&(token.clone(), restriction)) {
-            Some(at) if now.duration_since(*at) < Self::INTERVAL => false,
-            _ => {
-                seen.insert((token.clone(), restriction), now);
-                true
-            }
-        }
-    }
+    /// A token refused again and again leaves one record a minute per restriction.
+    refusals: RefusalThrottle<(TokenId, &'static str)>,
 }
 
 impl TokenService {
@@ -175,7 +146,7 @@ impl TokenService {
             clock,
             uses,
             cache: LookupCache::default(),
-            refusals: RefusalThrottle::default(),
+            refusals: RefusalThrottle::new(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -495,7 +466,10 @@ impl TokenService {
         };
         let holder = principal_of(&found);
         if let Some((reason, restriction)) = refusal {
-            if self.refusals.first_in_a_while(&token.id, restriction) {
+            if self
+                .refusals
+                .first_in_a_while(&(token.id.clone(), restriction))
+            {
                 let entry = AuditEntry::new(
                     &holder,
                     &context(),
